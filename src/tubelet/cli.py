@@ -1,0 +1,52 @@
+"""The ``tubelet`` command.
+
+Each area of the library adds its own subcommands through a ``register(subparsers)``
+function; this module only collects them, so the command reads like the package layout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Modules with a ``register(subparsers)`` function, in the order `tubelet --help` lists them.
+COMMAND_MODULES = [
+    "tubelet.models.commands",
+]
+
+
+class CommandError(Exception):
+    """A user error: printed as one line without a traceback, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tubelet", description="Video transformers (ViViT): models, weights, data, training.")
+    from . import __version__
+    parser.add_argument("--version", action="version", version=f"tubelet {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    from .models.config import ConfigError
+    try:
+        return int(args.func(args) or 0)
+    except (CommandError, ConfigError, FileNotFoundError) as e:
+        print(f"tubelet {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"tubelet {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

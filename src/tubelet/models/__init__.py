@@ -1,0 +1,12 @@
+"""ViViT models: configuration, the shared attention module, blocks, tokenisers, registry."""
+
+from .attention import Attention, factorised_dot_product_attention, sdpa
+from .config import MODEL_KINDS, ConfigError, ViViTConfig
+from .registry import create_model, get_config, list_models, register_config
+from .vivit import ViViT, count_parameters
+
+__all__ = [
+    "Attention", "ConfigError", "MODEL_KINDS", "ViViT", "ViViTConfig", "count_parameters",
+    "create_model", "factorised_dot_product_attention", "get_config", "list_models",
+    "register_config", "sdpa",
+]

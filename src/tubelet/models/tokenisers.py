@@ -1,0 +1,61 @@
+"""Video tokenisers of ViViT (paper 3.2): tubelet embedding and uniform frame sampling.
+
+Both map a clip (B, C, T, H, W) to tokens (B, t, h*w, D), flattened time-major (t, h, w)
+as in the reference.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+from torch import Tensor, nn
+
+from .config import ViViTConfig
+
+
+def uniform_frame_indices(num_frames: int, n: int) -> list[int]:
+    """``n`` evenly spaced frames of ``num_frames``, as the reference samples them.
+
+    The reference takes ``round(i * T / (n + 1))`` for i = 1..n (round half to even, at most
+    T - 1): the interior points of n + 1 equal steps, so neither end frame is favoured. With
+    n >= T it keeps every frame.
+    """
+    if n >= num_frames:
+        return list(range(num_frames))
+    return [min(round(Fraction(i * num_frames, n + 1)), num_frames - 1) for i in range(1, n + 1)]
+
+
+class TubeletEmbedding(nn.Module):
+    """Non-overlapping t x p x p tubes, linearly projected: a 3D convolution with stride = kernel."""
+
+    def __init__(self, cfg: ViViTConfig) -> None:
+        super().__init__()
+        k = (cfg.tubelet_size, cfg.patch_size, cfg.patch_size)
+        self.proj = nn.Conv3d(cfg.in_channels, cfg.hidden_size, kernel_size=k, stride=k)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.proj(x)  # (B, C, T, H, W) -> (B, D, t, h, w)
+        return x.flatten(3).permute(0, 2, 3, 1)  # -> (B, t, h*w, D)
+
+
+class FrameSampling(nn.Module):
+    """Uniform frame sampling: n evenly spaced frames, each embedded by a 2D patch convolution."""
+
+    def __init__(self, cfg: ViViTConfig) -> None:
+        super().__init__()
+        self.num_frames = cfg.num_frames
+        self.sampled = cfg.frames_in
+        p = cfg.patch_size
+        self.proj = nn.Conv2d(cfg.in_channels, cfg.hidden_size, kernel_size=p, stride=p)
+
+    def forward(self, x: Tensor) -> Tensor:
+        idx = uniform_frame_indices(x.shape[2], self.sampled)
+        x = x[:, :, idx]  # (B, C, T, H, W) -> (B, C, n, H, W)
+        B, n = x.shape[0], x.shape[2]
+        x = self.proj(x.transpose(1, 2).flatten(0, 1))  # -> (B*n, D, h, w)
+        return x.flatten(2).transpose(1, 2).unflatten(0, (B, n))  # -> (B, n, h*w, D)
+
+
+def build_tokeniser(cfg: ViViTConfig) -> nn.Module:
+    return TubeletEmbedding(cfg) if cfg.tokeniser == "tubelet" else FrameSampling(cfg)
+
