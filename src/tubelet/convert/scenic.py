@@ -9,12 +9,16 @@ head_dim); the attention ``out`` kernel (heads, head_dim, D); the tubelet kernel
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from pathlib import Path
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
 
 from ..models.config import ViViTConfig
+from ..models.vivit import ViViT
+from .msgpack_io import params_of, read_msgpack
+from .posembed import fit_pos_embeds
 
 Array = np.ndarray
 # tubelet name -> (Flax paths, function of those arrays giving the torch tensor)
@@ -157,6 +161,43 @@ def convert_scenic_params(params: Mapping, cfg: ViViTConfig) -> dict[str, torch.
         raise KeyError(f"{len(unused)} reference parameter(s) not described by the config, e.g. "
                        f"{unused[0]!r}; check kind, classifier, num_layers and temporal_layers")
     return state
+
+
+def read_scenic_params(path: str | Path) -> dict[str, Array]:
+    """The reference parameters of a file, flat with '/' paths.
+
+    - ``.msgpack`` (a released checkpoint, Flax serializer): the tree under
+      ``['optimizer']['target']`` (or ``['params']``, or the top level);
+    - ``.npz``: arrays named by Flax path, with or without a ``params/`` prefix (other arrays,
+      such as the fixtures' ``x`` and ``logits``, are ignored when a prefix is present).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    if path.suffix == ".npz":
+        with np.load(path) as z:
+            arrays = {k: z[k] for k in z.files}
+        prefixed = {k[len("params/"):]: v for k, v in arrays.items() if k.startswith("params/")}
+        return prefixed or arrays
+    if path.suffix in (".msgpack", ".flax", "") or path.name.startswith("checkpoint"):
+        return flatten_tree(params_of(read_msgpack(path), str(path)))
+    raise ValueError(f"{path}: expected a Flax .msgpack checkpoint or an .npz of Flax paths")
+
+
+def load_scenic(source: str | Path | Mapping[str, Any], cfg: ViViTConfig) -> ViViT:
+    """A :class:`ViViT` for ``cfg`` with the reference weights of ``source`` (a file, see
+    :func:`read_scenic_params`, or a parameter mapping). Position embeddings trained on another
+    grid than ``cfg``'s are resized; any other mismatch is a :class:`ConfigError` naming the
+    tensor, both shapes and the config field to change."""
+    from ..checkpoint import check_state_dict  # checkpoint imports convert: import at use
+
+    name = str(source) if isinstance(source, (str, Path)) else "the reference parameters"
+    params = read_scenic_params(source) if isinstance(source, (str, Path)) else source
+    state = fit_pos_embeds(convert_scenic_params(params, cfg), cfg)
+    model = ViViT(cfg)
+    check_state_dict(model, state, name)
+    model.load_state_dict(state)
+    return model.eval()
 
 
 _SCENIC_KINDS = {
