@@ -197,14 +197,19 @@ def to_hf_state_dict(model: ViViT, naming: str = "released") -> dict[str, Tensor
     return out
 
 
-def read_hf_folder(folder: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
-    """(config.json dict, state dict) of a folder written by ``save_pretrained``."""
-    folder = Path(folder)
-    cfg_path = folder / "config.json"
+def read_hf_config(folder: str | Path) -> dict[str, Any]:
+    """The ``config.json`` of a folder written by ``save_pretrained``."""
+    cfg_path = Path(folder) / "config.json"
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{cfg_path} does not exist: expected a folder written by "
                                 "transformers' save_pretrained (config.json + model.safetensors)")
-    config = json.loads(cfg_path.read_text())
+    return json.loads(cfg_path.read_text())
+
+
+def read_hf_folder(folder: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """(config.json dict, state dict) of a folder written by ``save_pretrained``."""
+    folder = Path(folder)
+    config = read_hf_config(folder)
     if (folder / "model.safetensors").is_file():
         from safetensors.torch import load_file
         state = load_file(str(folder / "model.safetensors"))
@@ -219,24 +224,26 @@ def read_hf_folder(folder: str | Path) -> tuple[dict[str, Any], dict[str, Tensor
 def load_hf(source: str | Path | Mapping[str, Tensor], config: Mapping[str, Any] | Any = None,
             cfg: ViViTConfig | None = None) -> ViViT:
     """A tubelet :class:`ViViT` from transformers' Vivit: a ``save_pretrained`` folder, or a state
-    dict in memory with its ``config`` (a ``VivitConfig`` or dict) or a tubelet ``cfg``.
+    dict in memory with its ``config`` (a ``VivitConfig`` or its dict).
 
-    ``cfg`` overrides the mapped config (e.g. another ``num_frames``: position embeddings are
-    then resized).
+    ``cfg`` is the model to build when it differs from the mapped config (e.g. another
+    ``num_frames`` or ``image_size``: position embeddings are resized from the trained grid).
     """
-    from ..checkpoint import check_state_dict  # checkpoint imports convert: import at use
+    from ..checkpoint import adapt_pos_embeds, check_state_dict  # checkpoint imports convert
 
     name = str(source) if isinstance(source, (str, Path)) else "the transformers state dict"
     if isinstance(source, (str, Path)):
         config, state = read_hf_folder(source)
     else:
         state = dict(source)
-    if cfg is None:
-        if config is None:
-            raise ConfigError("a transformers state dict needs its config (config=model.config) or a "
-                              "tubelet cfg to be converted")
-        cfg = config_from_hf(config)
-    tubelet_state = fit_pos_embeds(convert_hf_state_dict(state, cfg), cfg)
+    trained = config_from_hf(config) if config is not None else None
+    if cfg is None and trained is None:
+        raise ConfigError("a transformers state dict needs its config (config=model.config) or a "
+                          "tubelet cfg to be converted")
+    cfg = cfg or trained
+    tubelet_state = convert_hf_state_dict(state, cfg)
+    tubelet_state = (adapt_pos_embeds(tubelet_state, trained, cfg) if trained
+                     else fit_pos_embeds(tubelet_state, cfg))
     model = ViViT(cfg)
     check_state_dict(model, tubelet_state, name)
     model.load_state_dict(tubelet_state)
@@ -258,4 +265,4 @@ def save_hf(model: ViViT, folder: str | Path) -> Path:
 
 
 __all__ = ["config_from_hf", "config_to_hf", "convert_hf_state_dict", "detect_naming", "hf_rules",
-           "load_hf", "read_hf_folder", "save_hf", "to_hf_state_dict"]
+           "load_hf", "read_hf_config", "read_hf_folder", "save_hf", "to_hf_state_dict"]

@@ -173,7 +173,8 @@ def read_scenic_params(path: str | Path) -> dict[str, Array]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist")
+        raise FileNotFoundError(f"{path} is a folder; expected a Flax .msgpack checkpoint or an .npz"
+                                if path.is_dir() else f"{path} does not exist")
     if path.suffix == ".npz":
         with np.load(path) as z:
             arrays = {k: z[k] for k in z.files}
@@ -184,16 +185,22 @@ def read_scenic_params(path: str | Path) -> dict[str, Array]:
     raise ValueError(f"{path}: expected a Flax .msgpack checkpoint or an .npz of Flax paths")
 
 
-def load_scenic(source: str | Path | Mapping[str, Any], cfg: ViViTConfig) -> ViViT:
+def load_scenic(source: str | Path | Mapping[str, Any], cfg: ViViTConfig,
+                trained: ViViTConfig | None = None) -> ViViT:
     """A :class:`ViViT` for ``cfg`` with the reference weights of ``source`` (a file, see
-    :func:`read_scenic_params`, or a parameter mapping). Position embeddings trained on another
-    grid than ``cfg``'s are resized; any other mismatch is a :class:`ConfigError` naming the
-    tensor, both shapes and the config field to change."""
-    from ..checkpoint import check_state_dict  # checkpoint imports convert: import at use
+    :func:`read_scenic_params`, or a parameter mapping).
+
+    Position embeddings trained on another grid are resized to ``cfg``'s: from the grid of
+    ``trained`` (the config the checkpoint was trained with) when given, else from a grid
+    inferred from their length (:func:`~tubelet.convert.posembed.infer_grid`). Any other
+    mismatch is a :class:`ConfigError` naming the tensor, both shapes and the config field.
+    """
+    from ..checkpoint import adapt_pos_embeds, check_state_dict  # checkpoint imports convert
 
     name = str(source) if isinstance(source, (str, Path)) else "the reference parameters"
     params = read_scenic_params(source) if isinstance(source, (str, Path)) else source
-    state = fit_pos_embeds(convert_scenic_params(params, cfg), cfg)
+    state = convert_scenic_params(params, trained or cfg)
+    state = adapt_pos_embeds(state, trained, cfg) if trained else fit_pos_embeds(state, cfg)
     model = ViViT(cfg)
     check_state_dict(model, state, name)
     model.load_state_dict(state)

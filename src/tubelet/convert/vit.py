@@ -35,7 +35,6 @@ image gives the image ViT's features (tested in ``tests/convert/test_vit.py``).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
