@@ -204,3 +204,14 @@ def test_backbone_mismatch_names_the_field():
         vivit_from_image_vit(vit, cfg)
     with pytest.raises(ConfigError, match="num_heads=4"):
         vivit_from_image_vit(vit, cfg.replace(num_layers=2, num_heads=2))
+
+
+def test_average_pool_baseline_gives_the_vit_cls_token(image):
+    hf = _hf_vit()
+    vit = image_vit_from_state_dict(hf.state_dict(), hf.config.to_dict())
+    cfg = ViViTConfig(kind="average_pool", classifier="token", num_frames=T, image_size=32, num_classes=3,
+                      **BACKBONE)
+    model = vivit_from_image_vit(vit, cfg)
+    with torch.no_grad():  # the mean over frames of identical frames' CLS tokens
+        want = hf(pixel_values=image).last_hidden_state[:, 0]
+        assert (model.forward_features(_clip(image)) - want).abs().max().item() < TOL
