@@ -54,3 +54,12 @@ def test_not_a_checkpoint(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "vivit"}')
     with pytest.raises(ConfigError, match="tubelet convert"):
         load_model(tmp_path)
+
+
+def test_model2_resizes_the_temporal_embedding_only_in_time(tmp_path):
+    model = ViViT(ViViTConfig(kind="factorised_encoder", **TINY))
+    save_model(model, tmp_path)
+    longer = load_model(tmp_path, num_frames=8)
+    torch.testing.assert_close(longer.spatial.pos_embed, model.spatial.pos_embed, rtol=0, atol=0)
+    assert longer.temporal.pos_embed.shape == (1, 1 + 4, 16)
+    torch.testing.assert_close(longer.temporal.pos_embed[:, 0], model.temporal.pos_embed[:, 0])

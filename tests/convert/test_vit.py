@@ -215,3 +215,22 @@ def test_average_pool_baseline_gives_the_vit_cls_token(image):
     with torch.no_grad():  # the mean over frames of identical frames' CLS tokens
         want = hf(pixel_values=image).last_hidden_state[:, 0]
         assert (model.forward_features(_clip(image)) - want).abs().max().item() < TOL
+
+
+@pytest.mark.parametrize("kind,classifier,tokeniser", [
+    ("spatiotemporal", "token", "tubelet"), ("spatiotemporal", "token", "frame_sampling"),
+    ("factorised_encoder", "token", "tubelet"), ("factorised_encoder", "gap", "tubelet"),
+    ("factorised_self_attention", "gap", "tubelet"), ("factorised_dot_product", "gap", "tubelet"),
+    ("average_pool", "token", "tubelet")])
+def test_every_variant_initialises(kind, classifier, tokeniser):
+    hf = _hf_vit()
+    state = {f"vit.{k}": v for k, v in hf.state_dict().items()}  # ViTForImageClassification naming
+    state.update({"classifier.weight": torch.zeros(10, 32), "classifier.bias": torch.zeros(10)})
+    vit = image_vit_from_state_dict(state, hf.config.to_dict())
+    cfg = ViViTConfig(kind=kind, classifier=classifier, tokeniser=tokeniser, num_frames=T, image_size=32,
+                      temporal_layers=1, num_classes=3, **BACKBONE)
+    model = vivit_from_image_vit(vit, cfg)
+    encoder = model.spatial if kind in ("factorised_encoder", "average_pool") else model.encoder
+    torch.testing.assert_close(encoder.blocks[1].mlp.fc2.weight, hf.state_dict()["layers.1.mlp.fc2.weight"])
+    assert (encoder.cls_token is not None) == (classifier == "token")
+    assert model.head.weight.abs().sum() == 0

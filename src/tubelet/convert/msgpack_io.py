@@ -47,7 +47,7 @@ def read_msgpack(path: str | Path) -> dict[str, Any]:
         raw = f.read()
     try:
         tree = msgpack.unpackb(raw, ext_hook=_decode_ext, raw=False, strict_map_key=False)
-    except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError) as e:
+    except Exception as e:  # msgpack raises several types for a file that is not msgpack
         raise ValueError(f"cannot read {path} as a Flax msgpack checkpoint: {e}") from None
     if not isinstance(tree, dict):
         raise ValueError(f"{path} holds a msgpack {type(tree).__name__}, not a Flax state dict")

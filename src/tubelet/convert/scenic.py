@@ -166,10 +166,11 @@ def convert_scenic_params(params: Mapping, cfg: ViViTConfig) -> dict[str, torch.
 def read_scenic_params(path: str | Path) -> dict[str, Array]:
     """The reference parameters of a file, flat with '/' paths.
 
-    - ``.msgpack`` (a released checkpoint, Flax serializer): the tree under
-      ``['optimizer']['target']`` (or ``['params']``, or the top level);
     - ``.npz``: arrays named by Flax path, with or without a ``params/`` prefix (other arrays,
-      such as the fixtures' ``x`` and ``logits``, are ignored when a prefix is present).
+      such as the fixtures' ``x`` and ``logits``, are ignored when a prefix is present);
+    - any other file is read as Flax msgpack (``.msgpack``; the released checkpoints are named
+      ``checkpoint_<step>``): the tree under ``['optimizer']['target']`` (or ``['params']``, or
+      the top level).
     """
     path = Path(path)
     if not path.is_file():
@@ -180,9 +181,8 @@ def read_scenic_params(path: str | Path) -> dict[str, Array]:
             arrays = {k: z[k] for k in z.files}
         prefixed = {k[len("params/"):]: v for k, v in arrays.items() if k.startswith("params/")}
         return prefixed or arrays
-    if path.suffix in (".msgpack", ".flax", "") or path.name.startswith("checkpoint"):
-        return flatten_tree(params_of(read_msgpack(path), str(path)))
-    raise ValueError(f"{path}: expected a Flax .msgpack checkpoint or an .npz of Flax paths")
+    # anything else is read as msgpack: released checkpoints are named checkpoint_<step>
+    return flatten_tree(params_of(read_msgpack(path), str(path)))
 
 
 def load_scenic(source: str | Path | Mapping[str, Any], cfg: ViViTConfig,

@@ -199,8 +199,8 @@ def flax_vit_rules(depth: int, cls_token: bool, blocks: str, pos_path: str) -> l
 
 
 # Tensors of an image classifier that a video model does not take (heads, poolers).
-_IGNORED = ("head.", "fc_norm.", "pre_logits", "classifier.", "pooler.", "embeddings.mask_token",
-            "output_projection/")
+_IGNORED = ("head.", "head/", "pre_logits", "classifier.", "pooler.", "embeddings.mask_token",
+            "MAPHead_0/", "attn_pool.")
 
 
 def _apply(rules: list[Rule], state: Mapping[str, Any], naming: str) -> dict[str, Tensor]:
