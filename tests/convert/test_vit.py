@@ -234,3 +234,12 @@ def test_every_variant_initialises(kind, classifier, tokeniser):
     torch.testing.assert_close(encoder.blocks[1].mlp.fc2.weight, hf.state_dict()["layers.1.mlp.fc2.weight"])
     assert (encoder.cls_token is not None) == (classifier == "token")
     assert model.head.weight.abs().sum() == 0
+
+
+def test_vit_without_cls_token_gives_a_fresh_cls_and_a_zero_position_row():
+    vit = image_vit_from_state_dict(_siglip_to_timm(_siglip("gelu")))
+    cfg = ViViTConfig(kind="spatiotemporal", classifier="token", num_frames=T, image_size=32, num_classes=3,
+                      **BACKBONE)
+    model = vivit_from_image_vit(vit, cfg)
+    assert model.encoder.pos_embed[0, 0].abs().sum() == 0
+    torch.testing.assert_close(model.encoder.pos_embed[0, 1:17], vit.state["pos_embed"][0], rtol=0, atol=0)

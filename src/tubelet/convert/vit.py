@@ -327,16 +327,15 @@ def _encoder_from_vit(vit: ImageViT, dst: str, encoder_grid: tuple[int, int, int
     (renamed by ``block_map``: (ViViT block part, canonical block part)) and final norm."""
     src, t, hw = vit.state, encoder_grid[0], encoder_grid[1:]
     out: dict[str, Tensor] = {}
-    pos = src["pos_embed"]
+    pos = src["pos_embed"]  # (1, [1+] h*w, D) on the ViT's grid
     if vit.has_cls_token and not cls_token:
         pos = pos[:, 1:]  # the video encoder has no CLS token: drop its row
-    pos = resize_pos_embed(pos, (1, *vit.grid), (1, *hw))  # (1, [1+] h*w, D) on the model's h, w
+    pos = resize_pos_embed(pos, (1, *vit.grid), (1, *hw))  # -> the model's (h, w)
     if cls_token and not vit.has_cls_token:
-        pos = torch.cat([torch.zeros_like(pos[:, :1]), pos], dim=1)  # a zero row for the fresh CLS
-    else:
-        if cls_token:
-            out[f"{dst}.cls_token"] = src["cls_token"]
-    out[f"{dst}.pos_embed"] = repeat_pos_embed_in_time(pos, hw, t)  # (1, [1+] t*h*w, D)
+        pos = torch.cat([torch.zeros_like(pos[:, :1]), pos], dim=1)  # a zero row; the CLS is fresh
+    if cls_token and vit.has_cls_token:
+        out[f"{dst}.cls_token"] = src["cls_token"]
+    out[f"{dst}.pos_embed"] = repeat_pos_embed_in_time(pos, hw, t)  # -> (1, [1+] t*h*w, D)
     for i in range(depth):
         for part, canonical in block_map:
             for p in ("weight", "bias"):
