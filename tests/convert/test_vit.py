@@ -48,10 +48,11 @@ def _noisy(model):
     return model.eval()
 
 
-def _hf_vit(eps=1e-12):
+def _hf_vit(eps=1e-12, hidden_act="gelu"):
     """transformers ViTModel with a CLS token (the image ViT of Model 2's test)."""
     cfg = transformers.ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                 intermediate_size=64, image_size=32, patch_size=8, layer_norm_eps=eps)
+                                 intermediate_size=64, image_size=32, patch_size=8, layer_norm_eps=eps,
+                                 hidden_act=hidden_act)
     return _noisy(transformers.ViTModel(cfg, add_pooling_layer=False))
 
 
@@ -82,29 +83,40 @@ def _siglip_to_timm(model) -> dict[str, torch.Tensor]:
     return out
 
 
-def _timm_to_big_vision(sd) -> dict[str, np.ndarray]:
-    """timm names -> big_vision .npz paths (Flax layouts), as big_vision's SigLIP checkpoints."""
+# Flax block names of big_vision / scenic and of the original ViT release (vision_transformer).
+FLAX_LAYOUTS = {"big_vision": ("MultiHeadDotProductAttention_0", "LayerNorm_0", "LayerNorm_1", "MlpBlock_0"),
+                "vit": ("MultiHeadDotProductAttention_1", "LayerNorm_0", "LayerNorm_2", "MlpBlock_3")}
+
+
+def _timm_to_flax(sd, layout="big_vision") -> dict[str, np.ndarray]:
+    """timm names -> Flax .npz paths and layouts: big_vision's (``params/`` prefix, top-level
+    ``pos_embedding``) or the original ViT release's (no prefix, ``Transformer/posembed_input``)."""
     def n(t):
         return t.detach().numpy()
     D, H = 32, 4
-    out = {"params/pos_embedding": n(sd["pos_embed"]),
-           "params/embedding/kernel": n(sd["patch_embed.proj.weight"].permute(2, 3, 1, 0)),
-           "params/embedding/bias": n(sd["patch_embed.proj.bias"]),
-           "params/Transformer/encoder_norm/scale": n(sd["norm.weight"]),
-           "params/Transformer/encoder_norm/bias": n(sd["norm.bias"])}
+    attn, ln1, ln2, mlp = FLAX_LAYOUTS[layout]
+    root = "params/" if layout == "big_vision" else ""
+    pos = "pos_embedding" if layout == "big_vision" else "Transformer/posembed_input/pos_embedding"
+    out = {f"{root}{pos}": n(sd["pos_embed"]),
+           f"{root}embedding/kernel": n(sd["patch_embed.proj.weight"].permute(2, 3, 1, 0)),
+           f"{root}embedding/bias": n(sd["patch_embed.proj.bias"]),
+           f"{root}Transformer/encoder_norm/scale": n(sd["norm.weight"]),
+           f"{root}Transformer/encoder_norm/bias": n(sd["norm.bias"])}
+    if "cls_token" in sd:
+        out[f"{root}cls"] = n(sd["cls_token"])
     for i in range(2):
-        s, b = f"params/Transformer/encoderblock_{i}", f"blocks.{i}"
-        for ln, part in (("LayerNorm_0", "norm1"), ("LayerNorm_1", "norm2")):
+        s, b = f"{root}Transformer/encoderblock_{i}", f"blocks.{i}"
+        for ln, part in ((ln1, "norm1"), (ln2, "norm2")):
             out[f"{s}/{ln}/scale"], out[f"{s}/{ln}/bias"] = n(sd[f"{b}.{part}.weight"]), n(sd[f"{b}.{part}.bias"])
         for name, w, bias in zip(("query", "key", "value"), sd[f"{b}.attn.qkv.weight"].chunk(3),
                                  sd[f"{b}.attn.qkv.bias"].chunk(3)):
-            out[f"{s}/MultiHeadDotProductAttention_0/{name}/kernel"] = n(w.T.reshape(D, H, D // H))
-            out[f"{s}/MultiHeadDotProductAttention_0/{name}/bias"] = n(bias.reshape(H, D // H))
-        out[f"{s}/MultiHeadDotProductAttention_0/out/kernel"] = n(sd[f"{b}.attn.proj.weight"].T.reshape(H, D // H, D))
-        out[f"{s}/MultiHeadDotProductAttention_0/out/bias"] = n(sd[f"{b}.attn.proj.bias"])
+            out[f"{s}/{attn}/{name}/kernel"] = n(w.T.reshape(D, H, D // H))
+            out[f"{s}/{attn}/{name}/bias"] = n(bias.reshape(H, D // H))
+        out[f"{s}/{attn}/out/kernel"] = n(sd[f"{b}.attn.proj.weight"].T.reshape(H, D // H, D))
+        out[f"{s}/{attn}/out/bias"] = n(sd[f"{b}.attn.proj.bias"])
         for j, fc in enumerate(("fc1", "fc2")):
-            out[f"{s}/MlpBlock_0/Dense_{j}/kernel"] = n(sd[f"{b}.mlp.{fc}.weight"].T)
-            out[f"{s}/MlpBlock_0/Dense_{j}/bias"] = n(sd[f"{b}.mlp.{fc}.bias"])
+            out[f"{s}/{mlp}/Dense_{j}/kernel"] = n(sd[f"{b}.mlp.{fc}.weight"].T)
+            out[f"{s}/{mlp}/Dense_{j}/bias"] = n(sd[f"{b}.mlp.{fc}.bias"])
     return out
 
 
@@ -119,10 +131,18 @@ def _clip(image):  # (1, C, H, W) -> (1, C, T, H, W), every frame the same image
 
 # ---------------------------------------------------------------------------- Model 2
 @pytest.mark.parametrize("kernel_init", ["central_frame", "filter_inflation"])
-@pytest.mark.parametrize("source", ["hf_state_dict", "hf_folder", "timm"])
+@pytest.mark.parametrize("source", ["hf_state_dict", "hf_folder", "timm", "vit_npz"])
 def test_model2_spatial_encoder_gives_the_vit_cls_token(image, tmp_path, kernel_init, source):
-    hf = _hf_vit(eps=1e-6 if source == "timm" else 1e-12)  # timm's ViT uses eps 1e-6
-    if source == "hf_state_dict":
+    if source == "vit_npz":  # the original ViT release: Flax, tanh GELU, eps 1e-6
+        hf = _hf_vit(eps=1e-6, hidden_act="gelu_pytorch_tanh")
+    else:
+        hf = _hf_vit(eps=1e-6 if source == "timm" else 1e-12)  # timm's ViT uses eps 1e-6
+    if source == "vit_npz":
+        canonical = image_vit_from_state_dict(hf.state_dict(), hf.config.to_dict()).state
+        np.savez(tmp_path / "ViT-B_16.npz", **_timm_to_flax(canonical, layout="vit"))
+        vit = read_image_vit(tmp_path / "ViT-B_16.npz")
+        assert (vit.naming, vit.gelu, vit.layer_norm_eps, vit.has_cls_token) == ("flax", "tanh", 1e-6, True)
+    elif source == "hf_state_dict":
         vit = image_vit_from_state_dict(hf.state_dict(), hf.config.to_dict())
     elif source == "hf_folder":
         hf.save_pretrained(tmp_path)
@@ -148,14 +168,21 @@ def test_model2_spatial_encoder_gives_the_vit_cls_token(image, tmp_path, kernel_
 # ---------------------------------------------------------------------------- Models 1 and 3
 @pytest.mark.parametrize("kernel_init", ["central_frame", "filter_inflation"])
 @pytest.mark.parametrize("kind", ["spatiotemporal", "factorised_self_attention"])
-@pytest.mark.parametrize("source", ["timm", "big_vision_npz"])
+@pytest.mark.parametrize("source", ["timm", "big_vision_npz", "big_vision_scanned_npz"])
 def test_models_1_and_3_give_the_vit_mean_token(image, tmp_path, kernel_init, kind, source):
     siglip = _siglip("gelu" if source == "timm" else "gelu_pytorch_tanh")  # Flax ViTs use tanh GELU
     timm_sd = _siglip_to_timm(siglip)
     if source == "timm":
         vit = image_vit_from_state_dict(timm_sd)
     else:
-        np.savez(tmp_path / "vit.npz", **_timm_to_big_vision(timm_sd))
+        arrays = _timm_to_flax(timm_sd)
+        arrays["params/head/kernel"] = np.zeros((32, 10), np.float32)  # a classifier, not used
+        if source == "big_vision_scanned_npz":  # scan=True: one block tree, a leading depth axis
+            blocks = [k for k in arrays if "/encoderblock_0/" in k]
+            for k in blocks:
+                arrays[k.replace("encoderblock_0", "encoderblock")] = np.stack(
+                    [arrays.pop(k), arrays.pop(k.replace("encoderblock_0", "encoderblock_1"))])
+        np.savez(tmp_path / "vit.npz", **arrays)
         vit = read_image_vit(tmp_path / "vit.npz")
         assert (vit.naming, vit.gelu, vit.num_heads) == ("flax", "tanh", 4)
     assert not vit.has_cls_token

@@ -222,6 +222,18 @@ def _apply(rules: list[Rule], state: Mapping[str, Any], naming: str) -> dict[str
     return out
 
 
+def unstack_scanned_blocks(state: Mapping[str, Any]) -> dict[str, Any]:
+    """big_vision with ``scan=True`` stores all blocks as one ``Transformer/encoderblock/...``
+    tree with a leading depth axis; split it into ``Transformer/encoderblock_{i}/...``."""
+    scanned = "Transformer/encoderblock/"
+    out = {k: v for k, v in state.items() if not k.startswith(scanned)}
+    for k, v in state.items():
+        if k.startswith(scanned):
+            for i in range(v.shape[0]):  # (depth, ...) -> depth x (...)
+                out[f"Transformer/encoderblock_{i}/{k[len(scanned):]}"] = v[i]
+    return out
+
+
 def _count(keys: Any, fmt: str) -> int:
     i = 0
     while any(k.startswith(fmt.format(i)) for k in keys):
@@ -270,6 +282,7 @@ def image_vit_from_state_dict(state: Mapping[str, Any], hf_config: Mapping[str, 
                         num_heads=cfg.get("num_attention_heads"))
     # Flax: arrays named by path, with big_vision's `params/` prefix or without.
     state = {(k[len("params/"):] if k.startswith("params/") else k): v for k, v in state.items()}
+    state = unstack_scanned_blocks(state)
     depth = _count(state, "Transformer/encoderblock_{}/")
     blocks = "vit" if "Transformer/encoderblock_0/MlpBlock_3/Dense_0/kernel" in state else "big_vision"
     pos = "pos_embedding" if "pos_embedding" in state else "Transformer/posembed_input/pos_embedding"
@@ -403,4 +416,4 @@ def vivit_from_image_vit(vit: ImageViT, cfg: ViViTConfig, *, kernel_init: str = 
 
 __all__ = ["BLOCK_MAP", "FACTORISED_BLOCK_MAP", "ImageViT", "central_frame_kernel", "detect_vit_naming",
            "flax_vit_rules", "hf_vit_rules", "image_vit_from_state_dict", "inflate_kernel",
-           "read_image_vit", "timm_rules", "vivit_from_image_vit"]
+           "read_image_vit", "timm_rules", "unstack_scanned_blocks", "vivit_from_image_vit"]
