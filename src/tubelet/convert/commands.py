@@ -101,9 +101,9 @@ def _convert(args: argparse.Namespace) -> ViViT:
         from .hf import config_from_hf, load_hf, read_hf_config
         trained = config_from_hf(read_hf_config(src))
         return load_hf(src, cfg=_target_config(args, trained))
-    cfg = _target_config(args)
     # --from vit
     from .vit import read_image_vit, vivit_from_image_vit
+    cfg = _target_config(args)
     if cfg is None:
         raise CommandError("--from vit needs the video model to build: --model NAME (e.g. vivit_b16x2_fe)")
     try:
