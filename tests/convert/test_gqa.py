@@ -62,3 +62,16 @@ def test_invalid_groups_are_refused():
     model = tubelet.create_model("vivit_s16x2", **TINY)
     with pytest.raises(ValueError, match="not divisible by num_kv_heads=3"):
         to_gqa(model, 3)
+
+
+def test_convert_command_writes_a_gqa_checkpoint(tmp_path):
+    from tubelet.checkpoint import load_model, save_model
+    from tubelet.cli import main
+
+    model = tubelet.create_model("vivit_s16x2_fe", **TINY)
+    save_model(model, tmp_path / "mha")
+    assert main(["convert", "--from", "tubelet", str(tmp_path / "mha"), "--out", str(tmp_path / "gqa"),
+                 "--to-gqa", "2"]) == 0
+    gqa = load_model(tmp_path / "gqa")
+    assert gqa.config.num_kv_heads == 2
+    assert gqa.spatial.blocks[0].attn.qkv.out_features == (4 + 2 * 2) * 8

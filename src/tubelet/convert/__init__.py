@@ -4,6 +4,7 @@ Nothing here imports JAX, Flax or transformers: the reference checkpoints are re
 ``msgpack`` and transformers' weights are plain state dicts.
 """
 
+from .gqa import pool_kv_heads, to_gqa
 from .hf import config_from_hf, config_to_hf, load_hf, save_hf
 from .msgpack_io import read_flax_params, read_msgpack
 from .posembed import pos_embed_grids, repeat_pos_embed_in_time, resize_pos_embed
@@ -14,4 +15,5 @@ from .vit import (ImageViT, central_frame_kernel, image_vit_from_state_dict, inf
 __all__ = ["ImageViT", "central_frame_kernel", "config_from_hf", "config_from_scenic", "config_to_hf",
            "convert_scenic_params", "image_vit_from_state_dict", "inflate_kernel", "load_hf", "load_scenic",
            "pos_embed_grids", "read_flax_params", "read_image_vit", "read_msgpack", "read_scenic_params",
-           "repeat_pos_embed_in_time", "resize_pos_embed", "save_hf", "scenic_rules", "vivit_from_image_vit"]
+           "repeat_pos_embed_in_time", "resize_pos_embed", "save_hf", "scenic_rules", "to_gqa", "pool_kv_heads",
+           "vivit_from_image_vit"]

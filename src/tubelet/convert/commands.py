@@ -119,6 +119,12 @@ def _convert(args: argparse.Namespace) -> ViViT:
 
 def _cmd_convert(args: argparse.Namespace) -> int:
     model = _convert(args)
+    if args.to_gqa is not None:
+        from .gqa import to_gqa
+        heads = model.config.num_heads
+        model = to_gqa(model, args.to_gqa, inplace=True)
+        print(f"grouped-query attention: {heads} query heads share {args.to_gqa} key/value head(s) "
+              "(mean-pooled); uptrain it with `tubelet train --init OUT --uptrain-fraction 0.05`")
     out = Path(args.out)
     if args.to == "hf":
         from .hf import save_hf
@@ -161,4 +167,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--temporal-attention-init", choices=("zero_proj", "zero_all"), default="zero_proj",
                    help="--from vit, Model 3: zero the temporal attention's output projection (default) "
                         "or all its kernels as the reference does")
+    p.add_argument("--to-gqa", type=int, metavar="G",
+                   help="convert multi-head attention to G key/value heads by mean-pooling each group "
+                        "(GQA paper 2.1); 1 gives multi-query attention")
     p.set_defaults(func=_cmd_convert)

@@ -114,7 +114,7 @@ class Trainer:
             model = init_state["model"]
         elif cfg.init:
             from .init import initialise
-            model = initialise(cfg, num_classes=num_classes, num_frames=self.clip.num_frames,
+            model, self.init_steps = initialise(cfg, num_classes=num_classes, num_frames=self.clip.num_frames,
                                image_size=self.clip.size, overrides=overrides, log=self._log)
         else:
             model = create_model(cfg.model, num_classes=num_classes, num_frames=self.clip.num_frames,
