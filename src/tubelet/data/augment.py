@@ -15,17 +15,18 @@ label smoothing. Presets follow Table 7 of the paper:
 ``epic``     flip 0.5, RandAugment 2 layers, magnitude 15; mixup 0.1, smoothing 0.2
 ``ssv2``     RandAugment 2 layers, magnitude 20; mixup 0.3, smoothing 0.3. No flip:
              SSv2 has left/right classes ("pushing something from left to right").
+``randaugment`` RandAugment 2 layers (magnitude set by :func:`build_augmentation`), no flip
 ``none``     nothing (the built-in motion dataset: flips would swap its left/right classes)
 ===========  ====================================================================
 
-Tensors: ``VideoAugment`` takes uint8 (B, T, H, W, C) as the loader gives it and returns float
-(B, T, H, W, C) in [0, 255]; :func:`normalise` then makes the model's (B, C, T, H, W) in [-1, 1].
+Tensors: the loader gives uint8 (B, T, H, W, C); :func:`normalise` makes the model's float
+(B, C, T, H, W) in [-1, 1] on the device, and :class:`VideoAugment` maps that to the same.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import kornia
 import torch
@@ -61,6 +62,7 @@ class AugmentConfig:
 
 PRESETS: dict[str, AugmentConfig] = {
     "kinetics": AugmentConfig(flip=0.5, colour_jitter=0.8),
+    "randaugment": AugmentConfig(randaugment_layers=2, randaugment_magnitude=15),
     "epic": AugmentConfig(flip=0.5, randaugment_layers=2, randaugment_magnitude=15,
                           mixup_alpha=0.1, label_smoothing=0.2),
     "ssv2": AugmentConfig(randaugment_layers=2, randaugment_magnitude=20, mixup_alpha=0.3,
@@ -182,11 +184,16 @@ def _invert(x, level):
     return 1 - x
 
 
+def _uniform(n: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """(n,) uniform [0, 1) draws from ``generator`` (on its own device), moved to ``device``."""
+    return torch.rand(n, generator=generator, device=generator.device).to(device)
+
+
 def _cutout(x, level, generator):
     b, t, c, h, w = x.shape
     half = (level.abs() / 10 * 40 / 224 * min(h, w)).round()  # TF: 40 px at level 10, 224 px
-    cy = torch.rand(b, generator=generator).to(x.device) * h
-    cx = torch.rand(b, generator=generator).to(x.device) * w
+    cy = _uniform(b, generator, x.device) * h
+    cx = _uniform(b, generator, x.device) * w
     ys = torch.arange(h, device=x.device).view(1, h, 1)
     xs = torch.arange(w, device=x.device).view(1, 1, w)
     inside = ((ys - cy.view(-1, 1, 1)).abs() < half.view(-1, 1, 1)) & \
@@ -225,10 +232,11 @@ def randaugment(x: torch.Tensor, layers: int, magnitude: float, generator: torch
     """
     names = list(RANDAUGMENT_OPS)
     b = x.shape[0]
+    cpu = torch.device("cpu")
     for _ in range(layers):
-        choice = torch.randint(len(names) + 1, (b,), generator=generator)  # len(names): identity
-        apply = torch.rand(b, generator=generator) < 0.2 + 0.6 * torch.rand(b, generator=generator)
-        sign = torch.where(torch.rand(b, generator=generator) < 0.5, -1.0, 1.0)
+        choice = (_uniform(b, generator, cpu) * (len(names) + 1)).long()  # len(names): identity
+        apply = _uniform(b, generator, cpu) < 0.2 + 0.6 * _uniform(b, generator, cpu)
+        sign = torch.where(_uniform(b, generator, cpu) < 0.5, -1.0, 1.0)
         for i, name in enumerate(names):
             chosen = ((choice == i) & apply).nonzero().flatten()
             if len(chosen) == 0:
@@ -247,8 +255,8 @@ def colour_jitter(x: torch.Tensor, config: AugmentConfig, generator: torch.Gener
     """Brightness, saturation, contrast and hue, each clip with its own draws, with probability
     ``config.colour_jitter`` per clip. x: (B, T, C, H, W) float in [0, 1]."""
     b, t = x.shape[:2]
-    u = lambda lo, hi: (lo + (hi - lo) * torch.rand(b, generator=generator)).to(x.device)  # noqa: E731
-    on = (torch.rand(b, generator=generator) < config.colour_jitter).to(x.device)
+    u = lambda lo, hi: lo + (hi - lo) * _uniform(b, generator, x.device)  # noqa: E731
+    on = _uniform(b, generator, x.device) < config.colour_jitter
     brightness = u(-config.brightness, config.brightness)
     saturation = u(*config.saturation)
     contrast = u(*config.contrast)
@@ -264,11 +272,12 @@ def colour_jitter(x: torch.Tensor, config: AugmentConfig, generator: torch.Gener
 class VideoAugment(nn.Module):
     """The device-side augmentation of a batch of clips.
 
-    ``config``: an :class:`AugmentConfig` or a preset name (``kinetics``, ``epic``, ``ssv2``,
-    ``none``). ``seed`` seeds the module's own generator; ``forward(..., generator=g)`` uses ``g``
-    instead. In eval mode (``module.eval()``) it only converts to float.
+    ``config``: an :class:`AugmentConfig` or a preset name (``kinetics``, ``randaugment``,
+    ``epic``, ``ssv2``, ``none``). ``seed`` seeds the module's own generator;
+    ``forward(..., generator=g)`` uses ``g`` instead (on any device). In eval mode
+    (``module.eval()``) it returns its input.
 
-    uint8 (B, T, H, W, C) -> float (B, T, H, W, C) in [0, 255].
+    float (B, C, T, H, W) in [-1, 1] (:func:`normalise`'s output) -> the same.
     """
 
     def __init__(self, config: AugmentConfig | str = "kinetics", seed: int = 0):
@@ -282,28 +291,41 @@ class VideoAugment(nn.Module):
         self.generator = torch.Generator().manual_seed(seed)
 
     def forward(self, video: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        g = generator or self.generator
         c = self.config
-        x = video.float().div(255).permute(0, 1, 4, 2, 3)  # (B, T, H, W, C) -> (B, T, C, H, W)
-        if self.training:
-            b = x.shape[0]
-            if c.flip > 0:
-                flip = (torch.rand(b, generator=g) < c.flip).to(x.device)
-                x = torch.where(flip.view(-1, 1, 1, 1, 1), x.flip(-1), x)
-            if c.colour_jitter > 0:
-                x = colour_jitter(x, c, g)
-            if c.randaugment_layers > 0:
-                x = randaugment(x, c.randaugment_layers, c.randaugment_magnitude, g)
-        return x.permute(0, 1, 3, 4, 2).mul(255)  # (B, T, C, H, W) -> (B, T, H, W, C)
+        if not self.training or (c.flip <= 0 and c.colour_jitter <= 0 and c.randaugment_layers <= 0):
+            return video
+        g = generator or self.generator
+        x = ((video + 1) / 2).permute(0, 2, 1, 3, 4)  # (B, C, T, H, W) in [-1, 1] -> (B, T, C, H, W) in [0, 1]
+        if c.flip > 0:
+            flip = _uniform(x.shape[0], g, x.device) < c.flip
+            x = torch.where(flip.view(-1, 1, 1, 1, 1), x.flip(-1), x)
+        if c.colour_jitter > 0:
+            x = colour_jitter(x, c, g)
+        if c.randaugment_layers > 0:
+            x = randaugment(x, c.randaugment_layers, c.randaugment_magnitude, g)
+        return (x * 2 - 1).permute(0, 2, 1, 3, 4)  # (B, T, C, H, W) -> (B, C, T, H, W) in [-1, 1]
+
+
+def build_augmentation(name: str = "kinetics", magnitude: float | None = None, layers: int = 2,
+                       seed: int = 0) -> VideoAugment:
+    """The :class:`VideoAugment` of a preset; ``magnitude`` / ``layers`` set RandAugment's."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown augmentation {name!r}; choose one of {', '.join(PRESETS)}")
+    config = PRESETS[name]
+    if config.randaugment_layers and magnitude is not None:
+        config = replace(config, randaugment_layers=layers, randaugment_magnitude=magnitude)
+    return VideoAugment(config, seed=seed)
 
 
 # -- labels -------------------------------------------------------------------------------------
-def smooth_targets(labels: torch.Tensor, num_classes: int | list[int], smoothing: float = 0.0
-                   ) -> list[torch.Tensor]:
+def soft_targets(labels: torch.Tensor, num_classes: int | list[int] | tuple[int, ...],
+                 smoothing: float = 0.0, device: torch.device | str | None = None
+                 ) -> list[torch.Tensor]:
     """Label smoothing (paper eq. 11): ``(1 - e) * one_hot + e / K`` for each head.
 
     labels: (B,) or (B, heads) int64 -> a list of (B, K_head) float targets, one per head.
     """
+    labels = torch.as_tensor(labels).to(device) if device is not None else torch.as_tensor(labels)
     if labels.dim() == 1:
         labels = labels[:, None]
     sizes = [num_classes] if isinstance(num_classes, int) else list(num_classes)
@@ -314,24 +336,26 @@ def smooth_targets(labels: torch.Tensor, num_classes: int | list[int], smoothing
 
 
 def mixup(video: torch.Tensor, targets: list[torch.Tensor], alpha: float,
-          generator: torch.Generator | None = None) -> tuple[torch.Tensor, list[torch.Tensor], float]:
+          generator: torch.Generator | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Mixup (paper eq. 12) of each clip with the clip at the mirrored batch position.
 
     One ``lam ~ Beta(alpha, alpha)`` per batch, as the reference: ``x = lam x + (1 - lam) x_flip``
-    and the same mixture of every head's soft targets. Returns (video, targets, lam).
+    and the same mixture of every head's soft targets. Returns (video, targets).
     """
     if alpha <= 0:
-        return video, targets, 1.0
-    # torch's Beta sampler takes no generator: seed a forked global RNG from ``generator``.
-    seed = int(torch.randint(2**62, (1,), generator=generator).item()) if generator is not None else None
+        return video, targets
+    lam = beta_sample(alpha, generator)
+    mixed = video * lam + video.flip(0) * (1 - lam)
+    return mixed, [t * lam + t.flip(0) * (1 - lam) for t in targets]
+
+
+def beta_sample(alpha: float, generator: torch.Generator | None = None) -> float:
+    """One draw of Beta(alpha, alpha), reproducible from ``generator`` (torch's Beta sampler takes
+    none, so a forked global RNG is seeded from it)."""
+    seed = None
+    if generator is not None:
+        seed = int(torch.randint(2**62, (1,), generator=generator, device=generator.device).item())
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)
-        lam = float(torch.distributions.Beta(alpha, alpha).sample())
-    mixed = video * lam + video.flip(0) * (1 - lam)
-    return mixed, [t * lam + t.flip(0) * (1 - lam) for t in targets], lam
-
-
-def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy of (B, K) logits against (B, K) soft targets."""
-    return -(target * F.log_softmax(logits, dim=-1)).sum(-1).mean()
+        return float(torch.distributions.Beta(alpha, alpha).sample())

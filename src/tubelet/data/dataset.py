@@ -77,6 +77,33 @@ def resize_short_side(frames: np.ndarray, short_side: int) -> np.ndarray:
     return x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
+def evaluation_views(path: str | Path, clip: ClipConfig, index: VideoIndex | None = None,
+                     start: float | None = None, end: float | None = None,
+                     decode_threads: int = 1) -> torch.Tensor:
+    """The paper's test views of one video: ``clip.views`` clips x ``clip.crops`` crops.
+
+    Frames are resized so the short side is ``clip.size``, then cut into crops along the long side.
+    -> (views * crops, T, size, size, 3) uint8, view-major. Raises DecodeError / FileNotFoundError.
+    """
+    index = index if index is not None else index_video(path)
+    first, stop = index.frames_between(start, end)
+    c = clip
+    frames_at = sampling.evaluation_clips(c.num_frames, c.stride, first, stop, c.views)  # (V, T)
+    with VideoReader(path, index, max_short_side=c.size, threads=decode_threads) as reader:
+        frames = reader.read(frames_at.reshape(-1))  # (V*T, H, W, 3)
+    frames = resize_short_side(frames, c.size)
+    h, w = frames.shape[1:3]
+    frames = frames.reshape(c.views, c.num_frames, h, w, 3)
+    return torch.stack([resize_crop(frames[v], box, c.size)
+                        for v in range(c.views)
+                        for box in sampling.crop_boxes(h, w, c.size, c.crops)])
+
+
+def load_eval_views(path: str | Path, clip: ClipConfig = ClipConfig()) -> torch.Tensor:
+    """:func:`evaluation_views` of a whole video file (what ``tubelet predict`` feeds the model)."""
+    return evaluation_views(path, clip)
+
+
 class VideoClips(Dataset):
     """Clips of annotated videos.
 
@@ -105,6 +132,11 @@ class VideoClips(Dataset):
     def num_classes(self) -> list[int]:
         return self.annotations.num_classes
 
+    @property
+    def head_names(self) -> tuple[str, ...] | None:
+        """``("verb", "noun")`` for EPIC-KITCHENS; None for one head."""
+        return ("verb", "noun") if self.annotations.format == "epic" else None
+
     def set_epoch(self, epoch: int) -> None:
         """The epoch used for plain integer keys (keys ``(index, epoch)`` carry their own)."""
         self.epoch = epoch
@@ -120,28 +152,20 @@ class VideoClips(Dataset):
         record = self.records[index]
         video = self._index(record.path)
         first, stop = video.frames_between(record.start, record.end)
+        if not self.train:
+            clip = evaluation_views(record.path, self.clip, video, record.start, record.end,
+                                    self.decode_threads)
+            return {"video": clip, "label": torch.as_tensor(record.label, dtype=torch.int64),
+                    "index": index}
         c = self.clip
-        if self.train:
-            rng = sampling.item_seed(self.seed, epoch, index)
-            frames_at = sampling.training_clip(c.num_frames, c.stride, first, stop, rng)
-            with VideoReader(record.path, video, max_short_side=c.short_side,
-                             threads=self.decode_threads) as reader:
-                frames = reader.read(frames_at)  # (T, H, W, 3)
-            box = sampling.scale_jitter_box(frames.shape[1], frames.shape[2], c.size, c.scale, rng,
-                                            short_side=c.short_side)
-            clip = resize_crop(frames, box, c.size)  # (T, size, size, 3)
-        else:
-            frames_at = sampling.evaluation_clips(c.num_frames, c.stride, first, stop, c.views)
-            with VideoReader(record.path, video, max_short_side=c.size,
-                             threads=self.decode_threads) as reader:
-                frames = reader.read(frames_at.reshape(-1))  # (V*T, H, W, 3)
-            frames = resize_short_side(frames, c.size)
-            h, w = frames.shape[1:3]
-            frames = frames.reshape(c.views, c.num_frames, h, w, 3)
-            clip = torch.stack([resize_crop(frames[v], box, c.size)
-                                for v in range(c.views)
-                                for box in sampling.crop_boxes(h, w, c.size, c.crops)])
-            # (V*crops, T, size, size, 3)
+        rng = sampling.item_seed(self.seed, epoch, index)
+        frames_at = sampling.training_clip(c.num_frames, c.stride, first, stop, rng)
+        with VideoReader(record.path, video, max_short_side=c.short_side,
+                         threads=self.decode_threads) as reader:
+            frames = reader.read(frames_at)  # (T, H, W, 3)
+        box = sampling.scale_jitter_box(frames.shape[1], frames.shape[2], c.size, c.scale, rng,
+                                        short_side=c.short_side)
+        clip = resize_crop(frames, box, c.size)  # (T, size, size, 3)
         label = torch.as_tensor(record.label, dtype=torch.int64)
         return {"video": clip, "label": label, "index": index}
 
@@ -193,12 +217,14 @@ def build_datasets(data: str | Path, val: str | Path | None = None, *, format: s
     """
     data = Path(data)
     train_path = data
-    if data.is_dir() and val is None:
-        found = find_split(data, "train")
-        if found is not None:
-            train_path, val = found, find_split(data, "val")
-            if class_names is None:
-                class_names = _class_names_file(data)
+    if data.is_dir() and find_split(data, "train") is not None:  # a dataset folder
+        train_path = find_split(data, "train")
+        if val is None or Path(val) == data:
+            val = find_split(data, "val")
+        if class_names is None:
+            class_names = _class_names_file(data)
+    if val is not None and Path(val).is_dir() and find_split(val, "val") is not None:
+        val = find_split(val, "val")
     if isinstance(class_names, (str, Path)):
         class_names = read_class_names(class_names)
     train = read_annotations(train_path, format, root, class_names, missing)

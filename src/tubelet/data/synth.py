@@ -80,7 +80,7 @@ class SynthConfig:
 @lru_cache(maxsize=1)
 def textures() -> dict[str, np.ndarray]:
     """digits (N, 8, 8), objects (M, 32, 32, 3) and backgrounds (K, 64, 64), all uint8."""
-    with resources.files("tubelet.assets").joinpath("textures.npz").open("rb") as f:
+    with resources.files("tubelet").joinpath("assets/textures.npz").open("rb") as f:
         with np.load(f) as data:
             return {k: data[k] for k in data.files}
 
@@ -348,7 +348,7 @@ def cache_root() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "tubelet"
 
 
-def synth_dataset(config: SynthConfig = SynthConfig(), cache_dir: str | Path | None = None,
+def builtin_dataset(config: SynthConfig = SynthConfig(), cache_dir: str | Path | None = None,
                   progress: bool = True, workers: int | None = None) -> Path:
     """The folder of the built-in dataset for ``config``: reused from the cache, or generated.
 
