@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     except (CommandError, ConfigError, FileNotFoundError) as e:
         print(f"tubelet {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `tubelet models | head`
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print(f"tubelet {args.command}: interrupted", file=sys.stderr)
         return 130
