@@ -13,7 +13,9 @@ import sys
 # Modules with a ``register(subparsers)`` function, in the order `tubelet --help` lists them.
 COMMAND_MODULES = [
     "tubelet.models.commands",
+    "tubelet.data.commands",
     "tubelet.convert.commands",
+    "tubelet.train.commands",
 ]
 
 
