@@ -12,11 +12,13 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -30,6 +32,12 @@ from .distributed import Runtime, all_reduce_mean, barrier, init_runtime, unwrap
 from .evaluate import autocast, evaluate
 from .logging import MetricLog, plot_run
 from .optim import EMA, build_optimizer, learning_rate, set_learning_rate
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
 
 
 class TrainingError(RuntimeError):
@@ -155,16 +163,19 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
     def _micro_batches(self, progress: Progress):
-        """Yield (epoch, micro-batch) forever, starting at ``progress``'s position."""
+        """Yield (epoch, index in epoch, micro-batch) forever, starting at ``progress``'s position.
+
+        One loader for the whole run (its worker processes persist); its sampler moves from epoch
+        to epoch, and a resumed run starts the epoch after the micro-batches already consumed.
+        """
+        sampler = tdata.ClipSampler(len(self.train_set), shuffle=True, seed=self.cfg.seed,
+                                    rank=self.rt.rank, world_size=self.rt.world_size, drop_last=True)
+        loader = tdata.make_loader(self.train_set, sampler, batch_size=self.micro, workers=self.cfg.workers,
+                                   pin_memory=self.rt.device.type == "cuda")
+        usable = self.steps_per_epoch * self.accumulation
         epoch, skip = progress.epoch, progress.micro_in_epoch
         while True:
-            sampler = tdata.ClipSampler(len(self.train_set), shuffle=True, seed=self.cfg.seed,
-                                        rank=self.rt.rank, world_size=self.rt.world_size,
-                                        drop_last=True, epoch=epoch)
-            loader = tdata.make_loader(self.train_set, sampler, batch_size=self.micro,
-                                       workers=self.cfg.workers, skip_batches=skip,
-                                       pin_memory=self.rt.device.type == "cuda")
-            usable = self.steps_per_epoch * self.accumulation
+            sampler.set_epoch(epoch, skip=skip * self.micro)
             for i, batch in enumerate(loader, start=skip):
                 if i >= usable:
                     break
@@ -239,6 +250,7 @@ class Trainer:
     def fit(self, resume: bool = False) -> dict:
         cfg, rt = self.cfg, self.rt
         self._prepare_run_dir(resume)
+        seed_everything(cfg.seed)  # the same initial weights on every rank and in every run
         self._build_data()
         progress = Progress()
         loaded = None
