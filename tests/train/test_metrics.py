@@ -31,3 +31,11 @@ def test_two_heads_give_verb_noun_and_action():
     assert m["verb_top1"] == 2 / 3 and m["noun_top1"] == 2 / 3
     assert m["action_top1"] == 1 / 3  # only the first video has both right
     assert m["count"] == 3 and len(m["verb_confusion"]) == 2 and len(m["noun_confusion"]) == 3
+
+
+def test_reversed_pair_accuracy_compares_a_class_with_its_reversal():
+    from tubelet.train.metrics import reversed_pair_accuracy
+    scores = torch.tensor([[3.0, 1.0, 9.0], [3.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    labels = torch.tensor([0, 1, 2])
+    # classes 0 and 1 are reversals of each other; class 2 has none and is not counted
+    assert reversed_pair_accuracy(scores, labels, {0: 1, 1: 0}) == 0.5

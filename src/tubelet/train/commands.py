@@ -36,7 +36,9 @@ def _print_metrics(metrics: dict, run_dir: Path | None = None) -> None:
     print(f"\nvalidation: {metrics['count']} videos")
     for k, v in metrics.items():
         if isinstance(v, float) and k.endswith(("top1", "top5", "mean_class_accuracy")):
-            print(f"  {k:<24} {100 * v:6.2f}%")
+            print(f"  {k.replace('_', ' '):<24} {100 * v:6.2f}%")
+    if "reversed_pair_top1" in metrics:
+        print("  (reversed pair top1: the true class scored above its time-reversal; 50% = blind to order)")
     if metrics.get("skipped"):
         print(f"  skipped {len(metrics['skipped'])} unreadable file(s): {', '.join(metrics['skipped'][:5])}")
     if run_dir is not None:
@@ -77,7 +79,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if not rt.is_main:
         return 0
     if args.json:
-        print(json.dumps({k: v for k, v in metrics.items() if k != "indices"}))
+        print(json.dumps({k: v for k, v in metrics.items() if k not in ("indices", "scores", "labels")}))
     else:
         print(f"{path}: {args.views} views x {args.crops} crops, {args.average} averaged")
         _print_metrics(metrics)

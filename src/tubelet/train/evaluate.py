@@ -75,4 +75,6 @@ def evaluate(model: nn.Module, batches: Iterable[dict], rt: Runtime, *, class_sp
     metrics = classification_metrics(all_scores, all_labels, class_splits, head_names)
     metrics["skipped"] = sorted({str(s) for g in gathered for s in g[3]})
     metrics["indices"] = sorted(all_idx)
+    order = sorted(range(len(all_idx)), key=all_idx.__getitem__)
+    metrics["scores"], metrics["labels"] = all_scores[order], all_labels[order]  # by video index
     return metrics

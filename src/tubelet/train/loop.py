@@ -31,7 +31,17 @@ from .config import TrainConfig, save_config
 from .distributed import Runtime, all_reduce_mean, barrier, init_runtime, unwrap, wrap_model
 from .evaluate import autocast, evaluate
 from .logging import MetricLog, plot_run
+from .metrics import reversed_pair_accuracy
 from .optim import EMA, build_optimizer, learning_rate, set_learning_rate
+
+
+def reversed_classes(data: str | Path) -> dict[int, int]:
+    """Class -> its time-reversed class, from a built-in dataset's metadata.json (else empty)."""
+    meta = Path(data) / "metadata.json"
+    if not meta.is_file():
+        return {}
+    classes = json.loads(meta.read_text()).get("classes", [])
+    return {c["id"]: c["reverse_id"] for c in classes if c.get("reverse_id") is not None}
 
 
 def seed_everything(seed: int) -> None:
@@ -101,6 +111,7 @@ class Trainer:
         self.train_set, self.val_set = tdata.build_datasets(
             data, cfg.val_data, format=None if cfg.data_format == "auto" else cfg.data_format,
             clip=self.clip, seed=cfg.seed)
+        self.reverse_of = reversed_classes(data)
         self.class_splits = tuple(self.train_set.num_classes)
         self.class_names = self.train_set.class_names
         self.head_names = self.train_set.head_names
@@ -352,10 +363,14 @@ class Trainer:
         metrics = evaluate(model, loader, self.rt, class_splits=self.class_splits, head_names=self.head_names,
                            average=self.cfg.eval_average, precision=self.cfg.precision,
                            progress=self.progress, total=len(loader))
+        if self.reverse_of and len(self.class_splits) == 1:
+            metrics["reversed_pair_top1"] = reversed_pair_accuracy(metrics["scores"], metrics["labels"],
+                                                                   self.reverse_of)
         scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
         log.write("eval", step, **scalars, skipped=len(metrics["skipped"]))
         if self.rt.is_main:
-            shown = ", ".join(f"{k} {100 * v:.1f}%" for k, v in scalars.items() if k.endswith(("top1", "top5")))
+            shown = ", ".join(f"{k.replace('_', ' ')} {100 * v:.1f}%" for k, v in scalars.items()
+                              if k.endswith(("top1", "top5")))
             self._log(f"step {step}: validation on {metrics['count']} videos "
                       f"({self.cfg.eval_views} views x {self.cfg.eval_crops} crops): {shown}")
         return metrics

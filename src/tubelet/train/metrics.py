@@ -65,3 +65,20 @@ def classification_metrics(scores: Tensor, labels: Tensor, class_splits: tuple[i
     if len(heads) > 1:
         out["action_top1"] = all_right.double().mean().item()
     return out
+
+
+def reversed_pair_accuracy(scores: Tensor, labels: Tensor, reverse_of: dict[int, int]) -> float:
+    """Share of videos scored higher for their class than for its time-reversal.
+
+    ``reverse_of`` maps a class to the class that is its time-reversal (moving left -> moving
+    right). Only videos whose class has a reversal count. A model blind to frame order cannot
+    tell a pair apart and scores 50%.
+    """
+    rows = [i for i, y in enumerate(labels.tolist()) if y in reverse_of]
+    if not rows:
+        return float("nan")
+    idx = torch.tensor(rows)
+    y = labels[idx]
+    rev = torch.tensor([reverse_of[int(c)] for c in y])
+    s = scores[idx]
+    return (s.gather(1, y[:, None]) > s.gather(1, rev[:, None])).double().mean().item()
