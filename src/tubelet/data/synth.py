@@ -279,7 +279,9 @@ def metadata(config: SynthConfig) -> dict:
     return {"name": "tubelet-synth", "version": GENERATOR_VERSION, "config": asdict(config),
             "classes": classes, "pairs": [[2 * p, 2 * p + 1] for p in range(len(PAIRS))],
             "format": "kinetics", "train": "train.csv", "val": "validate.csv",
-            "class_names": "classes.txt"}
+            "class_names": "classes.txt",
+            # A horizontal flip turns moving left into moving right and clockwise into anticlockwise.
+            "augment": "none"}
 
 
 def generate(out: str | Path, config: SynthConfig = SynthConfig(), progress: bool = True,
