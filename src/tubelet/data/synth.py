@@ -218,7 +218,6 @@ def render_forward(motion: str, rng: np.random.Generator, config: SynthConfig) -
     elif motion == "scale":
         small = base * rng.uniform(0.33, 0.5)
         scale = small * (base / small) ** progress  # growing, at a constant rate
-        half = base * side / 2
     elif motion == "fade":
         opacity = progress  # appearing
     else:
@@ -245,8 +244,7 @@ def render_forward(motion: str, rng: np.random.Generator, config: SynthConfig) -
 
 def render(label: int, rng: np.random.Generator, config: SynthConfig) -> np.ndarray:
     """(T, S, S, 3) uint8 frames of one video of class ``label`` (an index into CLASSES)."""
-    first, second, motion = PAIRS[label // 2]
-    frames = render_forward(motion, rng, config)
+    frames = render_forward(PAIRS[label // 2][2], rng, config)
     return frames[::-1].copy() if label % 2 else frames
 
 
