@@ -111,9 +111,11 @@ def main() -> None:
                           file=sys.stderr)
 
     header = (f"{args.frames} frames at stride {args.stride}, crop {args.size}; evaluation items are "
-              f"{args.views} views x {args.crops} crops; frames/s counts decoded frames")
+              f"{args.views} views x {args.crops} crops; frames/s counts the frames of the returned "
+              "clips (views x frames per evaluation item), not the extra frames decoded after a "
+              "keyframe")
     print(f"\n{header}\n")
-    print("| resolution | sampling | workers | items/s | decoded frames/s |")
+    print("| resolution | sampling | workers | items/s | clip frames/s |")
     print("| --- | --- | ---: | ---: | ---: |")
     for r in rows:
         print(f"| {r['resolution']} | {r['mode']} | {r['workers']} | {r['clips_per_s']:.1f} | "

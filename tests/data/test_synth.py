@@ -93,23 +93,16 @@ def frame_difference_features(clips: np.ndarray) -> np.ndarray:
 
 
 def linear_probe(train_x, train_y, test_x, test_y) -> float:
-    """Test accuracy of an L2-regularised logistic regression (torch, L-BFGS)."""
+    """Test accuracy of a ridge-regression linear classifier (one-hot targets, closed form)."""
     mu, sd = train_x.mean(0), train_x.std(0) + 1e-6
-    a, b = torch.tensor((train_x - mu) / sd), torch.tensor((test_x - mu) / sd)
+    a = torch.tensor((train_x - mu) / sd, dtype=torch.float64)
+    b = torch.tensor((test_x - mu) / sd, dtype=torch.float64)
+    a, b = (torch.cat([m, torch.ones(len(m), 1, dtype=m.dtype)], 1) for m in (a, b))  # bias
     classes = sorted(set(train_y.tolist()))
-    ya = torch.tensor([classes.index(v) for v in train_y])
-    yb = torch.tensor([classes.index(v) for v in test_y])
-    weight = torch.zeros(a.shape[1], len(classes), requires_grad=True)
-    bias = torch.zeros(len(classes), requires_grad=True)
-    opt = torch.optim.LBFGS([weight, bias], max_iter=100)
-
-    def closure():
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(a @ weight + bias, ya) + 1e-3 * weight.square().sum()
-        loss.backward()
-        return loss
-    opt.step(closure)
-    return ((b @ weight + bias).argmax(1) == yb).float().mean().item()
+    onehot = torch.tensor([[float(v == c) for c in classes] for v in train_y.tolist()], dtype=a.dtype)
+    weight = torch.linalg.solve(a.T @ a + 1.0 * torch.eye(a.shape[1], dtype=a.dtype), a.T @ onehot)
+    predicted = torch.tensor(classes)[(b @ weight).argmax(1)]
+    return (predicted == torch.as_tensor(test_y)).double().mean().item()
 
 
 def test_order_blind_baseline_is_at_chance_on_reversed_pairs():
@@ -126,5 +119,5 @@ def test_order_blind_baseline_is_at_chance_on_reversed_pairs():
             pair_accuracy.append(linear_probe(f_train[tr], train_y[tr], f_test[te], test_y[te]))
         results[name] = float(np.mean(pair_accuracy))
     # 120 test clips over 5 pairs: chance is 0.5 +- 0.05
-    assert results["mean frame"] < 0.65, results
+    assert results["mean frame"] < 0.62, results
     assert results["frame differences"] > 0.9, results

@@ -46,7 +46,7 @@ def register(subparsers) -> None:
 
 def _cmd_synth(args: argparse.Namespace) -> int:
     from ..cli import CommandError
-    from .synth import SynthConfig, builtin_dataset, generate
+    from .synth import SynthConfig, builtin_dataset, cache_root, generate
     try:
         config = SynthConfig(seed=args.seed, videos_per_class=args.videos_per_class,
                              val_videos_per_class=args.val_videos_per_class, size=args.size,
@@ -55,11 +55,15 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise CommandError(str(e)) from None
     start = time.perf_counter()
+    cached = not args.out and (cache_root() / f"synth-{config.digest()}" / "metadata.json").is_file()
     try:
         out = generate(args.out, config, workers=args.workers) if args.out else \
             builtin_dataset(config, workers=args.workers)
     except FileExistsError as e:
         raise CommandError(str(e)) from None
+    if cached:
+        print(f"{out}: already generated (the cache is keyed by the parameters)")
+        return 0
     count = 10 * (config.videos_per_class + config.val_videos_per_class)
     print(f"{out}: {count} videos ({config.videos_per_class} + {config.val_videos_per_class} per "
           f"class, {config.frames} frames at {config.size}x{config.size}) in "

@@ -218,7 +218,6 @@ def render_forward(motion: str, rng: np.random.Generator, config: SynthConfig) -
     elif motion == "scale":
         small = base * rng.uniform(0.33, 0.5)
         scale = small * (base / small) ** progress  # growing, at a constant rate
-        half = base * side / 2
     elif motion == "fade":
         opacity = progress  # appearing
     else:
@@ -245,8 +244,7 @@ def render_forward(motion: str, rng: np.random.Generator, config: SynthConfig) -
 
 def render(label: int, rng: np.random.Generator, config: SynthConfig) -> np.ndarray:
     """(T, S, S, 3) uint8 frames of one video of class ``label`` (an index into CLASSES)."""
-    first, second, motion = PAIRS[label // 2]
-    frames = render_forward(motion, rng, config)
+    frames = render_forward(PAIRS[label // 2][2], rng, config)
     return frames[::-1].copy() if label % 2 else frames
 
 
@@ -279,7 +277,9 @@ def metadata(config: SynthConfig) -> dict:
     return {"name": "tubelet-synth", "version": GENERATOR_VERSION, "config": asdict(config),
             "classes": classes, "pairs": [[2 * p, 2 * p + 1] for p in range(len(PAIRS))],
             "format": "kinetics", "train": "train.csv", "val": "validate.csv",
-            "class_names": "classes.txt"}
+            "class_names": "classes.txt",
+            # A horizontal flip turns moving left into moving right and clockwise into anticlockwise.
+            "augment": "none"}
 
 
 def generate(out: str | Path, config: SynthConfig = SynthConfig(), progress: bool = True,
