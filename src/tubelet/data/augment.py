@@ -63,6 +63,8 @@ class AugmentConfig:
 PRESETS: dict[str, AugmentConfig] = {
     "kinetics": AugmentConfig(flip=0.5, colour_jitter=0.8),
     "randaugment": AugmentConfig(randaugment_layers=2, randaugment_magnitude=15),
+    # No flip: for labels that name a direction (the built-in dataset's moving left / right).
+    "colour": AugmentConfig(colour_jitter=0.8),
     "epic": AugmentConfig(flip=0.5, randaugment_layers=2, randaugment_magnitude=15,
                           mixup_alpha=0.1, label_smoothing=0.2),
     "ssv2": AugmentConfig(randaugment_layers=2, randaugment_magnitude=20, mixup_alpha=0.3,
