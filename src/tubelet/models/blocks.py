@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from .attention import Attention
 from .config import ViViTConfig
@@ -132,6 +133,12 @@ class Encoder(nn.Module):
 
     The CLS token is prepended before the position embedding is added (so the embedding has
     N + 1 rows), as in the reference. ``grid`` is passed to blocks that need the token layout.
+
+    With ``grad_checkpointing`` set, a training forward keeps only each block's input and
+    recomputes the block's activations during the backward pass (``torch.utils.checkpoint``,
+    non-reentrant, random state replayed so dropout and stochastic depth draw the same masks):
+    activation memory falls from every intermediate of every block to one (B, N, D) tensor per
+    block, for about one more forward pass of compute.
     """
 
     def __init__(self, cfg: ViViTConfig, num_tokens: int, depth: int, *, cls_token: bool,
@@ -145,14 +152,19 @@ class Encoder(nn.Module):
         rates = drop_path_rates(cfg.drop_path, depth)
         self.blocks = nn.ModuleList(block(cfg, rates[i]) for i in range(depth))
         self.norm = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
+        self.grad_checkpointing = False
 
     def forward(self, x: Tensor, grid: tuple[int, int] | None = None, group: int = 1) -> Tensor:
         """(B, N, D) -> (B, N[+1], D), normalised."""
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
         x = self.pos_drop(x + self.pos_embed)
+        recompute = self.grad_checkpointing and torch.is_grad_enabled()
         for blk in self.blocks:
-            x = blk(x, grid, group)
+            if recompute:
+                x = checkpoint(blk, x, grid, group, use_reentrant=False)
+            else:
+                x = blk(x, grid, group)
         return self.norm(x)
 
     def pool(self, x: Tensor) -> Tensor:

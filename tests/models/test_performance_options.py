@@ -1,0 +1,108 @@
+"""Speed options that must not change the numbers: activation checkpointing, torch.compile
+capturing every variant as one graph, and (on CUDA only) the fused attention kernels."""
+
+import pytest
+import torch
+
+import tubelet
+
+VARIANTS = ["vivit_s16x2", "vivit_s16x2_fe", "vivit_s16x2_fsa", "vivit_s16x2_fdp", "vivit_s16x2_fe_avgpool"]
+TINY = dict(hidden_size=32, num_layers=2, num_heads=4, mlp_dim=48, temporal_layers=2)
+
+
+def tiny(name, **overrides):
+    torch.manual_seed(0)
+    model = tubelet.create_model(name, num_frames=4, image_size=32, num_classes=5, **{**TINY, **overrides})
+    torch.nn.init.normal_(model.head.weight)  # the reference's zero head would block all gradients
+    return model
+
+
+def loss_and_grads(model, x, seed=1):
+    torch.manual_seed(seed)  # the same dropout / stochastic-depth masks in both runs
+    model.zero_grad()
+    loss = model(x).square().sum()
+    loss.backward()
+    named = getattr(model, "_orig_mod", model).named_parameters()  # a compiled model wraps the original
+    return loss.detach(), {n: p.grad.clone() for n, p in named}
+
+
+def saved_bytes(model, x):
+    """Bytes of activations (not weights, not the clip) that autograd keeps for the backward."""
+    total = 0
+    weights = {p.data_ptr() for p in model.parameters()} | {x.data_ptr()}
+
+    def pack(t):
+        nonlocal total
+        if t.untyped_storage().data_ptr() not in weights:
+            total += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(x).sum()
+    return total
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_grad_checkpointing_gives_the_same_gradients_with_less_saved(name):
+    model = tiny(name, dropout=0.1, attention_dropout=0.1, drop_path=0.2).train()
+    x = torch.randn(2, 3, 4, 32, 32)
+    loss, grads = loss_and_grads(model, x)
+    before = saved_bytes(model, x)
+    model.set_grad_checkpointing(True)
+    assert all(e.grad_checkpointing for e in model.encoders)
+    loss_ckpt, grads_ckpt = loss_and_grads(model, x)
+    assert torch.equal(loss, loss_ckpt)
+    for n, g in grads.items():
+        torch.testing.assert_close(grads_ckpt[n], g, rtol=1e-5, atol=1e-6, msg=n)
+    assert saved_bytes(model, x) < before / 4
+    with torch.no_grad():  # no recomputation (and no checkpoint warnings) without autograd
+        model.eval()(x)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_compile_captures_forward_and_backward_in_one_graph(name):
+    """fullgraph=True raises on any graph break; aot_eager also traces the backward."""
+    model = tiny(name, drop_path=0.1).train()
+    x = torch.randn(2, 3, 4, 32, 32)
+    loss, grads = loss_and_grads(model, x)
+    torch._dynamo.reset()
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    loss_c, grads_c = loss_and_grads(compiled, x)
+    torch.testing.assert_close(loss_c, loss)
+    for n, g in grads.items():
+        torch.testing.assert_close(grads_c[n], g, rtol=1e-4, atol=1e-5, msg=n)
+
+
+def test_compile_captures_checkpointed_and_frame_sampling_models():
+    model = tiny("vivit_s16x2_fsa", tokeniser="frame_sampling", sampled_frames=2).train().set_grad_checkpointing(True)
+    x = torch.randn(1, 3, 4, 32, 32)
+    torch._dynamo.reset()
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    loss, grads = loss_and_grads(model, x)
+    loss_c, grads_c = loss_and_grads(compiled, x)
+    torch.testing.assert_close(loss_c, loss)
+    for n, g in grads.items():
+        torch.testing.assert_close(grads_c[n], g, rtol=1e-4, atol=1e-5, msg=n)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="fused attention kernels need CUDA")
+@pytest.mark.parametrize("name", VARIANTS)
+@pytest.mark.parametrize("kv_heads", [None, 2])
+def test_every_variant_runs_on_the_flash_attention_kernel(name, kv_heads):
+    """With SDPA restricted to FlashAttention, any tensor it cannot take raises instead of
+    silently falling back to the quadratic-memory math kernel."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    model = tiny(name, hidden_size=128, num_heads=2, num_kv_heads=kv_heads).cuda().to(torch.bfloat16)
+    x = torch.randn(2, 3, 4, 32, 32, device="cuda", dtype=torch.bfloat16)
+    reference = model(x).float()
+    backends = [SDPBackend.FLASH_ATTENTION]
+    if kv_heads is None:  # the memory-efficient kernel has no grouped-query form
+        backends = [[SDPBackend.FLASH_ATTENTION], [SDPBackend.EFFICIENT_ATTENTION]]
+    else:
+        backends = [backends]
+    for only in backends:
+        with sdpa_kernel(only):
+            out = model(x)
+            out.float().square().sum().backward()
+        torch.testing.assert_close(out.float(), reference, rtol=2e-2, atol=2e-2)
