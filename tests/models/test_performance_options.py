@@ -27,18 +27,30 @@ def loss_and_grads(model, x, seed=1):
 
 
 def saved_bytes(model, x):
-    """Bytes of activations (not weights, not the clip) that autograd keeps for the backward."""
-    total = 0
-    weights = {p.data_ptr() for p in model.parameters()} | {x.data_ptr()}
+    """Bytes of activations that autograd keeps for the backward, from inside the encoders
+    (the blocks that checkpointing covers; weights excluded)."""
+    total, inside = 0, False
+    weights = {p.data_ptr() for p in model.parameters()}
 
     def pack(t):
         nonlocal total
-        if t.untyped_storage().data_ptr() not in weights:
+        if inside and t.untyped_storage().data_ptr() not in weights:
             total += t.numel() * t.element_size()
         return t
 
+    def enter(*_):
+        nonlocal inside
+        inside = True
+
+    def leave(*_):
+        nonlocal inside
+        inside = False
+
+    hooks = [h for e in model.encoders for h in (e.register_forward_pre_hook(enter), e.register_forward_hook(leave))]
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         model(x).sum()
+    for h in hooks:
+        h.remove()
     return total
 
 

@@ -42,7 +42,13 @@ def factorised_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, grid: tupl
 
     q: (B, H, T*S, d), k, v: (B, G, T*S, d), tokens flattened time-major; grid = (T, S).
     A time head of token (t, s) sees the tokens (., s) of its spatial location; a space head
-    sees the tokens (t, .) of its frame. Returns (B, H, T*S, d).
+    sees the tokens (t, .) of its frame. Returns (B, H, T*S, d), laid out in memory as
+    (B, T*S, H, d) so that merging the heads for the output projection is free.
+
+    Each half is folded into a batch of 4-D attention problems, the form fused SDPA kernels
+    take. With q, k, v as :meth:`Attention.project` makes them (views of one (B, N, heads, d)
+    projection), the space fold is a view and only the time fold copies; the two halves'
+    outputs are concatenated once, straight into the layout the output projection reads.
     """
     B, H, N, d = q.shape
     T, S = grid
@@ -58,17 +64,18 @@ def factorised_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, grid: tupl
             def fold(x: Tensor) -> Tensor:
                 return x.unflatten(2, (T, S)).permute(0, 3, 1, 2, 4).flatten(0, 1)
 
-            def unfold(x: Tensor) -> Tensor:  # (B*S, h, T, d) -> (B, h, T*S, d)
-                return x.unflatten(0, (B, S)).permute(0, 2, 3, 1, 4).flatten(2, 3)
+            def unfold(x: Tensor) -> Tensor:  # (B*S, h, T, d) -> (B, T, S, h, d)
+                return x.unflatten(0, (B, S)).permute(0, 3, 1, 2, 4)
         else:
-            # (B, h, T*S, d) -> (B, h, T, S, d) -> (B*T, h, S, d)
+            # (B, h, T*S, d) -> (B, T, h, S, d) -> (B*T, h, S, d)
             def fold(x: Tensor) -> Tensor:
                 return x.unflatten(2, (T, S)).transpose(1, 2).flatten(0, 1)
 
-            def unfold(x: Tensor) -> Tensor:  # (B*T, h, S, d) -> (B, h, T*S, d)
-                return x.unflatten(0, (B, T)).transpose(1, 2).flatten(2, 3)
+            def unfold(x: Tensor) -> Tensor:  # (B*T, h, S, d) -> (B, T, S, h, d)
+                return x.unflatten(0, (B, T)).transpose(2, 3)
         out.append(unfold(sdpa(fold(qh), fold(kh), fold(vh), dropout_p=dropout_p)))
-    return torch.cat(out, dim=1)
+    # Concatenating the heads writes (B, T, S, H, d) contiguously: (B, T*S, H, d) in memory.
+    return torch.cat(out, dim=3).flatten(1, 2).transpose(1, 2)
 
 
 class Attention(nn.Module):

@@ -114,10 +114,11 @@ class FactorisedSelfAttentionBlock(nn.Module):
 
     def _time(self, x: Tensor, T: int, S: int) -> Tensor:
         B = x.shape[0]
-        y = x.unflatten(1, (T, S)).transpose(1, 2).reshape(B * S, T, -1)  # -> (B*S, T, D)
-        y = self.attn_time(self.norm_time(y))
-        y = y.unflatten(0, (B, S)).transpose(1, 2).reshape(B, T * S, -1)  # -> (B, T*S, D)
-        return x + self.drop_path(y)
+        y = x.unflatten(1, (T, S)).transpose(1, 2).reshape(B * S, T, -1)  # -> (B*S, T, D), a copy
+        y = self.attn_time(self.norm_time(y)).unflatten(0, (B, S)).transpose(1, 2)  # -> (B, T, S, D), a view
+        # The residual add reads y through the transposed view and writes (B, T, S, D) in
+        # x's layout, so returning to time-major order costs no copy of its own.
+        return (x.unflatten(1, (T, S)) + self.drop_path(y)).flatten(1, 2)  # -> (B, T*S, D)
 
     def forward(self, x: Tensor, grid: tuple[int, int], group: int = 1) -> Tensor:
         T, S = grid
