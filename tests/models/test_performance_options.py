@@ -100,21 +100,35 @@ def test_compile_captures_checkpointed_and_frame_sampling_models():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="fused attention kernels need CUDA")
 @pytest.mark.parametrize("name", VARIANTS)
 @pytest.mark.parametrize("kv_heads", [None, 2])
-def test_every_variant_runs_on_the_flash_attention_kernel(name, kv_heads):
-    """With SDPA restricted to FlashAttention, any tensor it cannot take raises instead of
-    silently falling back to the quadratic-memory math kernel."""
+def test_every_variant_runs_on_the_fused_attention_kernels(name, kv_heads):
+    """With SDPA restricted to one fused kernel, any tensor that kernel cannot take raises
+    instead of silently falling back to the quadratic-memory math kernel. bf16 takes
+    FlashAttention (grouped heads included) and, without groups, memory-efficient attention."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    model = tiny(name, hidden_size=128, num_heads=2, num_kv_heads=kv_heads).cuda().to(torch.bfloat16)
+    model = tiny(name, hidden_size=128, num_heads=4, num_kv_heads=kv_heads).cuda().to(torch.bfloat16)
     x = torch.randn(2, 3, 4, 32, 32, device="cuda", dtype=torch.bfloat16)
-    reference = model(x).float()
-    backends = [SDPBackend.FLASH_ATTENTION]
-    if kv_heads is None:  # the memory-efficient kernel has no grouped-query form
-        backends = [[SDPBackend.FLASH_ATTENTION], [SDPBackend.EFFICIENT_ATTENTION]]
-    else:
-        backends = [backends]
-    for only in backends:
-        with sdpa_kernel(only):
+    with sdpa_kernel([SDPBackend.MATH]):
+        reference = model(x).float()
+    kernels = [SDPBackend.FLASH_ATTENTION] + ([SDPBackend.EFFICIENT_ATTENTION] if kv_heads is None else [])
+    for kernel in kernels:
+        with sdpa_kernel([kernel]):
             out = model(x)
             out.float().square().sum().backward()
-        torch.testing.assert_close(out.float(), reference, rtol=2e-2, atol=2e-2)
+        torch.testing.assert_close(out.float(), reference, rtol=2e-2, atol=2e-2, msg=str(kernel))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="fused attention kernels need CUDA")
+@pytest.mark.parametrize("name", ["vivit_s16x2", "vivit_s16x2_fsa", "vivit_s16x2_fdp"])
+def test_float32_grouped_query_attention_avoids_the_math_kernel(name):
+    """In float32 only the memory-efficient kernel is fused; it takes no grouped heads, so the
+    key/value heads are repeated rather than falling back to quadratic memory."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    model = tiny(name, hidden_size=128, num_heads=4, num_kv_heads=2).cuda()
+    x = torch.randn(2, 3, 4, 32, 32, device="cuda")
+    reference = model(x)
+    with sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION]):
+        out = model(x)
+        out.square().sum().backward()
+    torch.testing.assert_close(out, reference, rtol=1e-4, atol=1e-4)

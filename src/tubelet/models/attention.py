@@ -23,8 +23,18 @@ def sdpa(q: Tensor, k: Tensor, v: Tensor, *, dropout_p: float = 0.0, attn_mask: 
     """Scaled dot-product attention with fewer key/value heads than query heads.
 
     q: (..., H, Lq, d); k, v: (..., G, Lk, d) with H % G == 0.
+
+    On CUDA, grouped key/value heads are taken only by the FlashAttention kernel (fp16 / bf16);
+    in float32 the fused kernel that remains (memory-efficient attention) takes no groups, and
+    SDPA would fall back to the math kernel, whose Lq x Lk score matrix is what runs a long
+    clip out of memory. There the key/value heads are repeated instead: memory linear in the
+    sequence, the same result.
     """
     gqa = k.shape[-3] != q.shape[-3]
+    if gqa and q.is_cuda and q.dtype not in (torch.float16, torch.bfloat16):
+        rep = q.shape[-3] // k.shape[-3]
+        k, v = k.repeat_interleave(rep, dim=-3), v.repeat_interleave(rep, dim=-3)  # head j -> j // rep
+        gqa = False
     return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p,
                                           is_causal=is_causal, enable_gqa=gqa)
 
