@@ -236,6 +236,8 @@ def main(argv=None) -> None:
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--min-repeat-ms", type=float, default=50.0, help="calls per repeat are chosen to last this long")
     p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--matmul-n", type=int, help="size of the matmul that measures the device's rate "
+                   "(default 8192 on CUDA, 2048 on CPU)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory call")
     p.add_argument("--quick", action="store_true",
                    help="a small CPU-sized run: ViViT-S, 8 frames, 112 px, batch 1, 3 warm-up, 5 repeats")
@@ -253,7 +255,7 @@ def main(argv=None) -> None:
     env = environment(device)
     print(describe(env))
     print(f"command: {env['command']}")
-    rates = {d: matmul_rate(device, common.DTYPES[d]) for d in ("bf16", "fp32")}
+    rates = {d: matmul_rate(device, common.DTYPES[d], args.matmul_n) for d in ("bf16", "fp32")}
     for d, r in rates.items():
         print(f"measured {d} matmul rate: {r['tflops']:.2f} TFLOP/s ({r['n']}^3, best of 5)")
     rows = []
