@@ -252,7 +252,7 @@ def autocast(device: torch.device, dtype: str):
 
 def inference_fn(model: torch.nn.Module, x: torch.Tensor, device: torch.device, dtype: str,
                  call: Callable | None = None) -> Callable[[], object]:
-    call = call or model
+    call = model if call is None else call  # (a compiled module has no truth value)
 
     def step() -> object:
         with torch.inference_mode(), autocast(device, dtype):
@@ -264,7 +264,7 @@ def training_fn(model: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor, d
                 dtype: str, call: Callable | None = None) -> Callable[[], object]:
     """One synchronous SGD step as the paper trains (momentum 0.9): forward, cross-entropy,
     backward, update, gradients cleared."""
-    call = call or model
+    call = model if call is None else call  # (a compiled module has no truth value)
     opt = torch.optim.SGD(model.parameters(), lr=1e-6, momentum=0.9)
 
     def step() -> object:
