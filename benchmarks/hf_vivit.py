@@ -2,8 +2,9 @@
 tubelet's weights copied in, so the two are timed on the same network and input.
 
 The weight copy goes through the visible name map below (tubelet name -> transformers
-name). It is local to the benchmarks until tubelet has its own Hugging Face converter
-(``tubelet.convert``), which should then replace it.
+name). It is local to the benchmarks because this branch predates tubelet's own transformers
+converter (``tubelet.convert.hf``, now on main); once merged, that converter should replace
+:func:`weight_map` and :func:`copy_weights` here (one name map, not two).
 """
 
 from __future__ import annotations
