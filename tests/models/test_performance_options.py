@@ -132,3 +132,20 @@ def test_float32_grouped_query_attention_avoids_the_math_kernel(name):
         out = model(x)
         out.square().sum().backward()
     torch.testing.assert_close(out, reference, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("tokeniser", ["tubelet", "frame_sampling"])
+def test_tokenisers_are_their_convolution_with_contiguous_time_major_tokens(tokeniser):
+    """The patch/tube projection runs as one matrix product; it must equal the convolution whose
+    parameters it keeps, and hand the encoder contiguous tokens (a transposed layout would
+    follow the residual stream of Models 3 and 4 through every block)."""
+    model = tiny("vivit_s16x2_fdp", tokeniser=tokeniser, sampled_frames=4)
+    x = torch.randn(2, 3, 4, 32, 32)
+    tokens = model.tokeniser(x)
+    conv = model.tokeniser.proj
+    if tokeniser == "tubelet":
+        expected = conv(x).flatten(3).permute(0, 2, 3, 1)  # (B, D, t, h, w) -> (B, t, h*w, D)
+    else:
+        expected = conv(x.transpose(1, 2).flatten(0, 1)).flatten(2).transpose(1, 2).unflatten(0, (2, 4))
+    assert tokens.is_contiguous() and tokens.shape == expected.shape
+    torch.testing.assert_close(tokens, expected, rtol=1e-5, atol=1e-5)

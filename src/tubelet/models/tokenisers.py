@@ -65,9 +65,13 @@ class FrameSampling(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         idx = uniform_frame_indices(x.shape[2], self.sampled)
         x = x[:, :, idx]  # (B, C, T, H, W) -> (B, C, n, H, W)
-        B, n = x.shape[0], x.shape[2]
-        x = self.proj(x.transpose(1, 2).flatten(0, 1))  # -> (B*n, D, h, w)
-        return x.flatten(2).transpose(1, 2).unflatten(0, (B, n))  # -> (B, n, h*w, D)
+        B, C, n, H, W = x.shape
+        p = self.proj.kernel_size[0]
+        h, w = H // p, W // p
+        # As TubeletEmbedding: the patch convolution as one matrix product, tokens contiguous.
+        # (B, C, n, h*p, w*p) -> (B, n, h, w, C, p, p) -> (B, n, h*w, C*p*p)
+        patches = x.reshape(B, C, n, h, p, w, p).permute(0, 2, 3, 5, 1, 4, 6).reshape(B, n, h * w, -1)
+        return F.linear(patches, self.proj.weight.flatten(1), self.proj.bias)  # -> (B, n, h*w, D)
 
 
 def build_tokeniser(cfg: ViViTConfig) -> nn.Module:
