@@ -13,6 +13,7 @@ import sys
 # Modules with a ``register(subparsers)`` function, in the order `tubelet --help` lists them.
 COMMAND_MODULES = [
     "tubelet.models.commands",
+    "tubelet.generate.commands",
 ]
 
 

@@ -95,6 +95,11 @@ class Decoder(nn.Module):
         tokens of each row follow its cached ones; ``num_valid[b]`` of them are real (right
         padding after), and the cache advances by that many.
         """
+        return self.head(self.features(tokens, cache, num_valid))
+
+    def features(self, tokens: Tensor, cache: KVCache | None = None,
+                 num_valid: Tensor | None = None) -> Tensor:
+        """tokens (B, n) -> final-normed hidden states (B, n, D), the input of the LM head."""
         B, n = tokens.shape
         if cache is None:
             positions = torch.arange(n, device=tokens.device).expand(B, n)
@@ -106,7 +111,7 @@ class Decoder(nn.Module):
             x = blk(x, rope, cache, i)
         if cache is not None:
             cache.advance(num_valid)
-        return self.head(self.norm(x))
+        return self.norm(x)
 
     # ---- checkpoints: a folder with config.json + model.safetensors ---------------------------
     def save(self, folder: str | Path) -> None:
@@ -162,15 +167,25 @@ def config_from_llama(hf_config, num_layers: int | None = None) -> DecoderConfig
         norm_eps=float(hf_config.rms_norm_eps), tie_embeddings=bool(hf_config.tie_word_embeddings))
 
 
-def from_llama_state_dict(state: dict[str, Tensor], cfg: DecoderConfig) -> Decoder:
-    """A Decoder holding the first ``cfg.num_layers`` layers of a Llama checkpoint.
+def from_llama_state_dict(state: dict[str, Tensor], cfg: DecoderConfig,
+                          layers: list[int] | None = None) -> Decoder:
+    """A Decoder holding ``cfg.num_layers`` layers of a Llama checkpoint: the first ones, or
+    those listed in ``layers`` (e.g. the first two and the last two, skipping the middle).
 
-    The final norm and the embedding (and head) are the Llama's own, so a truncated copy is a
-    working language model: a draft that needs no training to agree often with its target.
+    The final norm and the embedding (and head) are the Llama's own, so a copy with fewer layers
+    is a working language model: a draft that starts close to its target without training.
     """
+    layers = list(range(cfg.num_layers)) if layers is None else list(layers)
+    if len(layers) != cfg.num_layers:
+        raise ValueError(f"{len(layers)} layers listed for a decoder of {cfg.num_layers}")
     model = Decoder(cfg)
     ours = {}
     for name, theirs in llama_name_map(cfg.num_layers).items():
+        if name.startswith("blocks."):  # our block i is their layer layers[i]
+            i = int(name.split(".")[1])
+            rename = f"model.layers.{layers[i]}."
+            theirs = tuple(n.replace(f"model.layers.{i}.", rename) for n in theirs) \
+                if isinstance(theirs, tuple) else theirs.replace(f"model.layers.{i}.", rename)
         if isinstance(theirs, tuple):
             ours[name] = torch.cat([state[n] for n in theirs], dim=0)
         else:
