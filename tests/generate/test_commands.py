@@ -73,7 +73,7 @@ def test_distill_trains_the_draft_towards_the_target(tmp_path):
     train, held = corpus_files(str(corpus))
     assert len(held) == 2 and len(train) == 10
     report = distill(draft, lambda x: target(x), lambda s: [min(ord(c), 127) for c in s], train, held,
-                     DistillConfig(seq_len=32, batch_size=4, steps=40, lr=3e-3, top_k=8,
+                     DistillConfig(seq_len=32, batch_size=4, steps=40, label_tokens=1024, lr=3e-3, top_k=8,
                                    eval_chunks=4), log=lambda m: None)
     assert report["steps"] == 40
     assert report["after"]["acceptance_t1"] > report["before"]["acceptance_t1"]

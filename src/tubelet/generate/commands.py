@@ -52,11 +52,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--layers", type=int, required=True, help="layers of the draft")
     s.add_argument("--corpus", required=True, help=f"glob or folder of text files, {STDLIB_HINT}")
     s.add_argument("--out", required=True, help="output folder (config.json + model.safetensors)")
-    s.add_argument("--steps", type=int, default=200)
-    s.add_argument("--max-minutes", type=float, default=4.0, help="stop training after this long")
+    s.add_argument("--steps", type=int, default=300, help="training minibatches (default 300)")
+    s.add_argument("--label-tokens", type=int, default=16384,
+                   help="corpus tokens the target labels once (its forward pass dominates)")
+    s.add_argument("--max-minutes", type=float, default=4.0,
+                   help="time limit for labelling, and again for training (default 4)")
     s.add_argument("--seq-len", type=int, default=128)
     s.add_argument("--batch-size", type=int, default=4)
-    s.add_argument("--lr", type=float, default=3e-4)
+    s.add_argument("--lr", type=float, default=1e-3)
     s.add_argument("--top-k", type=int, default=32, help="target top-k kept for the loss")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=distill_command)
@@ -146,6 +149,7 @@ def distill_command(args: argparse.Namespace) -> int:
     except (LoadError, ValueError) as e:
         raise CommandError(str(e)) from e
     cfg = DistillConfig(seq_len=args.seq_len, batch_size=args.batch_size, steps=args.steps,
+                        label_tokens=args.label_tokens,
                         max_minutes=args.max_minutes, lr=args.lr, top_k=args.top_k, seed=args.seed)
     print(f"distilling a {args.layers}-layer draft from {args.target}: {len(train)} training files, "
           f"{len(held)} held out", file=sys.stderr)

@@ -5,6 +5,9 @@ and head) and learns to match the target's next-token distributions: the loss is
 entropy from the target's top-k distribution (renormalised) to the draft's softmax taken over
 the tokens that appear in any top-k of the batch (a sampled softmax: the full 49k-way head is
 the dominant cost on a CPU). The embedding / head stay frozen; the blocks and final norm train.
+The target is run once over ``label_tokens`` tokens of the corpus (its forward pass is by far
+the most expensive part) and its top-k kept; the draft then trains for ``steps`` minibatches
+drawn from those labels.
 Evaluation on held-out files reports what decoding will see: the expected acceptance rate of
 sampling at temperature 1, sum_x min(p(x), q(x)), and the greedy agreement.
 """
@@ -28,9 +31,10 @@ from ..models.decoder import Decoder
 class DistillConfig:
     seq_len: int = 128
     batch_size: int = 4
-    steps: int = 200
-    max_minutes: float = 4.0
-    lr: float = 3e-4
+    steps: int = 300
+    label_tokens: int = 16384
+    max_minutes: float = 4.0  # for labelling, and again for training
+    lr: float = 1e-3
     top_k: int = 32
     eval_chunks: int = 8
     seed: int = 0
@@ -113,31 +117,45 @@ def distill(draft: Decoder, target: Callable[[Tensor], Tensor], tokenize: Callab
     for p in trainable:
         p.requires_grad_(True)
     opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=0.0)
+    # 1. the target labels the corpus once: top-k distributions of (N, seq_len) chunks
     chunks = token_chunks(train, tokenize, cfg.seq_len, seed=cfg.seed)
+    xs, qs, ids = [], [], []
+    start = time.perf_counter()
+    while len(xs) * cfg.batch_size * cfg.seq_len < cfg.label_tokens and \
+            time.perf_counter() - start < cfg.max_minutes * 60:
+        x = torch.stack([next(chunks) for _ in range(cfg.batch_size)])
+        q_top, top_ids = target_topk(target, x, cfg.top_k)
+        xs.append(x)
+        qs.append(q_top.half())
+        ids.append(top_ids)
+    x_all, q_all, id_all = torch.cat(xs), torch.cat(qs), torch.cat(ids)
+    label_seconds = time.perf_counter() - start
+    log(f"target labelled {x_all.numel()} tokens in {label_seconds:.0f}s")
+    # 2. the draft trains on minibatches of the labels
+    g = torch.Generator().manual_seed(cfg.seed)
     history, start, step = [], time.perf_counter(), 0
     draft.train()
     while step < cfg.steps and time.perf_counter() - start < cfg.max_minutes * 60:
-        x = torch.stack([next(chunks) for _ in range(cfg.batch_size)])
-        q_top, ids = target_topk(target, x, cfg.top_k)
-        lr = cfg.lr * min(1.0, (step + 1) / 10)  # short warm-up
+        pick = torch.randint(0, len(x_all), (cfg.batch_size,), generator=g)
+        lr = cfg.lr * min(1.0, (step + 1) / 10) * (1 - step / cfg.steps * 0.9)  # warm-up, decay
         for group in opt.param_groups:
             group["lr"] = lr
-        loss = sparse_distill_loss(draft, x, q_top, ids)
+        loss = sparse_distill_loss(draft, x_all[pick], q_all[pick].float(), id_all[pick])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         opt.step()
         step += 1
         history.append(float(loss.detach()))
-        if step % 10 == 0 or step == 1:
+        if step % 25 == 0 or step == 1:
             log(f"step {step}: loss {history[-1]:.3f} ({time.perf_counter() - start:.0f}s)")
     draft.eval()
     for p in draft.parameters():
         p.requires_grad_(True)
     after = evaluate(draft, target, eval_set)
-    log(f"held-out after {step} steps ({step * cfg.batch_size * cfg.seq_len} tokens): "
+    log(f"held-out after {step} steps on {x_all.numel()} labelled tokens: "
         f"acceptance(T=1) {after['acceptance_t1']:.3f}, greedy agreement {after['greedy_agreement']:.3f}")
-    return {"before": before, "after": after, "steps": step,
-            "train_tokens": step * cfg.batch_size * cfg.seq_len,
-            "seconds": time.perf_counter() - start, "loss": history,
+    return {"before": before, "after": after, "steps": step, "labelled_tokens": x_all.numel(),
+            "label_seconds": label_seconds, "train_seconds": time.perf_counter() - start,
+            "loss": history,
             "train_files": len(train), "held_out_files": len(held_out)}

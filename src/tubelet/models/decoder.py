@@ -196,6 +196,23 @@ def from_llama_state_dict(state: dict[str, Tensor], cfg: DecoderConfig,
     return model
 
 
+def to_llama_state_dict(model: Decoder) -> dict[str, Tensor]:
+    """The inverse of :func:`from_llama_state_dict`: a Hugging Face LlamaForCausalLM state dict
+    (e.g. to hand a tubelet draft to transformers' assisted generation)."""
+    cfg, ours = model.cfg, model.state_dict()
+    d = cfg.head_dim
+    split = [cfg.num_heads * d, cfg.num_kv_heads * d, cfg.num_kv_heads * d]
+    theirs = {}
+    for name, their in llama_name_map(cfg.num_layers).items():
+        if isinstance(their, tuple):
+            for n, w in zip(their, ours[name].split(split, dim=0)):
+                theirs[n] = w.clone()
+        else:
+            theirs[their] = ours[name].clone()
+    theirs["lm_head.weight"] = ours["head.weight"].clone()
+    return theirs
+
+
 def _load(model: Decoder, state: dict[str, Tensor]) -> None:
     """load_state_dict that allows only the tied head to be absent."""
     missing, unexpected = model.load_state_dict(state, strict=False)
