@@ -85,7 +85,10 @@ class HFCausalLM:
 
     def reset(self, batch_size: int) -> None:
         from transformers import DynamicCache
-        self.cache = DynamicCache(config=self.model.config)
+        try:
+            self.cache = DynamicCache(config=self.model.config)
+        except TypeError:  # transformers < 4.56
+            self.cache = DynamicCache()
         self.valid = torch.zeros(batch_size, 0, dtype=torch.bool, device=self.device)
         self.lengths = torch.zeros(batch_size, dtype=torch.long, device=self.device)
 
@@ -114,4 +117,8 @@ class HFCausalLM:
 
     def cached(self, row: int) -> list[tuple[Tensor, Tensor]]:
         valid = self.valid[row]
-        return [(layer.keys[row][:, valid], layer.values[row][:, valid]) for layer in self.cache.layers]
+        if hasattr(self.cache, "layers"):
+            kv = [(layer.keys, layer.values) for layer in self.cache.layers]
+        else:  # transformers < 4.56
+            kv = list(zip(self.cache.key_cache, self.cache.value_cache))
+        return [(k[row][:, valid], v[row][:, valid]) for k, v in kv]

@@ -85,11 +85,16 @@ class Rows:
 
 
 def row_generators(seed: int | Sequence[int], batch_size: int) -> list[torch.Generator]:
-    """One CPU generator per row: ``seed + b`` for an int, or one seed per row."""
-    seeds = [seed + b for b in range(batch_size)] if isinstance(seed, int) else list(seed)
-    if len(seeds) != batch_size:
-        raise ValueError(f"got {len(seeds)} seeds for {batch_size} prompts")
-    return [torch.Generator().manual_seed(int(s)) for s in seeds]
+    """One CPU generator per row, from numpy's SeedSequence: entropy ``(seed, b)`` for row b of
+    an int seed (independent streams, also across nearby seeds), or ``seed[b]`` from a list, so
+    a row can be replayed alone with ``seed=[seed[b]]``."""
+    import numpy as np
+    entropy = [[seed, b] for b in range(batch_size)] if isinstance(seed, int) else list(seed)
+    if len(entropy) != batch_size:
+        raise ValueError(f"got {len(entropy)} seeds for {batch_size} prompts")
+    states = [int(np.random.SeedSequence(e).generate_state(1, np.uint64)[0] >> np.uint64(1))
+              for e in entropy]
+    return [torch.Generator().manual_seed(s) for s in states]
 
 
 def uniforms(generators: list[torch.Generator], n: int, device: torch.device | str = "cpu") -> Tensor:

@@ -32,7 +32,8 @@ def speculative_generate(target: CausalLM, draft: CausalLM, prompts: Sequence[Se
 
     The output has the target's distribution (after ``sampling``'s temperature / top-k / top-p)
     whatever the draft; greedy (temperature 0) gives exactly the target's greedy tokens. Row b
-    uses the generator seeded ``seed + b`` (or ``seed[b]``) and draws 2K+1 uniforms per step.
+    has its own random stream (from ``(seed, b)``, or ``seed[b]`` when given a list; see
+    :func:`~tubelet.generate.rows.row_generators`) and draws 2K+1 uniforms per step.
     ``on_step(rows)`` is called after each step, when both caches hold all but the last token.
     """
     if k < 1:
