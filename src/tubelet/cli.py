@@ -13,6 +13,9 @@ import sys
 # Modules with a ``register(subparsers)`` function, in the order `tubelet --help` lists them.
 COMMAND_MODULES = [
     "tubelet.models.commands",
+    "tubelet.data.commands",
+    "tubelet.convert.commands",
+    "tubelet.train.commands",
     "tubelet.generate.commands",
 ]
 
@@ -44,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     except (CommandError, ConfigError, FileNotFoundError) as e:
         print(f"tubelet {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `tubelet models | head`
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print(f"tubelet {args.command}: interrupted", file=sys.stderr)
         return 130

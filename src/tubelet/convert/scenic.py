@@ -9,12 +9,16 @@ head_dim); the attention ``out`` kernel (heads, head_dim, D); the tubelet kernel
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from pathlib import Path
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
 
 from ..models.config import ViViTConfig
+from ..models.vivit import ViViT
+from .msgpack_io import params_of, read_msgpack
+from .posembed import fit_pos_embeds
 
 Array = np.ndarray
 # tubelet name -> (Flax paths, function of those arrays giving the torch tensor)
@@ -157,6 +161,50 @@ def convert_scenic_params(params: Mapping, cfg: ViViTConfig) -> dict[str, torch.
         raise KeyError(f"{len(unused)} reference parameter(s) not described by the config, e.g. "
                        f"{unused[0]!r}; check kind, classifier, num_layers and temporal_layers")
     return state
+
+
+def read_scenic_params(path: str | Path) -> dict[str, Array]:
+    """The reference parameters of a file, flat with '/' paths.
+
+    - ``.npz``: arrays named by Flax path, with or without a ``params/`` prefix (other arrays,
+      such as the fixtures' ``x`` and ``logits``, are ignored when a prefix is present);
+    - any other file is read as Flax msgpack (``.msgpack``; the released checkpoints are named
+      ``checkpoint_<step>``): the tree under ``['optimizer']['target']`` (or ``['params']``, or
+      the top level).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is a folder; expected a Flax .msgpack checkpoint or an .npz"
+                                if path.is_dir() else f"{path} does not exist")
+    if path.suffix == ".npz":
+        with np.load(path) as z:
+            arrays = {k: z[k] for k in z.files}
+        prefixed = {k[len("params/"):]: v for k, v in arrays.items() if k.startswith("params/")}
+        return prefixed or arrays
+    # anything else is read as msgpack: released checkpoints are named checkpoint_<step>
+    return flatten_tree(params_of(read_msgpack(path), str(path)))
+
+
+def load_scenic(source: str | Path | Mapping[str, Any], cfg: ViViTConfig,
+                trained: ViViTConfig | None = None) -> ViViT:
+    """A :class:`ViViT` for ``cfg`` with the reference weights of ``source`` (a file, see
+    :func:`read_scenic_params`, or a parameter mapping).
+
+    Position embeddings trained on another grid are resized to ``cfg``'s: from the grid of
+    ``trained`` (the config the checkpoint was trained with) when given, else from a grid
+    inferred from their length (:func:`~tubelet.convert.posembed.infer_grid`). Any other
+    mismatch is a :class:`ConfigError` naming the tensor, both shapes and the config field.
+    """
+    from ..checkpoint import adapt_pos_embeds, check_state_dict  # checkpoint imports convert
+
+    name = str(source) if isinstance(source, (str, Path)) else "the reference parameters"
+    params = read_scenic_params(source) if isinstance(source, (str, Path)) else source
+    state = convert_scenic_params(params, trained or cfg)
+    state = adapt_pos_embeds(state, trained, cfg) if trained else fit_pos_embeds(state, cfg)
+    model = ViViT(cfg)
+    check_state_dict(model, state, name)
+    model.load_state_dict(state)
+    return model.eval()
 
 
 _SCENIC_KINDS = {

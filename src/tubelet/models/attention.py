@@ -33,8 +33,18 @@ def sdpa(q: Tensor, k: Tensor, v: Tensor, *, dropout_p: float = 0.0, attn_mask: 
     """Scaled dot-product attention with fewer key/value heads than query heads.
 
     q: (..., H, Lq, d); k, v: (..., G, Lk, d) with H % G == 0.
+
+    On CUDA, grouped key/value heads are taken only by the FlashAttention kernel (fp16 / bf16);
+    in float32 the fused kernel that remains (memory-efficient attention) takes no groups, and
+    SDPA would fall back to the math kernel, whose Lq x Lk score matrix is what runs a long
+    clip out of memory. There the key/value heads are repeated instead: memory linear in the
+    sequence, the same result.
     """
     gqa = k.shape[-3] != q.shape[-3]
+    if gqa and q.is_cuda and q.dtype not in (torch.float16, torch.bfloat16):
+        rep = q.shape[-3] // k.shape[-3]
+        k, v = k.repeat_interleave(rep, dim=-3), v.repeat_interleave(rep, dim=-3)  # head j -> j // rep
+        gqa = False
     return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p,
                                           is_causal=is_causal, enable_gqa=gqa)
 
@@ -141,7 +151,13 @@ def factorised_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, grid: tupl
 
     q: (B, H, T*S, d), k, v: (B, G, T*S, d), tokens flattened time-major; grid = (T, S).
     A time head of token (t, s) sees the tokens (., s) of its spatial location; a space head
-    sees the tokens (t, .) of its frame. Returns (B, H, T*S, d).
+    sees the tokens (t, .) of its frame. Returns (B, H, T*S, d), laid out in memory as
+    (B, T*S, H, d) so that merging the heads for the output projection is free.
+
+    Each half is folded into a batch of 4-D attention problems, the form fused SDPA kernels
+    take. With q, k, v as :meth:`Attention.project` makes them (views of one (B, N, heads, d)
+    projection), the space fold is a view and only the time fold copies; the two halves'
+    outputs are concatenated once, straight into the layout the output projection reads.
     """
     B, H, N, d = q.shape
     T, S = grid
@@ -157,17 +173,18 @@ def factorised_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, grid: tupl
             def fold(x: Tensor) -> Tensor:
                 return x.unflatten(2, (T, S)).permute(0, 3, 1, 2, 4).flatten(0, 1)
 
-            def unfold(x: Tensor) -> Tensor:  # (B*S, h, T, d) -> (B, h, T*S, d)
-                return x.unflatten(0, (B, S)).permute(0, 2, 3, 1, 4).flatten(2, 3)
+            def unfold(x: Tensor) -> Tensor:  # (B*S, h, T, d) -> (B, T, S, h, d)
+                return x.unflatten(0, (B, S)).permute(0, 3, 1, 2, 4)
         else:
-            # (B, h, T*S, d) -> (B, h, T, S, d) -> (B*T, h, S, d)
+            # (B, h, T*S, d) -> (B, T, h, S, d) -> (B*T, h, S, d)
             def fold(x: Tensor) -> Tensor:
                 return x.unflatten(2, (T, S)).transpose(1, 2).flatten(0, 1)
 
-            def unfold(x: Tensor) -> Tensor:  # (B*T, h, S, d) -> (B, h, T*S, d)
-                return x.unflatten(0, (B, T)).transpose(1, 2).flatten(2, 3)
+            def unfold(x: Tensor) -> Tensor:  # (B*T, h, S, d) -> (B, T, S, h, d)
+                return x.unflatten(0, (B, T)).transpose(2, 3)
         out.append(unfold(sdpa(fold(qh), fold(kh), fold(vh), dropout_p=dropout_p)))
-    return torch.cat(out, dim=1)
+    # Concatenating the heads writes (B, T, S, H, d) contiguously: (B, T*S, H, d) in memory.
+    return torch.cat(out, dim=3).flatten(1, 2).transpose(1, 2)
 
 
 class Attention(nn.Module):

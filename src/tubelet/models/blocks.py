@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from .attention import Attention
 from .config import ViViTConfig
@@ -113,10 +114,11 @@ class FactorisedSelfAttentionBlock(nn.Module):
 
     def _time(self, x: Tensor, T: int, S: int) -> Tensor:
         B = x.shape[0]
-        y = x.unflatten(1, (T, S)).transpose(1, 2).reshape(B * S, T, -1)  # -> (B*S, T, D)
-        y = self.attn_time(self.norm_time(y))
-        y = y.unflatten(0, (B, S)).transpose(1, 2).reshape(B, T * S, -1)  # -> (B, T*S, D)
-        return x + self.drop_path(y)
+        y = x.unflatten(1, (T, S)).transpose(1, 2).reshape(B * S, T, -1)  # -> (B*S, T, D), a copy
+        y = self.attn_time(self.norm_time(y)).unflatten(0, (B, S)).transpose(1, 2)  # -> (B, T, S, D), a view
+        # The residual add reads y through the transposed view and writes (B, T, S, D) in
+        # x's layout, so returning to time-major order costs no copy of its own.
+        return (x.unflatten(1, (T, S)) + self.drop_path(y)).flatten(1, 2)  # -> (B, T*S, D)
 
     def forward(self, x: Tensor, grid: tuple[int, int], group: int = 1) -> Tensor:
         T, S = grid
@@ -132,6 +134,12 @@ class Encoder(nn.Module):
 
     The CLS token is prepended before the position embedding is added (so the embedding has
     N + 1 rows), as in the reference. ``grid`` is passed to blocks that need the token layout.
+
+    With ``grad_checkpointing`` set, a training forward keeps only each block's input and
+    recomputes the block's activations during the backward pass (``torch.utils.checkpoint``,
+    non-reentrant, random state replayed so dropout and stochastic depth draw the same masks):
+    activation memory falls from every intermediate of every block to one (B, N, D) tensor per
+    block, for about one more forward pass of compute.
     """
 
     def __init__(self, cfg: ViViTConfig, num_tokens: int, depth: int, *, cls_token: bool,
@@ -145,14 +153,19 @@ class Encoder(nn.Module):
         rates = drop_path_rates(cfg.drop_path, depth)
         self.blocks = nn.ModuleList(block(cfg, rates[i]) for i in range(depth))
         self.norm = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
+        self.grad_checkpointing = False
 
     def forward(self, x: Tensor, grid: tuple[int, int] | None = None, group: int = 1) -> Tensor:
         """(B, N, D) -> (B, N[+1], D), normalised."""
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
         x = self.pos_drop(x + self.pos_embed)
+        recompute = self.grad_checkpointing and torch.is_grad_enabled()
         for blk in self.blocks:
-            x = blk(x, grid, group)
+            if recompute:
+                x = checkpoint(blk, x, grid, group, use_reentrant=False)
+            else:
+                x = blk(x, grid, group)
         return self.norm(x)
 
     def pool(self, x: Tensor) -> Tensor:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import ViViTConfig
@@ -26,7 +27,16 @@ def uniform_frame_indices(num_frames: int, n: int) -> list[int]:
 
 
 class TubeletEmbedding(nn.Module):
-    """Non-overlapping t x p x p tubes, linearly projected: a 3D convolution with stride = kernel."""
+    """Non-overlapping t x p x p tubes, linearly projected.
+
+    The parameters are those of a 3D convolution with stride = kernel (``proj``, (D, C, t, p, p),
+    the layout of checkpoints), but the forward is the same map written as one matrix product:
+    each tube is gathered into a row of C*t*p*p values (one copy of the clip) and multiplied
+    by the flattened kernel. That is faster than the convolution on CPU (and in bf16 by a wide
+    margin) and yields tokens already in (B, t, h*w, D) order, contiguous, where the
+    convolution's (B, D, t, h, w) output would leave the whole residual stream transposed in
+    memory for models without a CLS token.
+    """
 
     def __init__(self, cfg: ViViTConfig) -> None:
         super().__init__()
@@ -34,8 +44,12 @@ class TubeletEmbedding(nn.Module):
         self.proj = nn.Conv3d(cfg.in_channels, cfg.hidden_size, kernel_size=k, stride=k)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.proj(x)  # (B, C, T, H, W) -> (B, D, t, h, w)
-        return x.flatten(3).permute(0, 2, 3, 1)  # -> (B, t, h*w, D)
+        B, C, T, H, W = x.shape
+        kt, p, _ = self.proj.kernel_size
+        t, h, w = T // kt, H // p, W // p
+        # (B, C, t*kt, h*p, w*p) -> (B, t, h, w, C, kt, p, p) -> (B, t, h*w, C*kt*p*p)
+        tubes = x.reshape(B, C, t, kt, h, p, w, p).permute(0, 2, 4, 6, 1, 3, 5, 7).reshape(B, t, h * w, -1)
+        return F.linear(tubes, self.proj.weight.flatten(1), self.proj.bias)  # -> (B, t, h*w, D)
 
 
 class FrameSampling(nn.Module):
@@ -51,9 +65,13 @@ class FrameSampling(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         idx = uniform_frame_indices(x.shape[2], self.sampled)
         x = x[:, :, idx]  # (B, C, T, H, W) -> (B, C, n, H, W)
-        B, n = x.shape[0], x.shape[2]
-        x = self.proj(x.transpose(1, 2).flatten(0, 1))  # -> (B*n, D, h, w)
-        return x.flatten(2).transpose(1, 2).unflatten(0, (B, n))  # -> (B, n, h*w, D)
+        B, C, n, H, W = x.shape
+        p = self.proj.kernel_size[0]
+        h, w = H // p, W // p
+        # As TubeletEmbedding: the patch convolution as one matrix product, tokens contiguous.
+        # (B, C, n, h*p, w*p) -> (B, n, h, w, C, p, p) -> (B, n, h*w, C*p*p)
+        patches = x.reshape(B, C, n, h, p, w, p).permute(0, 2, 3, 5, 1, 4, 6).reshape(B, n, h * w, -1)
+        return F.linear(patches, self.proj.weight.flatten(1), self.proj.bias)  # -> (B, n, h*w, D)
 
 
 def build_tokeniser(cfg: ViViTConfig) -> nn.Module:

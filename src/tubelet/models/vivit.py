@@ -94,6 +94,14 @@ class ViViT(nn.Module):
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
+    def set_grad_checkpointing(self, enable: bool = True) -> "ViViT":
+        """Recompute each transformer block in the backward pass instead of storing its
+        activations (every encoder: Model 2's spatial and temporal ones alike). Trades about one
+        more forward of compute for memory; outputs and gradients are unchanged."""
+        for encoder in self.encoders:
+            encoder.grad_checkpointing = enable
+        return self
+
     @property
     def encoders(self) -> list[Encoder]:
         return [m for m in self.modules() if isinstance(m, Encoder)]

@@ -1,0 +1,268 @@
+"""transformers' ``VivitForVideoClassification`` <-> tubelet (ViViT Model 1).
+
+transformers' Vivit is Model 1 with a CLS token and tubelet embedding. Its facts, checked
+against ``transformers`` 5.x with a tiny random model (``tests/convert/test_hf.py``):
+
+- input (B, T, C, H, W) (tubelet: (B, C, T, H, W)); the Conv3d kernel is (D, C, t, p, p) in
+  both, so the tokeniser needs no transpose;
+- ``hidden_act="gelu_fast"``, the tanh approximation (tubelet ``gelu="tanh"``); ``"gelu"`` is
+  the exact one; ``layer_norm_eps`` 1e-6 by default; separate q/k/v Linears with ``qkv_bias``;
+- two namings of the same tensors: ``save_pretrained`` writes the one of the released
+  checkpoints (``vivit.encoder.layer.{i}.attention.attention.query``, ...), while the module
+  tree of transformers 5 (``model.state_dict()``) says ``vivit.layers.{i}.attention.q_proj``.
+  Both maps are written out below; import detects which one a state dict uses, export writes
+  the released naming, which every transformers version loads.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import Tensor
+
+from ..models.config import ConfigError, ViViTConfig
+from ..models.vivit import ViViT
+from .posembed import fit_pos_embeds
+
+# tubelet name, transformers name(s), import (HF tensors -> tubelet), export (tubelet -> HF tensors)
+Rule = tuple[str, tuple[str, ...], Callable[..., Tensor], Callable[[Tensor], tuple[Tensor, ...]]]
+
+
+def _same(w: Tensor) -> Tensor:
+    return w
+
+
+def _one(w: Tensor) -> tuple[Tensor, ...]:
+    return (w,)
+
+
+def _cat_qkv(q: Tensor, k: Tensor, v: Tensor) -> Tensor:  # 3 x (D, D) -> (3D, D); also biases
+    return torch.cat([q, k, v], dim=0)
+
+
+def _split_qkv(qkv: Tensor) -> tuple[Tensor, ...]:  # (3D, D) -> 3 x (D, D)
+    return tuple(qkv.chunk(3, dim=0))
+
+
+def _pair(dst: str, src: str) -> list[Rule]:
+    return [(f"{dst}.weight", (f"{src}.weight",), _same, _one),
+            (f"{dst}.bias", (f"{src}.bias",), _same, _one)]
+
+
+def _qkv(dst: str, q: str, k: str, v: str) -> list[Rule]:
+    return [(f"{dst}.weight", (f"{q}.weight", f"{k}.weight", f"{v}.weight"), _cat_qkv, _split_qkv),
+            (f"{dst}.bias", (f"{q}.bias", f"{k}.bias", f"{v}.bias"), _cat_qkv, _split_qkv)]
+
+
+def _released_layer(dst: str, i: int) -> list[Rule]:
+    """One layer as ``save_pretrained`` writes it (and the hub checkpoints hold it)."""
+    src = f"vivit.encoder.layer.{i}"
+    a = f"{src}.attention.attention"
+    return (_pair(f"{dst}.norm1", f"{src}.layernorm_before")
+            + _qkv(f"{dst}.attn.qkv", f"{a}.query", f"{a}.key", f"{a}.value")
+            + _pair(f"{dst}.attn.proj", f"{src}.attention.output.dense")
+            + _pair(f"{dst}.norm2", f"{src}.layernorm_after")
+            + _pair(f"{dst}.mlp.fc1", f"{src}.intermediate.dense")
+            + _pair(f"{dst}.mlp.fc2", f"{src}.output.dense"))
+
+
+def _module_layer(dst: str, i: int) -> list[Rule]:
+    """One layer as transformers 5's module tree names it (``model.state_dict()``)."""
+    src = f"vivit.layers.{i}"
+    a = f"{src}.attention"
+    return (_pair(f"{dst}.norm1", f"{src}.layernorm_before")
+            + _qkv(f"{dst}.attn.qkv", f"{a}.q_proj", f"{a}.k_proj", f"{a}.v_proj")
+            + _pair(f"{dst}.attn.proj", f"{a}.o_proj")
+            + _pair(f"{dst}.norm2", f"{src}.layernorm_after")
+            + _pair(f"{dst}.mlp.fc1", f"{src}.mlp.fc1")
+            + _pair(f"{dst}.mlp.fc2", f"{src}.mlp.fc2"))
+
+
+_LAYERS = {"released": _released_layer, "module": _module_layer}
+
+
+def hf_rules(cfg: ViViTConfig, naming: str = "released") -> list[Rule]:
+    """The complete name map between tubelet and ``VivitForVideoClassification``."""
+    layer = _LAYERS[naming]
+    rules: list[Rule] = [
+        ("encoder.cls_token", ("vivit.embeddings.cls_token",), _same, _one),
+        ("encoder.pos_embed", ("vivit.embeddings.position_embeddings",), _same, _one),
+        *_pair("tokeniser.proj", "vivit.embeddings.patch_embeddings.projection"),
+    ]
+    for i in range(cfg.num_layers):
+        rules += layer(f"encoder.blocks.{i}", i)
+    return rules + _pair("encoder.norm", "vivit.layernorm") + _pair("head", "classifier")
+
+
+def detect_naming(keys: Any) -> str:
+    """'released' or 'module': which of transformers' namings a Vivit state dict uses."""
+    keys = set(keys)
+    if any(k.startswith("vivit.encoder.layer.") for k in keys):
+        return "released"
+    if any(k.startswith("vivit.layers.") for k in keys):
+        return "module"
+    raise ConfigError("not a VivitForVideoClassification state dict: no 'vivit.encoder.layer.*' "
+                      "or 'vivit.layers.*' tensors")
+
+
+# ---------------------------------------------------------------------------- configs
+_TANH_ACTS = ("gelu_fast", "gelu_new", "gelu_pytorch_tanh")  # all the tanh approximation
+
+
+def config_from_hf(hf: Mapping[str, Any] | Any) -> ViViTConfig:
+    """A transformers ``VivitConfig`` (object or its ``config.json`` dict) -> tubelet config."""
+    d = hf if isinstance(hf, Mapping) else hf.to_dict()
+    t, ph, pw = d.get("tubelet_size", [2, 16, 16])
+    if ph != pw:
+        raise ConfigError(f"VivitConfig tubelet_size={[t, ph, pw]}: non-square patches are not supported")
+    act = d.get("hidden_act", "gelu_fast")
+    if act not in _TANH_ACTS + ("gelu",):
+        raise ConfigError(f"VivitConfig hidden_act={act!r} is not a GELU tubelet has; "
+                          f"use one of {_TANH_ACTS + ('gelu',)}")
+    labels = d.get("id2label")
+    num_classes = len(labels) if labels else d.get("num_labels", 2)
+    return ViViTConfig(
+        kind="spatiotemporal", classifier="token", tokeniser="tubelet",
+        num_frames=d.get("num_frames", 32), image_size=d.get("image_size", 224),
+        in_channels=d.get("num_channels", 3), patch_size=ph, tubelet_size=t,
+        hidden_size=d.get("hidden_size", 768), num_layers=d.get("num_hidden_layers", 12),
+        num_heads=d.get("num_attention_heads", 12), mlp_dim=d.get("intermediate_size", 3072),
+        qkv_bias=d.get("qkv_bias", True), num_classes=num_classes,
+        dropout=d.get("hidden_dropout_prob", 0.0), attention_dropout=d.get("attention_probs_dropout_prob", 0.0),
+        gelu="tanh" if act in _TANH_ACTS else "exact", layer_norm_eps=d.get("layer_norm_eps", 1e-6))
+
+
+def config_to_hf(cfg: ViViTConfig) -> dict[str, Any]:
+    """tubelet config -> the ``config.json`` of a ``VivitForVideoClassification``.
+
+    Only Model 1 with a CLS token, the tubelet tokeniser, multi-head attention, square images,
+    no pre-logits layer and one head has a transformers equivalent.
+    """
+    problems = [(cfg.kind != "spatiotemporal", f"kind={cfg.kind} (transformers has Model 1 only)"),
+                (cfg.classifier != "token", f"classifier={cfg.classifier} (transformers uses the CLS token)"),
+                (cfg.tokeniser != "tubelet", f"tokeniser={cfg.tokeniser}"),
+                (cfg.kv_heads != cfg.num_heads, f"num_kv_heads={cfg.num_kv_heads}"),
+                (cfg.representation_size is not None, f"representation_size={cfg.representation_size}"),
+                (len(cfg.class_splits) > 1, f"num_classes={cfg.num_classes} (several heads)"),
+                (cfg.image_size[0] != cfg.image_size[1], f"image_size={cfg.image_size} (not square)")]
+    bad = [msg for cond, msg in problems if cond]
+    if bad:
+        raise ConfigError(f"cannot export to transformers' Vivit: {'; '.join(bad)}")
+    n = cfg.total_classes
+    return {
+        "architectures": ["VivitForVideoClassification"], "model_type": "vivit",
+        "num_frames": cfg.num_frames, "image_size": cfg.image_size[0], "num_channels": cfg.in_channels,
+        "tubelet_size": [cfg.tubelet_size, cfg.patch_size, cfg.patch_size],
+        "hidden_size": cfg.hidden_size, "num_hidden_layers": cfg.num_layers,
+        "num_attention_heads": cfg.num_heads, "intermediate_size": cfg.mlp_dim,
+        "hidden_act": "gelu_fast" if cfg.gelu == "tanh" else "gelu",
+        "hidden_dropout_prob": cfg.dropout, "attention_probs_dropout_prob": cfg.attention_dropout,
+        "layer_norm_eps": cfg.layer_norm_eps, "qkv_bias": cfg.qkv_bias, "initializer_range": 0.02,
+        "id2label": {str(i): f"LABEL_{i}" for i in range(n)},
+        "label2id": {f"LABEL_{i}": i for i in range(n)},
+    }
+
+
+# ---------------------------------------------------------------------------- weights
+def convert_hf_state_dict(state: Mapping[str, Tensor], cfg: ViViTConfig) -> dict[str, Tensor]:
+    """A ``VivitForVideoClassification`` state dict (either naming) -> tubelet state dict."""
+    rules = hf_rules(cfg, detect_naming(state))
+    out: dict[str, Tensor] = {}
+    used: set[str] = set()
+    for name, sources, to_tubelet, _ in rules:
+        missing = [s for s in sources if s not in state]
+        if missing:
+            raise ConfigError(f"transformers tensor {missing[0]!r} (for {name}) is not in the state "
+                              f"dict; does num_layers={cfg.num_layers} match its num_hidden_layers?")
+        used.update(sources)
+        out[name] = to_tubelet(*(state[s] for s in sources)).detach().float().contiguous()
+    unused = sorted(k for k in set(state) - used if not k.startswith("vivit.pooler."))
+    if unused:
+        raise ConfigError(f"{len(unused)} transformers tensor(s) not described by the config, e.g. "
+                          f"{unused[0]!r}; check num_layers")
+    return out
+
+
+def to_hf_state_dict(model: ViViT, naming: str = "released") -> dict[str, Tensor]:
+    """tubelet Model 1 -> a ``VivitForVideoClassification`` state dict (``naming`` as above)."""
+    config_to_hf(model.config)  # raises for variants transformers does not have
+    state = model.state_dict()
+    out: dict[str, Tensor] = {}
+    for name, targets, _, to_hf in hf_rules(model.config, naming):
+        for target, tensor in zip(targets, to_hf(state[name])):
+            out[target] = tensor.detach().cpu().contiguous()
+    return out
+
+
+def read_hf_config(folder: str | Path) -> dict[str, Any]:
+    """The ``config.json`` of a folder written by ``save_pretrained``."""
+    cfg_path = Path(folder) / "config.json"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{cfg_path} does not exist: expected a folder written by "
+                                "transformers' save_pretrained (config.json + model.safetensors)")
+    return json.loads(cfg_path.read_text())
+
+
+def read_hf_folder(folder: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """(config.json dict, state dict) of a folder written by ``save_pretrained``."""
+    folder = Path(folder)
+    config = read_hf_config(folder)
+    if (folder / "model.safetensors").is_file():
+        from safetensors.torch import load_file
+        state = load_file(str(folder / "model.safetensors"))
+    elif (folder / "pytorch_model.bin").is_file():
+        state = torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    else:
+        raise FileNotFoundError(f"{folder} has no model.safetensors or pytorch_model.bin "
+                                "(sharded checkpoints: merge them with transformers first)")
+    return config, state
+
+
+def load_hf(source: str | Path | Mapping[str, Tensor], config: Mapping[str, Any] | Any = None,
+            cfg: ViViTConfig | None = None) -> ViViT:
+    """A tubelet :class:`ViViT` from transformers' Vivit: a ``save_pretrained`` folder, or a state
+    dict in memory with its ``config`` (a ``VivitConfig`` or its dict).
+
+    ``cfg`` is the model to build when it differs from the mapped config (e.g. another
+    ``num_frames`` or ``image_size``: position embeddings are resized from the trained grid).
+    """
+    from ..checkpoint import adapt_pos_embeds, check_state_dict  # checkpoint imports convert
+
+    name = str(source) if isinstance(source, (str, Path)) else "the transformers state dict"
+    if isinstance(source, (str, Path)):
+        config, state = read_hf_folder(source)
+    else:
+        state = dict(source)
+    trained = config_from_hf(config) if config is not None else None
+    if cfg is None and trained is None:
+        raise ConfigError("a transformers state dict needs its config (config=model.config) or a "
+                          "tubelet cfg to be converted")
+    cfg = cfg or trained
+    tubelet_state = convert_hf_state_dict(state, cfg)
+    tubelet_state = (adapt_pos_embeds(tubelet_state, trained, cfg) if trained
+                     else fit_pos_embeds(tubelet_state, cfg))
+    model = ViViT(cfg)
+    check_state_dict(model, tubelet_state, name)
+    model.load_state_dict(tubelet_state)
+    return model.eval()
+
+
+def save_hf(model: ViViT, folder: str | Path) -> Path:
+    """Write ``model`` as a transformers folder (config.json + model.safetensors) that
+    ``VivitForVideoClassification.from_pretrained`` loads."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    config = config_to_hf(model.config)
+    state = to_hf_state_dict(model)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    return folder
+
+
+__all__ = ["config_from_hf", "config_to_hf", "convert_hf_state_dict", "detect_naming", "hf_rules",
+           "load_hf", "read_hf_config", "read_hf_folder", "save_hf", "to_hf_state_dict"]

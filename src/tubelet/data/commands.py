@@ -1,0 +1,120 @@
+"""``tubelet data synth`` (the built-in motion dataset) and ``tubelet data inspect`` (a data spec)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections import Counter
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    data = subparsers.add_parser("data", help="video datasets: the built-in one, inspecting yours",
+                                 description="Video datasets: generate the built-in motion dataset, "
+                                             "or inspect a folder / annotation file.")
+    sub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+    data.set_defaults(func=lambda args: (data.print_help(), 0)[1])
+
+    synth = sub.add_parser("synth", help="generate the built-in motion dataset (H.264 MP4 + CSV)",
+                           description="Write procedurally generated clips whose class is their "
+                                       "motion (each class paired with its time-reversal) as H.264 "
+                                       "MP4 files with Kinetics-style CSV annotations.")
+    synth.add_argument("out", nargs="?", help="new folder to write (default: the cache, "
+                                              "$TUBELET_CACHE or ~/.cache/tubelet/synth-<hash>)")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--videos-per-class", type=int, default=50, help="training videos per class")
+    synth.add_argument("--val-videos-per-class", type=int, default=10)
+    synth.add_argument("--size", type=int, default=64, help="frame side in pixels (even)")
+    synth.add_argument("--frames", type=int, default=16, help="frames per video")
+    synth.add_argument("--fps", type=int, default=8)
+    synth.add_argument("--distractors", type=int, default=1, help="at most this many per video")
+    synth.add_argument("--noise", type=float, default=6.0, help="largest pixel-noise std (0-255)")
+    synth.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
+    synth.set_defaults(func=_cmd_synth)
+
+    inspect = sub.add_parser("inspect", help="detected format, videos per class, undecodable files",
+                             description="Read a data spec (class folder, list file, Kinetics / "
+                                         "EPIC-KITCHENS CSV, SSv2 JSON, or a dataset folder with "
+                                         "both splits), count videos per class and try to index "
+                                         "every file.")
+    inspect.add_argument("path")
+    inspect.add_argument("--format", choices=["folder", "list", "kinetics", "ssv2", "epic"])
+    inspect.add_argument("--root", help="folder the annotation's video paths are relative to")
+    inspect.add_argument("--no-probe", action="store_true", help="skip opening every video")
+    inspect.set_defaults(func=_cmd_inspect)
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from ..cli import CommandError
+    from .synth import SynthConfig, builtin_dataset, cache_root, generate
+    try:
+        config = SynthConfig(seed=args.seed, videos_per_class=args.videos_per_class,
+                             val_videos_per_class=args.val_videos_per_class, size=args.size,
+                             frames=args.frames, fps=args.fps, distractors=args.distractors,
+                             noise=args.noise)
+    except ValueError as e:
+        raise CommandError(str(e)) from None
+    start = time.perf_counter()
+    cached = not args.out and (cache_root() / f"synth-{config.digest()}" / "metadata.json").is_file()
+    try:
+        out = generate(args.out, config, workers=args.workers) if args.out else \
+            builtin_dataset(config, workers=args.workers)
+    except FileExistsError as e:
+        raise CommandError(str(e)) from None
+    if cached:
+        print(f"{out}: already generated (the cache is keyed by the parameters)")
+        return 0
+    count = 10 * (config.videos_per_class + config.val_videos_per_class)
+    print(f"{out}: {count} videos ({config.videos_per_class} + {config.val_videos_per_class} per "
+          f"class, {config.frames} frames at {config.size}x{config.size}) in "
+          f"{time.perf_counter() - start:.1f} s; train.csv / validate.csv (Kinetics format), "
+          "classes.txt, metadata.json")
+    return 0
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from ..cli import CommandError
+    from .decode import DecodeError, index_video
+    from .formats import AnnotationError, find_split, read_annotations, read_class_names
+
+    path = Path(args.path)
+    if not path.exists():
+        raise CommandError(f"{path} does not exist")
+    splits = {"all": path}
+    class_names = None
+    if path.is_dir() and find_split(path, "train") is not None:
+        splits = {s: find_split(path, s) for s in ("train", "val") if find_split(path, s)}
+        names_file = next((path / n for n in ("classes.txt", "class_names.txt") if (path / n).is_file()), None)
+        class_names = read_class_names(names_file) if names_file else None
+    try:
+        for split, spec in splits.items():
+            ann = read_annotations(spec, args.format, args.root, class_names, missing="skip")
+            if class_names is None and ann.format != "epic":
+                class_names = ann.class_names[0]
+            print(f"{split}: {spec} ({ann.format} format), {len(ann.records)} videos, "
+                  f"{', '.join(str(n) for n in ann.num_classes)} classes")
+            for head, names in enumerate(ann.class_names):
+                counts = Counter(r.label[head] if isinstance(r.label, tuple) else r.label
+                                 for r in ann.records)
+                shown = [f"  {i:>4} {names[i] if i < len(names) else '?'}: {counts[i]}"
+                         for i in sorted(counts)]
+                print("\n".join(shown[:50]) + (f"\n  ... {len(shown) - 50} more" if len(shown) > 50 else ""))
+            for missing in ann.missing:
+                print(f"  missing: {missing}")
+            if args.no_probe:
+                continue
+            bad, frames = [], []
+            for video in sorted({r.path for r in ann.records}):
+                try:
+                    frames.append(index_video(video).num_frames)
+                except (DecodeError, FileNotFoundError) as e:
+                    bad.append(str(e))
+            if frames:
+                print(f"  frames per video: min {min(frames)}, median {sorted(frames)[len(frames) // 2]}, "
+                      f"max {max(frames)}")
+            print(f"  {len(bad)} file(s) cannot be decoded" + (":" if bad else ""))
+            for line in bad:
+                print(f"    {line}")
+    except AnnotationError as e:
+        raise CommandError(str(e)) from None
+    return 0

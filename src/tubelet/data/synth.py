@@ -1,0 +1,372 @@
+"""The built-in motion dataset: procedurally generated clips whose class is their motion.
+
+Every class comes with its time-reversal (moving left / moving right, rotating anticlockwise /
+clockwise, growing / shrinking, appearing / disappearing, moving up / down). A video of the second
+class of a pair is rendered exactly like one of the first class and then played backwards, and
+everything that is not the class (texture, background, distractors, speeds, noise) is drawn from a
+distribution that looks the same played backwards. So the two classes of a pair have identical
+distributions of *frame sets*: any model that ignores frame order (a classifier on the mean frame,
+a bag of frames) is at chance on every pair, and only temporal modelling can separate them.
+
+Textures are real images: scikit-learn's handwritten digits and crops of scikit-image's
+photographs, stored in ``tubelet/assets/textures.npz`` (see ``assets/TEXTURES.md``).
+
+Output (Kinetics layout, readable by :func:`tubelet.data.build_datasets`)::
+
+    OUT/train.csv, OUT/validate.csv     label,youtube_id,time_start,time_end,split
+    OUT/<split>/<label>/<id>_000000_000002.mp4    H.264, yuv420p
+    OUT/classes.txt                     one class name per line, in label order
+    OUT/metadata.json                   classes, their reversed pairs, the generation parameters
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+import av
+import numpy as np
+
+from .formats import kinetics_clip_name
+
+GENERATOR_VERSION = 2  # bump when the rendering changes, so cached datasets are regenerated
+
+# (first class, its time-reversal, the motion of the first class). Class ids interleave the pairs.
+PAIRS: list[tuple[str, str, str]] = [
+    ("moving left", "moving right", "translate_x"),
+    ("moving up", "moving down", "translate_y"),
+    ("rotating anticlockwise", "rotating clockwise", "rotate"),
+    ("growing", "shrinking", "scale"),
+    ("appearing", "disappearing", "fade"),
+]
+CLASSES: list[str] = [name for pair in PAIRS for name in pair[:2]]
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Parameters of the built-in dataset; the cache folder name is a hash of them."""
+
+    seed: int = 0
+    videos_per_class: int = 50  # training videos per class
+    val_videos_per_class: int = 10
+    size: int = 64  # frames are size x size
+    frames: int = 16  # the whole motion fits one 16-frame clip at stride 1
+    fps: int = 8
+    distractors: int = 1  # at most this many small moving distractors per video
+    noise: float = 6.0  # at most this pixel-noise standard deviation (0..255 scale)
+    crf: int = 18  # x264 quality (lower: better)
+
+    def __post_init__(self):
+        if self.size < 16 or self.size % 2:
+            raise ValueError(f"size must be even and at least 16, got {self.size}")
+        if self.frames < 4:
+            raise ValueError(f"frames must be at least 4, got {self.frames}")
+        if self.videos_per_class < 1 or self.val_videos_per_class < 0:
+            raise ValueError("videos_per_class must be >= 1 and val_videos_per_class >= 0")
+
+    def digest(self) -> str:
+        text = json.dumps({**asdict(self), "version": GENERATOR_VERSION}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+@lru_cache(maxsize=1)
+def textures() -> dict[str, np.ndarray]:
+    """digits (N, 8, 8), objects (M, 32, 32, 3) and backgrounds (K, 64, 64), all uint8."""
+    with resources.files("tubelet").joinpath("assets/textures.npz").open("rb") as f:
+        with np.load(f) as data:
+            return {k: data[k] for k in data.files}
+
+
+# -- rendering (pure numpy) ---------------------------------------------------------------------
+def _sample(image: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Bilinear sample of (h, w, C) ``image`` at continuous pixel coords (u: x, v: y), u, v: (H, W)
+    -> (H, W, C). Coordinates outside are clamped to the edge: sprites carry a transparent ring
+    (:func:`_with_ring`), so outside a sprite is transparent."""
+    h, w = image.shape[:2]
+    u, v = np.clip(u, 0, w - 1), np.clip(v, 0, h - 1)
+    x0, y0 = np.minimum(u.astype(int), w - 2), np.minimum(v.astype(int), h - 2)
+    fx, fy = (u - x0)[..., None], (v - y0)[..., None]
+    top = image[y0, x0] * (1 - fx) + image[y0, x0 + 1] * fx
+    bottom = image[y0 + 1, x0] * (1 - fx) + image[y0 + 1, x0 + 1] * fx
+    return top * (1 - fy) + bottom * fy
+
+
+def _with_ring(rgba: np.ndarray) -> np.ndarray:
+    """(h, w, 4) -> (h + 2, w + 2, 4): a 1-pixel transparent ring (colour of the edge) around it."""
+    rgb = np.pad(rgba[..., :3], ((1, 1), (1, 1), (0, 0)), mode="edge")
+    alpha = np.pad(rgba[..., 3:], ((1, 1), (1, 1), (0, 0)))
+    return np.concatenate([rgb, alpha], axis=-1)
+
+
+def _paste(frame: np.ndarray, sprite: np.ndarray, centre: tuple[float, float], scale: float,
+           angle: float, opacity: float = 1.0) -> None:
+    """Alpha-composite an RGBA ``sprite`` (h, w, 4) onto ``frame`` (S, S, 3) in place.
+
+    The sprite is scaled by ``scale`` (output pixels per sprite pixel), rotated by ``angle``
+    radians anticlockwise as seen on screen, and centred at ``centre`` = (x, y).
+    """
+    size = frame.shape[0]
+    reach = scale * np.hypot(*sprite.shape[:2]) / 2 + 2  # the sprite lies within this radius
+    y0, y1 = max(int(centre[1] - reach), 0), min(int(centre[1] + reach) + 1, size)
+    x0, x1 = max(int(centre[0] - reach), 0), min(int(centre[0] + reach) + 1, size)
+    if y0 >= y1 or x0 >= x1 or opacity <= 0:
+        return
+    ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float64)
+    dx, dy = xs - centre[0], ys - centre[1]
+    cos, sin = np.cos(angle), np.sin(angle)
+    # Inverse map: screen offset -> sprite offset (y points down, so anticlockwise is -angle).
+    u = (cos * dx - sin * dy) / scale + (sprite.shape[1] - 1) / 2
+    v = (sin * dx + cos * dy) / scale + (sprite.shape[0] - 1) / 2
+    rgba = _sample(sprite, u, v)
+    alpha = rgba[..., 3:] * opacity
+    window = frame[y0:y1, x0:x1]
+    window *= 1 - alpha
+    window += alpha * rgba[..., :3]
+
+
+def _luminance(rgb: np.ndarray) -> float:
+    return float(np.mean(rgb[..., :3] @ np.array([0.299, 0.587, 0.114])))
+
+
+def _background(rng: np.random.Generator, size: int, tex: dict[str, np.ndarray], dark: bool
+                ) -> np.ndarray:
+    """A static (S, S, 3) float background in [0, 255]: a tinted photo/texture crop or a gradient,
+    kept dark or light so the object stands out."""
+    low, high = (10.0, 110.0) if dark else (145.0, 245.0)
+    if rng.random() < 0.7:
+        grey = tex["backgrounds"][rng.integers(len(tex["backgrounds"]))].astype(np.float64)
+        ys, xs = np.mgrid[0:size, 0:size] * (grey.shape[0] / size)
+        grey = _sample(grey[..., None], xs, ys)[..., 0]
+        if rng.random() < 0.5:
+            grey = grey[:, ::-1]
+        grey = (grey - grey.min()) / max(np.ptp(grey), 1.0)
+    else:  # a smooth gradient in a random direction
+        ys, xs = np.mgrid[0:size, 0:size] / size
+        theta = rng.uniform(0, 2 * np.pi)
+        grey = (np.cos(theta) * xs + np.sin(theta) * ys)
+        grey = (grey - grey.min()) / max(np.ptp(grey), 1e-6)
+    tint = rng.uniform(0.6, 1.0, size=3)
+    # Texture at a third of the level range or less: clutter, but the object stays the salient thing.
+    level = low + (high - low) * (0.5 + (grey[..., None] - 0.5) * rng.uniform(0.1, 0.35))
+    return np.clip(level * tint / tint.max(), 0, 255)
+
+
+def _object_sprite(rng: np.random.Generator, tex: dict[str, np.ndarray], bright: bool) -> np.ndarray:
+    """An RGBA float sprite (h, w, 4): a coloured handwritten digit or a photo crop, bright or dark."""
+    if rng.random() < 0.5:
+        digit = tex["digits"][rng.integers(len(tex["digits"]))].astype(np.float64) / 255
+        colour = rng.uniform(190, 255, size=3) if bright else rng.uniform(0, 60, size=3)
+        rgb = np.broadcast_to(colour, digit.shape + (3,))
+        alpha = np.clip(digit * 1.5, 0, 1)[..., None]
+        return _with_ring(np.concatenate([rgb, alpha], axis=-1))
+    photo = tex["objects"][rng.integers(len(tex["objects"]))].astype(np.float64)
+    photo = photo - photo.mean() + (185 if bright else 70)  # keep its texture, set its level
+    photo = np.clip(photo, 0, 255)
+    # A thick contrasting frame makes orientation and extent visible on any background.
+    border = np.full((36, 36, 3), 255.0 if bright else 0.0)
+    border[2:-2, 2:-2] = photo
+    return _with_ring(np.concatenate([border, np.ones((36, 36, 1))], axis=-1))
+
+
+def _distractor_sprite(rng: np.random.Generator, tex: dict[str, np.ndarray]) -> np.ndarray:
+    digit = tex["digits"][rng.integers(len(tex["digits"]))].astype(np.float64) / 255
+    colour = rng.uniform(0, 255, size=3)
+    return _with_ring(np.concatenate([np.broadcast_to(colour, digit.shape + (3,)),
+                                      np.clip(digit, 0, 1)[..., None]], axis=-1))
+
+
+def render_forward(motion: str, rng: np.random.Generator, config: SynthConfig) -> np.ndarray:
+    """The frames (T, S, S, 3) uint8 of one video of the *first* class of a pair.
+
+    Every nuisance (background, distractor paths, noise) is time-symmetric in distribution, so
+    ``frames[::-1]`` is a sample of the reversed class.
+    """
+    tex = textures()
+    s, t = config.size, config.frames
+    dark = bool(rng.random() < 0.5)
+    background = _background(rng, s, tex, dark)
+    sprite = _object_sprite(rng, tex, bright=dark)
+    side = max(sprite.shape[:2])
+    base = rng.uniform(0.3, 0.4) * s / side  # sprite scale: the object is 30-40 % of the frame
+    progress = np.linspace(0.0, 1.0, t)  # constant speed
+    angle0 = rng.uniform(-0.3, 0.3)
+    half = base * side / 2
+    centre = rng.uniform(half, s - half, size=2)
+    scale = np.full(t, base)
+    angle = np.full(t, angle0)
+    opacity = np.ones(t)
+    cx, cy = np.full(t, centre[0]), np.full(t, centre[1])
+    if motion in ("translate_x", "translate_y"):
+        travel = rng.uniform(0.4, 0.65) * s  # pixels over the whole video
+        room = s - 2 * half - travel
+        start = half + rng.uniform(0, max(room, 0)) + travel  # moving towards smaller x / y
+        path = start - travel * progress
+        if motion == "translate_x":
+            cx = path
+        else:
+            cy = path
+    elif motion == "rotate":
+        angle = angle0 + np.deg2rad(rng.uniform(150, 270)) * progress  # anticlockwise
+    elif motion == "scale":
+        small = base * rng.uniform(0.33, 0.5)
+        scale = small * (base / small) ** progress  # growing, at a constant rate
+    elif motion == "fade":
+        opacity = progress  # appearing
+    else:
+        raise ValueError(f"unknown motion {motion!r}")
+    # Distractors: small digits on straight paths in random directions (reversal-symmetric).
+    distractors = []
+    for _ in range(int(rng.integers(0, config.distractors + 1))):
+        d_sprite = _distractor_sprite(rng, tex)
+        d_scale = rng.uniform(0.08, 0.14) * s / 8
+        start, end = rng.uniform(0, s, size=2), rng.uniform(0, s, size=2)
+        distractors.append((d_sprite, d_scale, start, end, rng.uniform(0, 2 * np.pi)))
+    noise = rng.uniform(0, config.noise)
+    frames = np.empty((t, s, s, 3), np.uint8)
+    for i in range(t):
+        frame = background.copy()
+        for d_sprite, d_scale, start, end, d_angle in distractors:
+            _paste(frame, d_sprite, tuple(start + (end - start) * progress[i]), d_scale, d_angle)
+        _paste(frame, sprite, (cx[i], cy[i]), scale[i], angle[i], opacity[i])
+        if noise > 0:
+            frame += rng.normal(0, noise, size=frame.shape)
+        frames[i] = np.clip(np.round(frame), 0, 255).astype(np.uint8)
+    return frames
+
+
+def render(label: int, rng: np.random.Generator, config: SynthConfig) -> np.ndarray:
+    """(T, S, S, 3) uint8 frames of one video of class ``label`` (an index into CLASSES)."""
+    frames = render_forward(PAIRS[label // 2][2], rng, config)
+    return frames[::-1].copy() if label % 2 else frames
+
+
+def write_mp4(path: Path, frames: np.ndarray, fps: int, crf: int = 18) -> None:
+    """Encode (T, H, W, 3) uint8 frames as H.264 (libx264, yuv420p) in an MP4 file."""
+    with av.open(str(path), mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        # x264's macroblock-tree lookahead made identical inputs encode differently now and then;
+        # without it (and with one thread) the same frames always give the same bytes.
+        stream.options = {"crf": str(crf), "preset": "veryfast",
+                          "x264-params": "no-mbtree=1:rc-lookahead=0"}
+        stream.codec_context.thread_count = 1
+        for image in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+# -- the dataset on disk ------------------------------------------------------------------------
+def metadata(config: SynthConfig) -> dict:
+    """What metadata.json holds: classes, each class's reversed twin and pair, the parameters."""
+    classes = []
+    for label, name in enumerate(CLASSES):
+        pair = label // 2
+        classes.append({"id": label, "name": name, "pair": pair, "motion": PAIRS[pair][2],
+                        "reverse": CLASSES[label ^ 1], "reverse_id": label ^ 1})
+    return {"name": "tubelet-synth", "version": GENERATOR_VERSION, "config": asdict(config),
+            "classes": classes, "pairs": [[2 * p, 2 * p + 1] for p in range(len(PAIRS))],
+            "format": "kinetics", "train": "train.csv", "val": "validate.csv",
+            "class_names": "classes.txt",
+            # A horizontal flip turns moving left into moving right and clockwise into anticlockwise.
+            "augment": "none"}
+
+
+def generate(out: str | Path, config: SynthConfig = SynthConfig(), progress: bool = True,
+             workers: int | None = None) -> Path:
+    """Write the dataset to the new folder ``out`` atomically (a temporary sibling, then a rename).
+
+    Deterministic: video ``i`` of class ``c`` in a split depends only on (seed, split, c, i), not
+    on ``workers`` (processes; default: the CPU count).
+    """
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} exists and is not empty; choose a new folder or remove it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        _write(tmp, config, progress, workers or os.cpu_count() or 1)
+        if out.exists():
+            out.rmdir()  # empty, checked above
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _make_video(job: tuple[Path, SynthConfig, str, int, int, int]) -> dict:
+    """Render and write one video; returns its CSV row."""
+    folder, config, split, split_id, label, i = job
+    rng = np.random.default_rng([config.seed, split_id, label, i])
+    frames = render(label, rng, config)
+    seconds = int(np.ceil(config.frames / config.fps))
+    video_id = f"{split[0]}{label:02d}{i:05d}"
+    write_mp4(folder / split / CLASSES[label] / kinetics_clip_name(video_id, 0, seconds), frames,
+              config.fps, config.crf)
+    return {"label": CLASSES[label], "youtube_id": video_id, "time_start": 0,
+            "time_end": seconds, "split": split}
+
+
+def _write(folder: Path, config: SynthConfig, progress: bool, workers: int) -> None:
+    from concurrent.futures import ProcessPoolExecutor
+
+    from tqdm import tqdm
+    splits = [("train", 0, config.videos_per_class), ("validate", 1, config.val_videos_per_class)]
+    jobs = [(folder, config, split, split_id, label, i) for split, split_id, count in splits
+            for label in range(len(CLASSES)) for i in range(count)]
+    for split, _, _ in splits:
+        for name in CLASSES:
+            (folder / split / name).mkdir(parents=True, exist_ok=True)
+    bar = dict(desc="synth videos", unit="video", total=len(jobs), disable=not progress)
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            rows = list(tqdm(pool.map(_make_video, jobs, chunksize=16), **bar))
+    else:
+        rows = [_make_video(job) for job in tqdm(jobs, **bar)]
+    for split, file in (("train", "train.csv"), ("validate", "validate.csv")):
+        with open(folder / file, "w", newline="") as f:
+            writer = csv.DictWriter(f, ["label", "youtube_id", "time_start", "time_end", "split"])
+            writer.writeheader()
+            writer.writerows(row for row in rows if row["split"] == split)
+    (folder / "classes.txt").write_text("".join(f"{name}\n" for name in CLASSES))
+    # Written last: its presence marks a complete dataset.
+    (folder / "metadata.json").write_text(json.dumps(metadata(config), indent=2) + "\n")
+
+
+def cache_root() -> Path:
+    """``$TUBELET_CACHE``, else ``$XDG_CACHE_HOME/tubelet``, else ``~/.cache/tubelet``."""
+    if os.environ.get("TUBELET_CACHE"):
+        return Path(os.environ["TUBELET_CACHE"])
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "tubelet"
+
+
+def builtin_dataset(config: SynthConfig = SynthConfig(), cache_dir: str | Path | None = None,
+                  progress: bool = True, workers: int | None = None) -> Path:
+    """The folder of the built-in dataset for ``config``: reused from the cache, or generated.
+
+    The folder is ``<cache>/synth-<hash of config>``; two processes generating at once both
+    succeed and one result is kept.
+    """
+    folder = Path(cache_dir or cache_root()) / f"synth-{config.digest()}"
+    if (folder / "metadata.json").is_file():
+        return folder
+    if folder.exists():  # left by a generator of an older layout, without its marker
+        shutil.rmtree(folder)
+    try:
+        generate(folder, config, progress, workers)
+    except OSError:  # another process renamed its copy into place first
+        if not (folder / "metadata.json").is_file():
+            raise
+    return folder

@@ -1,0 +1,123 @@
+"""`tubelet models` and `tubelet info`: what the registry holds and what one model costs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from .config import MODEL_KINDS, ViViTConfig
+from .flops import count_macs
+from .registry import get_config, list_models
+from .vivit import ViViT, count_parameters
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'224' -> (224, 224); '160x288' (height x width) -> (160, 288)."""
+    try:
+        parts = [int(p) for p in text.lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        return parts[0], parts[0]
+    if len(parts) == 2:
+        return parts[0], parts[1]
+    raise argparse.ArgumentTypeError(f"size {text!r} must be S or HxW, e.g. 224 or 160x288")
+
+
+def model_info(cfg: ViViTConfig, batch: int = 1) -> dict:
+    """Parameters, tokens and compute of one forward pass of ``cfg`` (counted on ``meta``)."""
+    with torch.device("meta"):
+        model = ViViT(cfg)
+    macs = count_macs(model, (batch, cfg.in_channels, cfg.num_frames, *cfg.image_size))
+    t, h, w = cfg.grid
+    cls = int(cfg.classifier == "token")
+    if cfg.kind in ("factorised_encoder", "average_pool"):
+        sequences = {"spatial": f"{t} x {h * w + cls}"}
+        if cfg.kind == "factorised_encoder":
+            sequences["temporal"] = f"1 x {t + cls}"
+    elif cfg.kind == "spatiotemporal":
+        sequences = {"joint": f"1 x {t * h * w + cls}"}
+    else:
+        sequences = {"spatial": f"{t} x {h * w}", "temporal": f"{h * w} x {t}"}
+    return {
+        "name": cfg.name,
+        "kind": cfg.kind,
+        "params": count_parameters(model),
+        "tokens": t * h * w,
+        "grid": [t, h, w],
+        "attention_sequences": sequences,
+        "gmacs": round(macs.total / 1e9 / batch, 2),
+        "matmul_gmacs": round(macs.matmul / 1e9 / batch, 2),
+        "input": [cfg.in_channels, cfg.num_frames, *cfg.image_size],
+        "config": cfg.to_dict(),
+    }
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    names = list_models(args.filter)
+    if args.json:
+        print(json.dumps(names))
+        return 0
+    print(f"{'name':<26} {'model':<28} {'backbone':<18} classifier")
+    for name in names:
+        cfg = get_config(name)
+        backbone = f"D={cfg.hidden_size} L={cfg.num_layers} H={cfg.num_heads}"
+        print(f"{name:<26} {cfg.kind:<28} {backbone:<18} {cfg.classifier}")
+    print(f"\n{len(names)} models. Kinds:")
+    for kind, text in MODEL_KINDS.items():
+        print(f"  {kind:<27} {text}")
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    overrides = {"num_frames": args.frames, "image_size": args.size, "num_classes": args.classes,
+                 "num_kv_heads": args.kv_heads}
+    cfg = get_config(args.name, **overrides)
+    start = time.perf_counter()
+    info = model_info(cfg)
+    if args.json:
+        print(json.dumps(info))
+        return 0
+    t, h, w = info["grid"]
+    print(f"{args.name}: {MODEL_KINDS[cfg.kind]}")
+    print(f"  input        {cfg.in_channels} x {cfg.num_frames} frames x {cfg.image_size[0]}x{cfg.image_size[1]}"
+          f" ({cfg.tokeniser}, patch {cfg.patch_size}"
+          + (f", tubelet {cfg.tubelet_size})" if cfg.tokeniser == "tubelet" else ")"))
+    print(f"  tokens       {info['tokens']:,} = {t} x {h} x {w}"
+          + (" (+ CLS)" if cfg.classifier == "token" else ""))
+    for which, shape in info["attention_sequences"].items():
+        print(f"  attention    {which}: {shape} tokens per clip (sequences x length)")
+    print(f"  backbone     D={cfg.hidden_size}, {cfg.num_layers} layers, {cfg.num_heads} heads"
+          + (f" ({cfg.kv_heads} key/value heads)" if cfg.kv_heads != cfg.num_heads else "")
+          + (f", {cfg.temporal_layers} temporal layers" if cfg.kind == "factorised_encoder" else ""))
+    print(f"  classes      {cfg.num_classes}")
+    print(f"  parameters   {info['params']:,} ({info['params'] / 1e6:.1f}M)")
+    print(f"  compute      {info['gmacs']:.1f} GMACs per clip "
+          f"({info['matmul_gmacs']:.1f} in matrix products; counted in "
+          f"{time.perf_counter() - start:.1f}s on the meta device)")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="list the named model configurations",
+                       description="List the registered ViViT configurations.")
+    p.add_argument("filter", nargs="?", help="only names containing this text, e.g. _fe or l16")
+    p.add_argument("--json", action="store_true", help="print the names as a JSON list")
+    p.set_defaults(func=_cmd_models)
+
+    p = sub.add_parser(
+        "info", help="parameters, tokens and compute of a model",
+        description="Parameters, token counts and the compute of one forward pass, counted from a "
+                    "real forward on the meta device in GMACs (multiply-accumulates, the paper's "
+                    "unit: matrix products plus elementwise ops at half weight, as the reference "
+                    "counts with XLA).")
+    p.add_argument("name", help="a model name from `tubelet models`, e.g. vivit_b16x2")
+    p.add_argument("--frames", type=int, help="input frames (default: the model's, 32)")
+    p.add_argument("--size", type=parse_size, help="frame size S or HxW (default 224)")
+    p.add_argument("--classes", type=int, help="number of classes (default 400)")
+    p.add_argument("--kv-heads", type=int, help="key/value heads (GQA); default: one per query head")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_cmd_info)

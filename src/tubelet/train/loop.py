@@ -1,0 +1,377 @@
+"""The training loop: the paper's recipe on raw video files, resumable to the step.
+
+One optimiser step = ``batch_size`` clips over all processes, reached by gradient accumulation
+of ``micro_batch_size`` clips per forward. Every random choice of a step (data augmentation,
+mixup, dropout, stochastic depth) is drawn from generators seeded by (seed, step, micro-batch,
+rank), and every clip's sampling from (seed, epoch, index), so a run resumed from a checkpoint
+continues exactly as if it had never stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from .. import data as tdata
+from ..models import ViViT, count_parameters, create_model
+from . import state as ckpt
+from .config import TrainConfig, save_config
+from .distributed import Runtime, all_reduce_mean, barrier, init_runtime, unwrap, wrap_model
+from .evaluate import autocast, evaluate
+from .logging import MetricLog, plot_run
+from .metrics import reversed_pair_accuracy
+from .optim import EMA, build_optimizer, learning_rate, set_learning_rate
+
+
+def reversed_classes(data: str | Path) -> dict[int, int]:
+    """Class -> its time-reversed class, from a built-in dataset's metadata.json (else empty)."""
+    meta = Path(data) / "metadata.json"
+    if not meta.is_file():
+        return {}
+    classes = json.loads(meta.read_text()).get("classes", [])
+    return {c["id"]: c["reverse_id"] for c in classes if c.get("reverse_id") is not None}
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot go on (non-finite loss, out of memory, bad data), with what to do."""
+
+
+def step_seed(seed: int, *parts: int) -> int:
+    """A 63-bit seed from the run seed and step coordinates (stable across processes and runs)."""
+    h = seed & 0xFFFFFFFF
+    for p in parts:
+        h = (h * 0x9E3779B97F4A7C15 + p + 1) & 0x7FFFFFFFFFFFFFFF
+    return h
+
+
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy against target distributions (label smoothing / mixup)."""
+    return -(targets * F.log_softmax(logits.float(), dim=-1)).sum(-1).mean()
+
+
+def multi_head_loss(logits: torch.Tensor, targets: list[torch.Tensor], splits: tuple[int, ...]) -> torch.Tensor:
+    """The mean of the heads' cross-entropies (EPIC-KITCHENS: verb and noun, paper 4.3)."""
+    heads = logits.split(list(splits), dim=-1)
+    return sum(soft_cross_entropy(h, t) for h, t in zip(heads, targets)) / len(heads)
+
+
+@dataclass
+class Progress:
+    step: int = 0
+    epoch: int = 0
+    micro_in_epoch: int = 0  # micro-batches of the current epoch already consumed
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, rt: Runtime | None = None, progress: bool = True) -> None:
+        self.cfg = cfg
+        self.rt = rt or init_runtime()
+        self.progress = progress and self.rt.is_main
+        self.run_dir = Path(cfg.out)
+
+    # ------------------------------------------------------------------ set-up
+    def _prepare_run_dir(self, resume: bool) -> None:
+        if self.rt.is_main:
+            existing = ckpt.latest_checkpoint(self.run_dir)
+            if existing is not None and not resume:
+                raise TrainingError(
+                    f"{self.run_dir} already holds a run (latest checkpoint {existing.name}); pass "
+                    "--resume to continue it or choose another --out")
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(self.cfg, self.run_dir / "config.yaml")
+        barrier(self.rt)
+
+    def _build_data(self) -> None:
+        cfg = self.cfg
+        mcfg_frames = cfg.num_frames or self._model_config().num_frames
+        size = cfg.image_size or self._model_config().image_size[0]
+        self.clip = tdata.ClipConfig(num_frames=mcfg_frames, stride=cfg.frame_stride, size=size,
+                                     views=cfg.eval_views, crops=cfg.eval_crops)
+        data = cfg.data
+        if data is None:
+            data = str(tdata.builtin_dataset(progress=self.progress and self.rt.is_main))
+        self.train_set, self.val_set = tdata.build_datasets(
+            data, cfg.val_data, format=None if cfg.data_format == "auto" else cfg.data_format,
+            clip=self.clip, seed=cfg.seed)
+        self.reverse_of = reversed_classes(data)
+        self.class_splits = tuple(self.train_set.num_classes)
+        self.class_names = self.train_set.class_names
+        self.head_names = self.train_set.head_names
+
+    def _model_config(self):
+        from ..models import get_config
+        return get_config(self.cfg.model)
+
+    def _build_model(self, init_state: dict | None) -> None:
+        cfg = self.cfg
+        overrides = dict(cfg.model_args)
+        overrides.update({k: v for k, v in dict(num_kv_heads=cfg.num_kv_heads).items() if v is not None})
+        if cfg.drop_path:
+            overrides["drop_path"] = cfg.drop_path
+        if cfg.dropout:
+            overrides["dropout"] = cfg.dropout
+        num_classes = self.class_splits if len(self.class_splits) > 1 else self.class_splits[0]
+        if init_state is not None:  # resume: the checkpoint's model, as saved
+            model = init_state["model"]
+        elif cfg.init:
+            from .init import initialise
+            model, self.init_steps = initialise(cfg, num_classes=num_classes, num_frames=self.clip.num_frames,
+                               image_size=self.clip.size, overrides=overrides, log=self._log)
+        else:
+            model = create_model(cfg.model, num_classes=num_classes, num_frames=self.clip.num_frames,
+                                 image_size=self.clip.size, **overrides)
+        if cfg.grad_checkpointing and hasattr(model, "set_grad_checkpointing"):
+            model.set_grad_checkpointing(True)
+        self.model: ViViT = model.to(self.rt.device)
+        self.ema = EMA(self.model, cfg.ema) if cfg.ema else None
+        self.wrapped = wrap_model(self.model, self.rt, cfg.parallel)
+        self.forward = torch.compile(self.wrapped) if cfg.compile else self.wrapped
+
+    def _log(self, msg: str) -> None:
+        if self.rt.is_main:
+            tqdm.write(msg)
+
+    # ------------------------------------------------------------------ schedule
+    def _schedule(self) -> None:
+        cfg, rt = self.cfg, self.rt
+        micro = cfg.micro_batch_size or cfg.batch_size
+        if cfg.batch_size % (micro * rt.world_size):
+            raise TrainingError(
+                f"batch_size={cfg.batch_size} is not a multiple of micro_batch_size={micro} x "
+                f"{rt.world_size} process(es); choose a micro batch that divides it")
+        self.micro = micro
+        self.accumulation = cfg.batch_size // (micro * rt.world_size)
+        self.steps_per_epoch = max(1, len(self.train_set) // cfg.batch_size)
+        total = math.ceil(cfg.epochs * self.steps_per_epoch)
+        if cfg.uptrain_fraction is not None:
+            source_steps = getattr(self, "init_steps", None)
+            if not source_steps:
+                raise TrainingError("uptrain_fraction needs --init from a tubelet training run (its "
+                                    "train_state.pt tells how many steps it trained)")
+            total = max(1, round(cfg.uptrain_fraction * source_steps))
+        if cfg.max_steps is not None:
+            total = min(total, cfg.max_steps) if cfg.max_steps > 0 else total
+        self.total_steps = total
+        self.warmup_steps = round(cfg.warmup_epochs * self.steps_per_epoch)
+
+    # ------------------------------------------------------------------ one step
+    def _micro_batches(self, progress: Progress):
+        """Yield (epoch, index in epoch, micro-batch) forever, starting at ``progress``'s position.
+
+        One loader for the whole run (its worker processes persist); its sampler moves from epoch
+        to epoch, and a resumed run starts the epoch after the micro-batches already consumed.
+        """
+        sampler = tdata.ClipSampler(len(self.train_set), shuffle=True, seed=self.cfg.seed,
+                                    rank=self.rt.rank, world_size=self.rt.world_size, drop_last=True)
+        loader = tdata.make_loader(self.train_set, sampler, batch_size=self.micro, workers=self.cfg.workers,
+                                   pin_memory=self.rt.device.type == "cuda")
+        usable = self.steps_per_epoch * self.accumulation
+        epoch, skip = progress.epoch, progress.micro_in_epoch
+        while True:
+            sampler.set_epoch(epoch, skip=skip * self.micro)
+            for i, batch in enumerate(loader, start=skip):
+                if i >= usable:
+                    break
+                yield epoch, i, batch
+            self._end_of_epoch(loader, epoch)
+            epoch, skip = epoch + 1, 0
+
+    def _end_of_epoch(self, loader: Any, epoch: int) -> None:
+        report = getattr(loader, "skip_report", None)
+        if report is not None and report.count and self.rt.is_main:
+            self._log(report.summary(epoch))
+
+    def _train_step(self, micro_batches: list[dict], step: int) -> float:
+        cfg, rt = self.cfg, self.rt
+        lr = learning_rate(step, base=cfg.lr, total=self.total_steps, warmup=self.warmup_steps,
+                           minimum=cfg.min_lr)
+        set_learning_rate(self.optimizer, lr)
+        total_loss = 0.0
+        for m, batch in enumerate(micro_batches):
+            gen = torch.Generator(device=rt.device).manual_seed(step_seed(cfg.seed, step, m, rt.rank))
+            torch.manual_seed(step_seed(cfg.seed, step, m, rt.rank, 1))  # dropout, stochastic depth
+            x = tdata.normalise(batch["video"].to(rt.device, non_blocking=True))  # -> (B, C, T, H, W)
+            x = self.augment(x, generator=gen)
+            targets = tdata.soft_targets(batch["label"], self.class_splits, cfg.label_smoothing, rt.device)
+            if cfg.mixup_alpha > 0:
+                x, targets = tdata.mixup(x, targets, cfg.mixup_alpha, generator=gen)
+            last = m == len(micro_batches) - 1
+            sync = contextlib.nullcontext() if last or not hasattr(self.wrapped, "no_sync") else self.wrapped.no_sync()
+            with sync:
+                with autocast(rt.device, cfg.precision):
+                    logits = self.forward(x)
+                loss = multi_head_loss(logits, targets, self.class_splits)
+                (loss / len(micro_batches)).backward()
+            total_loss += loss.item() / len(micro_batches)
+        if not math.isfinite(total_loss):
+            raise TrainingError(
+                f"the loss became {total_loss} at step {step} (learning rate {lr:.3g}); the run stops "
+                f"here and the last good checkpoint in {self.run_dir / 'checkpoints'} is kept. Try a "
+                "lower --lr, --grad-clip 1, or --precision fp32, then --resume")
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.wrapped.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update(self.model)
+        self.lr = lr
+        return total_loss
+
+    # ------------------------------------------------------------------ checkpoints
+    def _state(self, progress: Progress) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "step": progress.step, "epoch": progress.epoch,
+                "micro_in_epoch": progress.micro_in_epoch, "rng": ckpt.rng_states(),
+                "ema": self.ema.state_dict() if self.ema else None, "total_steps": self.total_steps,
+                "class_names": self.class_names, "head_names": self.head_names,
+                "train_config": self.cfg.to_dict()}
+
+    def _save(self, progress: Progress) -> None:
+        if self.cfg.parallel == "fsdp" and self.rt.distributed:
+            from torch.distributed.checkpoint.state_dict import get_model_state_dict, StateDictOptions
+            full = get_model_state_dict(self.wrapped, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+            if self.rt.is_main:
+                model = ViViT(self.model.config)
+                model.load_state_dict(full)
+                ckpt.save_checkpoint(self.run_dir, model, self._state(progress), progress.step)
+        elif self.rt.is_main:
+            path = ckpt.save_checkpoint(self.run_dir, self.model, self._state(progress), progress.step)
+            (path / "classes.json").write_text(json.dumps(
+                {"class_names": self.class_names, "head_names": self.head_names}))
+        barrier(self.rt)
+
+    # ------------------------------------------------------------------ the run
+    def fit(self, resume: bool = False) -> dict:
+        cfg, rt = self.cfg, self.rt
+        self._prepare_run_dir(resume)
+        seed_everything(cfg.seed)  # the same initial weights on every rank and in every run
+        self._build_data()
+        progress = Progress()
+        loaded = None
+        if resume:
+            path = ckpt.latest_checkpoint(self.run_dir)
+            if path is not None:
+                model, saved = ckpt.load_checkpoint(path, map_location="cpu")
+                loaded = {"model": model, **saved}
+                progress = Progress(saved["step"], saved["epoch"], saved["micro_in_epoch"])
+                self._log(f"resuming {self.run_dir} from {path.name} (step {progress.step})")
+        self._build_model(loaded)
+        self._schedule()
+        self.optimizer = build_optimizer(self.wrapped, cfg)
+        self.augment = tdata.build_augmentation(cfg.augment, magnitude=cfg.randaugment_magnitude).to(rt.device)
+        if loaded is not None:
+            self.optimizer.load_state_dict(loaded["optimizer"])
+            ckpt.set_rng_states(loaded["rng"])
+            if self.ema is not None and loaded.get("ema"):
+                self.ema.load_state_dict(loaded["ema"])
+        log = MetricLog(self.run_dir, enabled=rt.is_main)
+        log.truncate_after(progress.step)
+        if rt.is_main and loaded is None:
+            self._log(f"training {cfg.model} ({count_parameters(self.model) / 1e6:.2f}M parameters, "
+                      f"{self.model.config.kind}) on {len(self.train_set)} clips for {self.total_steps} "
+                      f"steps of {cfg.batch_size} clips ({self.accumulation} x {self.micro} per process, "
+                      f"{rt.world_size} process(es)); run folder {self.run_dir}")
+        self.lr = 0.0
+        result = self._loop(progress, log)
+        log.close()
+        return result
+
+    def _loop(self, progress: Progress, log: MetricLog) -> dict:
+        cfg, rt = self.cfg, self.rt
+        bar = tqdm(total=self.total_steps, initial=progress.step, desc="training", unit="step",
+                   disable=not self.progress, dynamic_ncols=True)
+        stream = self._micro_batches(progress)
+        eval_interval = round(cfg.eval_every * self.steps_per_epoch) if cfg.eval_every else 0
+        metrics: dict = {}
+        window_clips, window_wait, window_start = 0, 0.0, time.perf_counter()
+        try:
+            while progress.step < self.total_steps:
+                batches, wait = [], 0.0
+                for _ in range(self.accumulation):
+                    t0 = time.perf_counter()
+                    epoch, index, batch = next(stream)
+                    wait += time.perf_counter() - t0
+                    batches.append(batch)
+                loss = self._train_step(batches, progress.step)
+                progress.step += 1
+                progress.epoch = epoch
+                progress.micro_in_epoch = index + 1
+                if progress.micro_in_epoch >= self.steps_per_epoch * self.accumulation:
+                    progress.epoch, progress.micro_in_epoch = epoch + 1, 0
+                window_clips += sum(len(b["video"]) for b in batches) * rt.world_size
+                window_wait += wait
+                bar.update(1)
+                if progress.step % cfg.log_every == 0 or progress.step == self.total_steps:
+                    elapsed = time.perf_counter() - window_start
+                    loss_avg = all_reduce_mean(loss, rt)
+                    record = {"loss": loss_avg, "lr": self.lr, "epoch": progress.epoch,
+                              "clips_per_s": window_clips / elapsed, "data_wait": window_wait / elapsed}
+                    log.write("train", progress.step, **record)
+                    bar.set_postfix(loss=f"{loss_avg:.3f}", lr=f"{self.lr:.2e}",
+                                    clips_s=f"{record['clips_per_s']:.1f}",
+                                    wait=f"{100 * record['data_wait']:.0f}%")
+                    window_clips, window_wait, window_start = 0, 0.0, time.perf_counter()
+                else:
+                    log.write("train", progress.step, loss=loss, lr=self.lr, epoch=progress.epoch)
+                if progress.step % cfg.checkpoint_every == 0 or progress.micro_in_epoch == 0:
+                    self._save(progress)
+                if eval_interval and progress.step % eval_interval == 0 and progress.step < self.total_steps:
+                    metrics = self.validate(progress.step, log)
+        except torch.OutOfMemoryError as e:
+            raise TrainingError(
+                f"out of memory with {self.micro} clips per forward pass: use a smaller "
+                f"--micro-batch-size (the global --batch-size {cfg.batch_size} is kept by gradient "
+                "accumulation), --grad-checkpointing true, or --precision bf16") from e
+        finally:
+            bar.close()
+        self._save(progress)
+        metrics = self.validate(progress.step, log)
+        if rt.is_main:
+            plot_run(self.run_dir, metrics.get("confusion"), self.class_names[0] if self.class_names else None)
+            final = self.run_dir / "final"
+            from ..checkpoint import save_model
+            save_model(self.ema.model if self.ema else self.model, final)
+            (final / "classes.json").write_text(json.dumps(
+                {"class_names": self.class_names, "head_names": self.head_names}))
+        return metrics
+
+    def validate(self, step: int, log: MetricLog) -> dict:
+        if self.val_set is None or len(self.val_set) == 0:
+            return {}
+        sampler = tdata.ClipSampler(len(self.val_set), shuffle=False, seed=self.cfg.seed, rank=self.rt.rank,
+                                    world_size=self.rt.world_size, drop_last=False, epoch=0)
+        loader = tdata.make_loader(self.val_set, sampler, batch_size=max(1, self.micro // 2),
+                                   workers=self.cfg.workers, pin_memory=self.rt.device.type == "cuda")
+        model = self.ema.model if self.ema else self.model
+        metrics = evaluate(model, loader, self.rt, class_splits=self.class_splits, head_names=self.head_names,
+                           average=self.cfg.eval_average, precision=self.cfg.precision,
+                           progress=self.progress, total=len(loader))
+        if self.reverse_of and len(self.class_splits) == 1:
+            metrics["reversed_pair_top1"] = reversed_pair_accuracy(metrics["scores"], metrics["labels"],
+                                                                   self.reverse_of)
+        scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+        log.write("eval", step, **scalars, skipped=len(metrics["skipped"]))
+        if self.rt.is_main:
+            shown = ", ".join(f"{k.replace('_', ' ')} {100 * v:.1f}%" for k, v in scalars.items()
+                              if k.endswith(("top1", "top5")))
+            self._log(f"step {step}: validation on {metrics['count']} videos "
+                      f"({self.cfg.eval_views} views x {self.cfg.eval_crops} crops): {shown}")
+        return metrics
+

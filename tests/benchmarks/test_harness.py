@@ -1,0 +1,60 @@
+"""The benchmark scripts run end to end on a tiny configuration and write what they claim;
+transformers' Vivit with tubelet's weights gives tubelet's logits. No time is asserted."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+
+
+@pytest.fixture(autouse=True)
+def keep_threads():
+    """The scripts' --threads sets torch's thread count for the whole process: restore it."""
+    import torch
+
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+TINY = ["--device", "cpu", "--threads", "1", "--frames", "2", "--size", "32", "--dtype", "fp32", "--warmup", "1", "--repeats", "2"]
+
+
+def test_throughput_rows_ratios_and_agreement_with_transformers(tmp_path):
+    pytest.importorskip("transformers")
+    import throughput
+
+    out = tmp_path / "t.json"
+    throughput.main(TINY + ["--backbones", "ti", "--batch", "1", "--mode", "infer,train", "--compile", "off",
+                            "--variants", "1,2", "--hf", "sdpa,eager,flash_attention_2", "--min-repeat-ms", "0",
+                            "--matmul-n", "256", "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert result["environment"]["device_type"] == "cpu" and result["environment"]["command"]
+    rows = {(r["name"], r["mode"]): r for r in result["rows"]}
+    assert set(rows) == {(n, m) for n in ("tubelet M1", "tubelet M2", "transformers sdpa", "transformers eager")
+                         for m in ("infer", "train")}  # flash_attention_2 cannot run on a CPU: left out
+    for r in rows.values():
+        assert r["median_ms"] > 0 and 0 < r["mfu"] and r["peak_mib"] > 0 and len(r["all_ms"]) == 2
+    assert rows[("transformers sdpa", "infer")]["max_rel_diff_vs_tubelet"] < 1e-5
+    assert rows[("transformers eager", "infer")]["max_rel_diff_vs_tubelet"] < 1e-5
+    assert set(rows[("tubelet M1", "infer")]["speedup_vs"]) == {"transformers sdpa", "transformers eager"}
+    # a training step counts three forward passes
+    assert rows[("tubelet M1", "train")]["matmul_gmacs_per_clip"] == rows[("tubelet M1", "infer")]["matmul_gmacs_per_clip"]
+
+
+def test_frame_scaling_table_and_ceiling_search(tmp_path):
+    import frame_scaling
+
+    out = tmp_path / "s.json"
+    frame_scaling.main(["--device", "cpu", "--threads", "1", "--size", "32", "--frames", "2,4", "--variants", "4",
+                        "--backbone", "s", "--mode", "infer", "--dtype", "fp32", "--warmup", "1", "--repeats", "2",
+                        "--batch-ceilings", "1", "--memory-budget-gib", "100", "--max-frames", "8", "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert [r["frames"] for r in result["rows"]] == [2, 4]
+    assert all(r["memory_kind"] == "rss_delta" for r in result["rows"])
+    (c,) = result["ceilings"]
+    assert c["max_frames"] == 8 and c["capped_at_max_frames"] and "CPU stand-in" in c["criterion"]

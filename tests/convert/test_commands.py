@@ -1,0 +1,94 @@
+"""`tubelet convert`: the fixtures, transformers and image ViTs through the command line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tubelet import load_model
+from tubelet.cli import main
+
+CASES = ["model1_spatiotemporal_token", "model1_uniform_frame_sampling_token",
+         "model2_factorised_encoder_token", "model3_factorised_self_attention_gap",
+         "model4_factorised_dot_product_gap"]
+
+
+@pytest.mark.parametrize("suffix", ["npz", "msgpack"])
+@pytest.mark.parametrize("name", CASES)
+def test_fixture_through_the_command(scenic_fixtures, tmp_path, name, suffix):
+    out = tmp_path / "ckpt"
+    rc = main(["convert", "--from", "scenic", str(scenic_fixtures / f"{name}.{suffix}"),
+               "--config", str(scenic_fixtures / f"{name}.json"), "--out", str(out)])
+    assert rc == 0
+    z = np.load(scenic_fixtures / f"{name}.npz")
+    model = load_model(out)
+    with torch.no_grad():
+        logits = model(torch.from_numpy(z["x"]).permute(0, 4, 1, 2, 3))  # (B, T, H, W, C) -> (B, C, T, H, W)
+    assert (logits - torch.from_numpy(z["logits"])).abs().max().item() < 1e-4
+
+
+def test_at_another_clip_size_and_re_saved(scenic_fixtures, tmp_path):
+    name = CASES[0]
+    assert main(["convert", "--from", "scenic", str(scenic_fixtures / f"{name}.msgpack"), "--config",
+                 str(scenic_fixtures / f"{name}.json"), "--num-frames", "16", "--image-size", "48x32",
+                 "--out", str(tmp_path / "a")]) == 0
+    model = load_model(tmp_path / "a")
+    assert model.config.grid == (8, 6, 4)
+    with torch.no_grad():
+        assert torch.isfinite(model(torch.randn(1, 3, 16, 48, 32))).all()
+    assert main(["convert", "--from", "tubelet", str(tmp_path / "a"), "--num-frames", "4",
+                 "--out", str(tmp_path / "b")]) == 0
+    assert load_model(tmp_path / "b").encoder.pos_embed.shape == (1, 1 + 2 * 6 * 4, 32)
+
+
+def test_wrong_model_is_a_one_line_error(scenic_fixtures, tmp_path, capsys):
+    rc = main(["convert", "--from", "scenic", str(scenic_fixtures / f"{CASES[0]}.msgpack"),
+               "--model", "vivit_ti16x2", "--out", str(tmp_path / "x")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "tubelet convert: error:" in err and "num_layers=12" in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_transformers_in_and_out(tmp_path, capsys):
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    hf = transformers.VivitForVideoClassification(transformers.VivitConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64, image_size=32,
+        num_frames=4, tubelet_size=[2, 8, 8], num_labels=3)).eval()
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    hf.save_pretrained(tmp_path / "hf")
+    assert main(["convert", "--from", "hf", str(tmp_path / "hf"), "--out", str(tmp_path / "t")]) == 0
+    assert main(["convert", "--from", "tubelet", str(tmp_path / "t"), "--to", "hf",
+                 "--out", str(tmp_path / "back")]) == 0
+    back = transformers.VivitForVideoClassification.from_pretrained(tmp_path / "back").eval()
+    x = torch.randn(2, 3, 4, 32, 32)
+    with torch.no_grad():
+        want = hf(pixel_values=x.transpose(1, 2)).logits
+        assert (load_model(tmp_path / "t")(x) - want).abs().max().item() < 1e-5
+        assert (back(pixel_values=x.transpose(1, 2)).logits - want).abs().max().item() < 1e-5
+    assert json.loads((tmp_path / "back" / "config.json").read_text())["hidden_act"] == "gelu_fast"
+
+
+def test_image_vit_naming_is_detected_and_reported(tmp_path, capsys):
+    transformers = pytest.importorskip("transformers")
+    vit = transformers.ViTModel(transformers.ViTConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=32,
+        patch_size=8))
+    vit.save_pretrained(tmp_path / "vit")
+    rc = main(["convert", "--from", "vit", str(tmp_path / "vit"), "--model", "vivit_ti16x2_fsa",
+               "--set", "hidden_size=32", "--set", "num_layers=2", "--set", "num_heads=4",
+               "--set", "mlp_dim=64", "--set", "patch_size=8", "--num-frames", "4", "--image-size", "32",
+               "--num-classes", "7", "--kernel-init", "filter_inflation", "--out", str(tmp_path / "t")])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "hf naming" in out and "GELU exact" in out and "eps 1e-12" in out
+    model = load_model(tmp_path / "t")
+    assert (model.config.kind, model.config.gelu, model.config.layer_norm_eps) == \
+        ("factorised_self_attention", "exact", 1e-12)
+    assert model.head.out_features == 7 and model.head.weight.abs().sum() == 0

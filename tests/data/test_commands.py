@@ -1,0 +1,29 @@
+"""``tubelet data synth`` and ``tubelet data inspect``."""
+
+from __future__ import annotations
+
+from tubelet.cli import main
+
+
+def test_synth_then_inspect(tmp_path, capsys):
+    out = tmp_path / "synth"
+    args = ["data", "synth", str(out), "--videos-per-class", "1", "--val-videos-per-class", "1",
+            "--size", "16", "--frames", "4", "--workers", "1"]
+    assert main(args) == 0
+    assert "20 videos" in capsys.readouterr().out
+    assert main(args) == 2  # the folder exists now
+    assert "exists and is not empty" in capsys.readouterr().err
+    (out / "train" / "growing" / "t0600099_000000_000001.mp4").write_bytes(b"")
+    with open(out / "train.csv", "a") as f:
+        f.write("growing,t0600099,0,1,train\n")
+    assert main(["data", "inspect", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "train: " in text and "(kinetics format), 11 videos, 10 classes" in text
+    assert "6 growing: 2" in text and "1 file(s) cannot be decoded" in text
+    assert "t0600099_000000_000001.mp4: the file is empty" in text
+
+
+def test_inspect_reports_bad_annotation_line(tmp_path, capsys):
+    (tmp_path / "list.txt").write_text("a.mp4 0\nb.mp4\n")
+    assert main(["data", "inspect", str(tmp_path / "list.txt")]) == 2
+    assert "list.txt, line 2" in capsys.readouterr().err

@@ -1,0 +1,123 @@
+"""The built-in motion dataset: deterministic, readable, and impossible without temporal order."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tubelet.data import build_datasets
+from tubelet.data.dataset import ClipConfig
+from tubelet.data.decode import read_frames
+from tubelet.data.synth import CLASSES, PAIRS, SynthConfig, builtin_dataset, generate, render
+
+SMALL = SynthConfig(seed=5, videos_per_class=2, val_videos_per_class=1, size=32, frames=12)
+
+
+def test_reversed_class_is_the_same_video_backwards():
+    for pair in range(len(PAIRS)):
+        forward = render(2 * pair, np.random.default_rng(11), SMALL)
+        backward = render(2 * pair + 1, np.random.default_rng(11), SMALL)
+        assert np.array_equal(forward[::-1], backward)
+        assert not np.array_equal(forward, backward)
+
+
+def test_generate_writes_a_readable_deterministic_dataset(tmp_path):
+    out = generate(tmp_path / "a", SMALL, progress=False, workers=1)
+    meta = json.loads((out / "metadata.json").read_text())
+    assert [c["name"] for c in meta["classes"]] == CLASSES
+    assert meta["classes"][1]["reverse"] == "moving left" and meta["pairs"][0] == [0, 1]
+    assert (out / "classes.txt").read_text().splitlines() == CLASSES
+    train, val = build_datasets(out, clip=ClipConfig(num_frames=8, stride=1, size=32, views=2, crops=1))
+    assert (len(train), len(val)) == (20, 10)
+    assert train.class_names == [CLASSES]
+    video = next(r.path for r in train.records if r.label == 3)
+    assert video.parent.name == "moving down" and video.name.endswith("_000000_000002.mp4")  # 12 frames at 8 fps
+    frames = read_frames(video, range(12))
+    assert frames.shape == (12, 32, 32, 3)
+    expected = render(3, np.random.default_rng([5, 0, 3, int(video.name[3:8])]), SMALL)
+    assert np.abs(frames.astype(int) - expected).mean() < 6  # H.264 at crf 18: close, not exact
+    again = generate(tmp_path / "b", SMALL, progress=False, workers=2)  # workers do not matter
+    files = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
+    assert all((out / f).read_bytes() == (again / f).read_bytes() for f in files)  # byte-identical
+    with pytest.raises(FileExistsError, match="not empty"):
+        generate(out, SMALL, progress=False)
+    assert val[0]["video"].shape == (2, 8, 32, 32, 3)
+
+
+def test_builtin_dataset_is_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("TUBELET_CACHE", str(tmp_path))
+    config = SynthConfig(seed=1, videos_per_class=1, val_videos_per_class=0, size=16, frames=4)
+    first = builtin_dataset(config, progress=False, workers=1)
+    assert first.parent == tmp_path and first.name == f"synth-{config.digest()}"
+    stamp = (first / "metadata.json").stat().st_mtime_ns
+    assert builtin_dataset(config, progress=False) == first
+    assert (first / "metadata.json").stat().st_mtime_ns == stamp  # reused, not rewritten
+    assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no temporary folders left
+
+
+# -- an order-blind baseline is at chance on every reversed pair; frame differences are not -----
+def _clips(split: int, per_class: int, config: SynthConfig) -> tuple[np.ndarray, np.ndarray]:
+    grey = np.array([0.299, 0.587, 0.114], np.float32)
+    clips = [render(label, np.random.default_rng([99, split, label, i]), config) @ grey / 255
+             for label in range(len(CLASSES)) for i in range(per_class)]
+    labels = np.repeat(np.arange(len(CLASSES)), per_class)
+    return np.stack(clips).astype(np.float32), labels  # (N, T, H, W), (N,)
+
+
+def mean_frame_features(clips: np.ndarray) -> np.ndarray:
+    """Order-blind: the mean frame, pooled 4x4. (N, T, H, W) -> (N, H/4 * W/4)."""
+    n, t, h, w = clips.shape
+    return clips.mean(1).reshape(n, h // 4, 4, w // 4, 4).mean((2, 4)).reshape(n, -1)
+
+
+def frame_difference_features(clips: np.ndarray) -> np.ndarray:
+    """From frame differences: a global affine motion fit per pair of frames (brightness
+    constancy, I_t + v . grad I = 0 with v = a + B x) -> translation, divergence and curl, plus the
+    change of edge energy; averaged over time. (N, T, H, W) -> (N, 5)."""
+    n, t, h, w = clips.shape
+    gy, gx = np.gradient(clips, axis=(2, 3))
+    gx, gy = (gx[:, 1:] + gx[:, :-1]) / 2, (gy[:, 1:] + gy[:, :-1]) / 2
+    it = np.diff(clips, axis=1)  # (N, T-1, H, W): the frame differences
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32) - np.float32(h / 2)
+    a = np.stack([gx, gy, xs * gx, ys * gx, xs * gy, ys * gy], -1).reshape(n, t - 1, -1, 6)
+    ata = np.einsum("ntpi,ntpj->ntij", a, a) + 1e-3 * np.eye(6, dtype=np.float32)
+    atb = np.einsum("ntpi,ntp->nti", a, -it.reshape(n, t - 1, -1))
+    p = np.linalg.solve(ata, atb[..., None])[..., 0]  # (N, T-1, 6): a_x a_y b11 b12 b21 b22
+    edges = (gx ** 2 + gy ** 2).reshape(n, t - 1, -1).mean(-1)  # (N, T-1)
+    feats = [p[..., 0], p[..., 1], p[..., 2] + p[..., 5], p[..., 4] - p[..., 3]]
+    return np.concatenate([np.stack(feats, -1).mean(1), 100 * np.diff(edges, axis=1).mean(1, keepdims=True)], 1)
+
+
+def linear_probe(train_x, train_y, test_x, test_y) -> float:
+    """Test accuracy of a ridge-regression linear classifier (one-hot targets, closed form)."""
+    mu, sd = train_x.mean(0), train_x.std(0) + 1e-6
+    a = torch.tensor((train_x - mu) / sd, dtype=torch.float64)
+    b = torch.tensor((test_x - mu) / sd, dtype=torch.float64)
+    a, b = (torch.cat([m, torch.ones(len(m), 1, dtype=m.dtype)], 1) for m in (a, b))  # bias
+    classes = sorted(set(train_y.tolist()))
+    onehot = torch.tensor([[float(v == c) for c in classes] for v in train_y.tolist()], dtype=a.dtype)
+    weight = torch.linalg.solve(a.T @ a + 1.0 * torch.eye(a.shape[1], dtype=a.dtype), a.T @ onehot)
+    predicted = torch.tensor(classes)[(b @ weight).argmax(1)]
+    return (predicted == torch.as_tensor(test_y)).double().mean().item()
+
+
+def test_order_blind_baseline_is_at_chance_on_reversed_pairs():
+    config = SynthConfig(size=32, frames=12)
+    train_x, train_y = _clips(0, 16, config)
+    test_x, test_y = _clips(1, 12, config)
+    results = {}
+    for name, features in [("mean frame", mean_frame_features),
+                           ("frame differences", frame_difference_features)]:
+        f_train, f_test = features(train_x), features(test_x)
+        pair_accuracy = []
+        for pair in range(len(PAIRS)):
+            tr, te = train_y // 2 == pair, test_y // 2 == pair
+            pair_accuracy.append(linear_probe(f_train[tr], train_y[tr], f_test[te], test_y[te]))
+        results[name] = float(np.mean(pair_accuracy))
+    # 120 test clips over 5 pairs: chance is 0.5 +- 0.05
+    assert results["mean frame"] < 0.62, results
+    assert results["frame differences"] > 0.9, results

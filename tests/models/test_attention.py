@@ -1,0 +1,80 @@
+"""The shared attention module: MHA, GQA and MQA, and Model 4's factorised neighbourhoods."""
+
+import math
+
+import pytest
+import torch
+
+from tubelet.models import Attention, factorised_dot_product_attention
+from tubelet.models.attention import sdpa
+
+
+def reference_attention(q, k, v, mask=None):
+    """softmax(q k^T / sqrt(d)) v written out, with kv heads repeated explicitly (float64)."""
+    rep = q.shape[1] // k.shape[1]
+    k = k.repeat_interleave(rep, dim=1)  # kv head j // rep serves query head j
+    v = v.repeat_interleave(rep, dim=1)
+    scores = q.double() @ k.double().transpose(-1, -2) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return (scores.softmax(-1) @ v.double()).float()
+
+
+@pytest.mark.parametrize("heads,kv_heads", [(8, 8), (8, 4), (8, 2), (8, 1), (6, 3)])
+def test_grouped_query_attention_equals_repeated_kv_heads(heads, kv_heads):
+    torch.manual_seed(0)
+    q = torch.randn(2, heads, 11, 16)
+    k, v = torch.randn(2, 2, kv_heads, 11, 16).unbind(0)
+    assert torch.allclose(sdpa(q, k, v), reference_attention(q, k, v), atol=1e-6)
+
+
+def test_module_gqa_groups_are_contiguous():
+    """Query head j reads kv head j // (H/G): copy each group's kv into an MHA module and compare."""
+    torch.manual_seed(0)
+    dim, H, G, d = 32, 4, 2, 8
+    gqa = Attention(dim, H, G)
+    mha = Attention(dim, H, H)
+    wq, wk, wv = gqa.qkv.weight.split([H * d, G * d, G * d])
+    bq, bk, bv = gqa.qkv.bias.split([H * d, G * d, G * d])
+    rep = lambda w: w.unflatten(0, (G, d)).repeat_interleave(H // G, dim=0).flatten(0, 1)
+    with torch.no_grad():
+        mha.qkv.weight.copy_(torch.cat([wq, rep(wk), rep(wv)]))
+        mha.qkv.bias.copy_(torch.cat([bq, rep(bk), rep(bv)]))
+        mha.proj.load_state_dict(gqa.proj.state_dict())
+    x = torch.randn(3, 7, dim)
+    assert torch.allclose(gqa(x), mha(x), atol=1e-6)
+
+
+def test_multi_head_attention_is_plain_attention():
+    torch.manual_seed(0)
+    attn = Attention(24, 3).eval()
+    x = torch.randn(2, 5, 24)
+    q, k, v = attn.project(x)
+    expected = attn.proj(reference_attention(q, k, v).transpose(1, 2).flatten(2))
+    assert torch.allclose(attn(x), expected, atol=1e-6)
+    assert attn.qkv.out_features == 3 * 24
+
+
+@pytest.mark.parametrize("kv_heads", [4, 2, 1])
+def test_factorised_dot_product_equals_masked_attention(kv_heads):
+    """Model 4 = full attention with a mask: time heads see their location, space heads their frame."""
+    torch.manual_seed(0)
+    B, H, T, S, d = 2, 4, 3, 5, 8
+    q = torch.randn(B, H, T * S, d)
+    k, v = torch.randn(2, B, kv_heads, T * S, d).unbind(0)
+    t = torch.arange(T * S) // S
+    s = torch.arange(T * S) % S
+    same_location = s[:, None] == s[None, :]
+    same_frame = t[:, None] == t[None, :]
+    out = factorised_dot_product_attention(q, k, v, (T, S))
+    half = H // 2
+    rep = H // kv_heads
+    kf, vf = k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1)
+    time = reference_attention(q[:, :half], kf[:, :half], vf[:, :half], same_location)
+    space = reference_attention(q[:, half:], kf[:, half:], vf[:, half:], same_frame)
+    assert torch.allclose(out, torch.cat([time, space], dim=1), atol=1e-5)
+
+
+def test_bad_head_counts_are_refused():
+    with pytest.raises(ValueError, match="not divisible by num_kv_heads"):
+        Attention(32, 4, 3)
