@@ -9,6 +9,16 @@ multi-head attention and ``num_kv_heads == 1`` multi-query attention.
 Model 4 of ViViT (factorised dot-product attention) is a different *neighbourhood*, not a
 different module: :func:`factorised_dot_product_attention` sends the first half of the heads
 over time and the second half over space, and :class:`Attention` calls it when given a grid.
+
+Causal decoding is a set of optional arguments of the same module, all off by default: rotary
+position embeddings (:func:`rotary_embedding`, applied to q and k), a key/value cache
+(:class:`KVCache`) into which each call writes its keys and values, and an explicit boolean mask.
+A cache holds rows of different lengths left-aligned, so a row's tokens sit at slots
+``0 .. lengths[b]-1`` and position == slot; :meth:`KVCache.causal_mask` gives the causal mask
+aligned bottom-right per row (new query ``i`` of row ``b`` sees slots ``<= lengths[b] + i``),
+which ``is_causal=True`` of SDPA is not when query and key lengths differ (it is top-left
+aligned). Right padding of a batch of prompts is the same mask: padded tokens lie past a row's
+length, where no real query looks.
 """
 
 from __future__ import annotations
@@ -37,6 +47,95 @@ def sdpa(q: Tensor, k: Tensor, v: Tensor, *, dropout_p: float = 0.0, attn_mask: 
         gqa = False
     return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p,
                                           is_causal=is_causal, enable_gqa=gqa)
+
+
+def rotary_embedding(positions: Tensor, head_dim: int, theta: float = 10000.0) -> tuple[Tensor, Tensor]:
+    """cos and sin of rotary position embeddings (RoFormer), the "rotate half" layout of Llama.
+
+    positions: (B, N) integers -> cos, sin: (B, 1, N, head_dim), broadcast over heads. Channel
+    ``i`` and ``i + head_dim/2`` form one rotated pair, with frequency ``theta^(-2i/head_dim)``.
+    """
+    inv_freq = theta ** -(torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float64)
+                          / head_dim)
+    angles = positions.to(torch.float64)[..., None] * inv_freq  # (B, N, d/2)
+    angles = torch.cat([angles, angles], dim=-1).unsqueeze(1)  # (B, 1, N, d)
+    return angles.cos().float(), angles.sin().float()
+
+
+def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate q or k (B, heads, N, d) by the angles of :func:`rotary_embedding`."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos.to(x.dtype) + torch.cat([-x2, x1], dim=-1) * sin.to(x.dtype)
+
+
+class KVCache:
+    """Keys and values of every attention layer of a decoder, for rows of different lengths.
+
+    Row ``b`` holds ``lengths[b]`` tokens at slots ``0 .. lengths[b]-1`` of each layer's buffer
+    (B, G, capacity, d); slots past a row's length hold stale values that no query sees.
+    A call on ``n`` new tokens: :meth:`begin` fixes where they go (slot ``lengths[b] + i``, which
+    is also their position), every layer's :meth:`write` puts its keys and values there, and
+    :meth:`advance` counts the ``num_valid[b]`` real ones (the rest are right padding).
+    :meth:`crop` forgets everything past a length: nothing is recomputed or copied.
+    """
+
+    def __init__(self, num_layers: int, batch_size: int, device: torch.device | str = "cpu") -> None:
+        self.keys: list[Tensor | None] = [None] * num_layers
+        self.values: list[Tensor | None] = [None] * num_layers
+        self.lengths = torch.zeros(batch_size, dtype=torch.long, device=device)
+        self.slots: Tensor | None = None  # (B, n) where the current call writes
+
+    def begin(self, n: int) -> Tensor:
+        """Slots (= positions) of the next ``n`` tokens of each row: (B, n)."""
+        self.slots = self.lengths[:, None] + torch.arange(n, device=self.lengths.device)
+        return self.slots
+
+    def causal_mask(self) -> Tensor:
+        """(B, 1, n, L) boolean, True where new query ``i`` may attend to slot ``j``.
+
+        Bottom-right aligned per row: ``j <= lengths[b] + i``; L = max(lengths) + n.
+        """
+        assert self.slots is not None, "call begin() first"
+        keys = torch.arange(self.span(), device=self.slots.device)
+        return (keys <= self.slots[:, :, None]).unsqueeze(1)
+
+    def span(self) -> int:
+        """Slots the current call attends over: max over rows of lengths + n."""
+        assert self.slots is not None
+        return int(self.slots[:, -1].max()) + 1
+
+    def write(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Store new k, v (B, G, n, d) at the current slots; return (B, G, L, d) for attention."""
+        assert self.slots is not None, "call begin() first"
+        B, G, n, d = k.shape
+        need = self.span()
+        buf_k, buf_v = self.keys[layer], self.values[layer]
+        if buf_k is None or buf_k.shape[2] < need:
+            cap = max(need, 2 * (0 if buf_k is None else buf_k.shape[2]), 16)
+            new_k, new_v = k.new_zeros(B, G, cap, d), v.new_zeros(B, G, cap, d)
+            if buf_k is not None:
+                new_k[:, :, :buf_k.shape[2]] = buf_k
+                new_v[:, :, :buf_v.shape[2]] = buf_v
+            buf_k, buf_v = self.keys[layer], self.values[layer] = new_k, new_v
+        index = self.slots[:, None, :, None].expand(B, G, n, d)
+        buf_k.scatter_(2, index, k)
+        buf_v.scatter_(2, index, v)
+        return buf_k[:, :, :need], buf_v[:, :, :need]
+
+    def advance(self, num_valid: Tensor | None = None) -> None:
+        """Count the tokens just written: all ``n``, or ``num_valid[b]`` of row ``b``."""
+        assert self.slots is not None
+        self.lengths = self.lengths + (self.slots.shape[1] if num_valid is None else num_valid)
+        self.slots = None
+
+    def crop(self, lengths: Tensor) -> None:
+        """Keep the first ``lengths[b]`` tokens of each row (never more than it holds)."""
+        self.lengths = torch.minimum(self.lengths, lengths.to(self.lengths))
+
+    def rows(self, layer: int) -> list[tuple[Tensor, Tensor]]:
+        """The valid keys and values (G, lengths[b], d) of each row of one layer (inspection)."""
+        k, v = self.keys[layer], self.values[layer]
+        return [(k[b, :, :n], v[b, :, :n]) for b, n in enumerate(self.lengths.tolist())]
 
 
 def _kv_range(first_query_head: int, query_heads: int, group: int) -> slice:
@@ -120,12 +219,26 @@ class Attention(nn.Module):
         """(B, H, N, d) -> (B, N, D)."""
         return self.proj_drop(self.proj(o.transpose(1, 2).flatten(2)))
 
-    def forward(self, x: Tensor, grid: tuple[int, int] | None = None) -> Tensor:
-        """x: (B, N, D). With ``grid=(T, S)`` the heads are factorised as in ViViT Model 4."""
+    def forward(self, x: Tensor, grid: tuple[int, int] | None = None, *,
+                rope: tuple[Tensor, Tensor] | None = None, attn_mask: Tensor | None = None,
+                causal: bool = False, cache: KVCache | None = None, layer: int = 0) -> Tensor:
+        """x: (B, N, D). With ``grid=(T, S)`` the heads are factorised as in ViViT Model 4.
+
+        Decoding options: ``rope=(cos, sin)`` from :func:`rotary_embedding` rotates q and k;
+        ``cache`` stores this call's keys and values as layer ``layer`` and attends over the
+        row's cached tokens too, with ``cache.causal_mask()`` unless ``attn_mask`` is given;
+        ``causal=True`` without a cache is the square causal mask (training).
+        """
         q, k, v = self.project(x)
+        if rope is not None:
+            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        if cache is not None:
+            k, v = cache.write(layer, k, v)
+            if attn_mask is None:
+                attn_mask = cache.causal_mask()
         p = self.attn_drop if self.training else 0.0
         if grid is None:
-            o = sdpa(q, k, v, dropout_p=p)
+            o = sdpa(q, k, v, dropout_p=p, attn_mask=attn_mask, is_causal=causal and attn_mask is None)
         else:
             o = factorised_dot_product_attention(q, k, v, grid, dropout_p=p)
         return self.output(o)

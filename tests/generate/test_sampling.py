@@ -1,0 +1,115 @@
+"""The pure functions: filtering, inverse-CDF sampling, and the verification step alone."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tubelet.generate import Sampling, probabilities, sample, verify
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_greedy_is_one_hot_on_argmax():
+    logits = torch.tensor([[0.1, 2.0, -1.0, 2.0], [5.0, 0.0, 0.0, 0.0]])
+    p = probabilities(logits, Sampling(temperature=0))
+    assert torch.equal(p, torch.tensor([[0.0, 1, 0, 0], [1.0, 0, 0, 0]]))
+
+
+def test_temperature_top_k_top_p():
+    logits = torch.tensor([3.0, 2.0, 1.0, 0.0, -1.0])
+    assert torch.allclose(probabilities(logits, Sampling(0.5)), (logits / 0.5).softmax(-1))
+    p = probabilities(logits, Sampling(1.0, top_k=2))
+    assert torch.allclose(p, torch.cat([torch.tensor([3.0, 2.0]).softmax(-1), torch.zeros(3)]))
+    full = logits.softmax(-1)  # 0.636, 0.234, 0.086, 0.032, 0.012
+    p = probabilities(logits, Sampling(1.0, top_p=0.8))  # 0.636 < 0.8 <= 0.870: two tokens
+    assert (p > 0).tolist() == [True, True, False, False, False]
+    assert torch.allclose(p[:2], full[:2] / full[:2].sum())
+    p = probabilities(logits, Sampling(1.0, top_p=0.5))  # the top token alone reaches 0.5
+    assert (p > 0).tolist() == [True, False, False, False, False]
+    both = probabilities(logits, Sampling(2.0, top_k=3, top_p=0.7))
+    assert (both > 0).sum() <= 3 and torch.allclose(both.sum(), torch.tensor(1.0))
+
+
+def test_filters_are_batched_and_order_free():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(7, 3, 11, generator=g)
+    s = Sampling(0.7, top_k=5, top_p=0.8)
+    batched = probabilities(logits, s)
+    for i in range(7):
+        for j in range(3):
+            assert torch.allclose(batched[i, j], probabilities(logits[i, j], s))
+    perm = torch.randperm(11, generator=g)
+    assert torch.allclose(probabilities(logits[..., perm], s), batched[..., perm])
+
+
+def test_bad_settings_are_refused():
+    for kw in ({"temperature": -1}, {"top_k": -2}, {"top_p": 0.0}, {"top_p": 1.5}):
+        with pytest.raises(ValueError):
+            Sampling(**kw)
+
+
+def test_sample_is_the_inverse_cdf_and_skips_zero_weights():
+    w = torch.tensor([0.0, 2.0, 0.0, 1.0, 1.0, 0.0])  # unnormalised
+    u = torch.linspace(0, 1, 4001)[:-1]
+    x = sample(w.expand(len(u), -1), u)
+    counts = torch.bincount(x, minlength=6).double() / len(u)
+    assert torch.allclose(counts, w.double() / 4, atol=1e-3)
+    assert sample(w, torch.tensor(0.9999999)).item() == 4
+
+
+def _grid(n: int, dims: int) -> torch.Tensor:
+    """A stratified grid of [0,1)^dims: (n**dims, dims) cell centres."""
+    axes = [(torch.arange(n, dtype=torch.float64) + 0.5) / n] * dims
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, dims)
+
+
+@pytest.mark.parametrize("case", ["random", "draft_misses_a_token", "target_forbids_a_token"])
+def test_verify_output_is_the_target_distribution(case):
+    """K=1 integrated over a fine grid of (draft uniform, acceptance uniform, final uniform):
+    the first token's distribution is q, with no sampling noise."""
+    g = torch.Generator().manual_seed(3)
+    V = 5
+    p, q = torch.rand(V, generator=g).double(), torch.rand(V, generator=g).double()
+    if case == "draft_misses_a_token":
+        p[2] = 0.0
+    if case == "target_forbids_a_token":
+        q[1] = 0.0
+    p, q = p / p.sum(), q / q.sum()
+    u = _grid(80, 3)
+    n_rows = len(u)
+    drafted = sample(p.expand(n_rows, V), u[:, 0])[:, None]  # (N, 1)
+    P = p.expand(n_rows, 1, V)
+    Q = torch.stack([q, q]).expand(n_rows, 2, V)  # the bonus distribution is q too
+    n, nxt = verify(drafted, P, Q, u[:, 1:2], u[:, 2])
+    first = torch.where(n > 0, drafted[:, 0], nxt)
+    freq = torch.bincount(first, minlength=V).double() / n_rows
+    assert torch.allclose(freq, q, atol=0.02), (freq, q)
+    # the acceptance rate is sum_x min(p, q) (Leviathan et al. 2023, eq. 1)
+    assert abs(float(n.double().mean()) - float(torch.minimum(p, q).sum())) < 0.02
+
+
+def test_verify_cases_by_hand():
+    V = 4
+    p = torch.tensor([[[0.5, 0.5, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]]])  # (1, K=2, V)
+    q = torch.tensor([[[0.25, 0.25, 0.5, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]]])
+    d = torch.tensor([[0, 1]])
+    # q/p = 0.5 for the first draft: accepted iff r < 0.5
+    n, x = verify(d, p, q, torch.tensor([[0.49, 0.0]]), torch.tensor([0.0]))
+    assert (n.item(), x.item()) == (2, 3)  # both accepted -> bonus from q_3 = one-hot on 3
+    n, x = verify(d, p, q, torch.tensor([[0.51, 0.0]]), torch.tensor([0.0]))
+    # rejected: residual max(0, q - p) = [0, 0, 0.5, 0] -> token 2 whatever u
+    assert (n.item(), x.item()) == (0, 2)
+    n, x = verify(d, p, q, torch.tensor([[0.51, 0.0]]), torch.tensor([0.999]))
+    assert (n.item(), x.item()) == (0, 2)
+    assert V == p.shape[-1]
+
+
+def test_greedy_verification_accepts_exactly_the_matching_prefix():
+    V, K = 6, 4
+    target_argmax = torch.tensor([[1, 2, 3, 4, 5]])
+    drafted = torch.tensor([[1, 2, 0, 4]])
+    q = torch.nn.functional.one_hot(target_argmax, V).float()
+    p = torch.nn.functional.one_hot(drafted, V).float()
+    n, x = verify(drafted, p, q, torch.rand(1, K), torch.rand(1))
+    assert (n.item(), x.item()) == (2, 3)

