@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from video_helpers import CODECS, write_video
+from .video_helpers import CODECS, write_video
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 import torch
-from video_helpers import write_video
+from .video_helpers import write_video
 
 from tubelet.data.dataset import ClipConfig, build_datasets, load_eval_views
 from tubelet.data.decode import read_frames

@@ -7,7 +7,7 @@ import pytest
 
 from tubelet.data.decode import DecodeError, VideoReader, index_video, output_size, read_frames
 
-from video_helpers import CODECS, full_decode, write_video
+from .video_helpers import CODECS, full_decode, write_video
 
 
 def _check_reads(path, reads):
