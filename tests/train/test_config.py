@@ -53,3 +53,16 @@ def test_default_preset_is_the_builtin_dataset_run():
     cfg = parse([])
     assert cfg.preset == "default" and cfg.data is None and cfg.model == PRESETS["default"]["model"]
     assert isinstance(cfg, TrainConfig)
+
+
+def test_default_run_folder_is_the_next_free_one(tmp_path):
+    from tubelet.train.loop import default_run_dir
+    assert default_run_dir("k400", False, tmp_path) == tmp_path / "k400"
+    (tmp_path / "k400" / "final").mkdir(parents=True)  # a finished run
+    assert default_run_dir("k400", False, tmp_path) == tmp_path / "k400-2"
+    ckpts = tmp_path / "k400-2" / "checkpoints" / "step-0000003"
+    ckpts.mkdir(parents=True)
+    (ckpts / "train_state.pt").write_bytes(b"")
+    (ckpts.parent / "latest").write_text("step-0000003\n")
+    assert default_run_dir("k400", False, tmp_path) == tmp_path / "k400-3"
+    assert default_run_dir("k400", True, tmp_path) == tmp_path / "k400-2"  # --resume: the last run

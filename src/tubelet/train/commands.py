@@ -22,13 +22,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise CommandError(str(e)) from None
     rt = init_runtime(args.device)
     try:
-        metrics = Trainer(cfg, rt).fit(resume=args.resume)
+        trainer = Trainer(cfg, rt)
+        metrics = trainer.fit(resume=args.resume)
     except TrainingError as e:
         raise CommandError(str(e)) from None
     finally:
         shutdown(rt)
     if rt.is_main and metrics:
-        _print_metrics(metrics, Path(cfg.out))
+        _print_metrics(metrics, Path(trainer.cfg.out))
     return 0
 
 

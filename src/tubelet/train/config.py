@@ -67,7 +67,7 @@ class TrainConfig:
     grad_checkpointing: bool = False
     parallel: str = "ddp"  # ddp | fsdp (under torchrun)
     seed: int = 0
-    out: str = "runs/latest"
+    out: str | None = None  # run folder; default: the next free runs/<preset>[-N]
     checkpoint_every: int = 200  # optimiser steps between checkpoints (and at every epoch end)
     max_steps: int | None = None  # stop early (tests, smoke runs)
     uptrain_fraction: float | None = None  # GQA uptraining: length as a fraction of the init's steps

@@ -35,6 +35,16 @@ from .metrics import reversed_pair_accuracy
 from .optim import EMA, build_optimizer, learning_rate, set_learning_rate
 
 
+def default_run_dir(preset: str, resume: bool, root: Path = Path("runs")) -> Path:
+    """runs/<preset>, or runs/<preset>-2, -3, ...: the first without a run (with ``resume``, the
+    last one that has one)."""
+    candidates = [root / preset] + [root / f"{preset}-{i}" for i in range(2, 1000)]
+    taken = [c for c in candidates if ckpt.latest_checkpoint(c) is not None]
+    if resume and taken:
+        return taken[-1]
+    return next(c for c in candidates if ckpt.latest_checkpoint(c) is None and not (c / "final").exists())
+
+
 def reversed_classes(data: str | Path) -> dict[int, int]:
     """Class -> its time-reversed class, from a built-in dataset's metadata.json (else empty)."""
     meta = Path(data) / "metadata.json"
@@ -85,10 +95,14 @@ class Trainer:
         self.cfg = cfg
         self.rt = rt or init_runtime()
         self.progress = progress and self.rt.is_main
-        self.run_dir = Path(cfg.out)
+        self.run_dir = Path(cfg.out) if cfg.out else None
 
     # ------------------------------------------------------------------ set-up
     def _prepare_run_dir(self, resume: bool) -> None:
+        if self.run_dir is None:  # every rank picks before any rank creates a folder
+            self.run_dir = default_run_dir(self.cfg.preset, resume)
+            self.cfg = self.cfg.replace(out=str(self.run_dir))
+            barrier(self.rt)
         if self.rt.is_main:
             existing = ckpt.latest_checkpoint(self.run_dir)
             if existing is not None and not resume:
