@@ -63,7 +63,7 @@ def _register_defaults() -> None:
                 register_config(name, make)
     # The small model that `tubelet train` fits on two CPU cores on the built-in dataset.
     register_config("vivit_micro", lambda: ViViTConfig(
-        kind="factorised_encoder", classifier="token", num_frames=8, image_size=(64, 64),
+        kind="spatiotemporal", classifier="token", num_frames=8, image_size=(64, 64),
         patch_size=8, tubelet_size=2, hidden_size=128, num_layers=4, num_heads=4, mlp_dim=256,
         temporal_layers=2, num_classes=10, name="vivit_micro"))
 

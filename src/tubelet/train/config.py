@@ -84,8 +84,8 @@ class TrainConfig:
 # Table 7 of the paper (and ../DESIGN.md). The built-in dataset's preset is tuned to reach
 # >= 90% top-1 on two CPU cores in minutes.
 PRESETS: dict[str, dict[str, Any]] = {
-    # 8 frames at stride 2 cover the built-in clips' 16 frames; patch 8 sees the motion (patch 16
-    # learned the size and fade classes but not direction); no flip (it swaps left and right).
+    # Model 1 on 8 frames at stride 2 (the built-in clips' 16 frames); 8x8 patches see the motion
+    # (16x16 learned the size and fade classes but not direction); no flip (it swaps left and right).
     "default": dict(model="vivit_micro", epochs=28, batch_size=16, optimizer="adamw", lr=1e-3,
                     weight_decay=0.05, warmup_epochs=1, augment="colour", label_smoothing=0.1,
                     eval_every=0, frame_stride=2, eval_views=2, eval_crops=1),
