@@ -48,9 +48,8 @@ def _print_metrics(metrics: dict, run_dir: Path | None = None) -> None:
 
 def _load_for_inference(path: str, device: torch.device):
     from ..checkpoint import load_model
-    p = Path(path)
-    if (p / "final" / "config.json").is_file():  # a run folder
-        p = p / "final"
+    from .state import model_folder
+    p = model_folder(path)
     model = load_model(p, map_location=device)
     classes_file = p / "classes.json"
     classes = json.loads(classes_file.read_text()) if classes_file.is_file() else {}

@@ -18,18 +18,19 @@ from ..convert.gqa import to_gqa
 from ..convert.vit import read_image_vit, vivit_from_image_vit
 from ..models import ViViT, get_config
 from .config import TrainConfig
-from .state import STATE_FILE, latest_checkpoint
+from .state import STATE_FILE, latest_checkpoint, model_folder
 
 
 def _tubelet_checkpoint(path: Path) -> tuple[Path, Path | None] | None:
     """(model folder, training-state file or None) when ``path`` is a tubelet checkpoint or run."""
-    if (path / CONFIG_FILE).is_file() and (path / "model.safetensors").is_file():
-        state = path / STATE_FILE
-        return path, state if state.is_file() else None
-    if (path / "final" / CONFIG_FILE).is_file():  # a run folder
+    folder = model_folder(path)
+    if not (folder / CONFIG_FILE).is_file():
+        return None
+    if folder != path:  # a run folder: its training length is in the latest checkpoint
         latest = latest_checkpoint(path)
-        return path / "final", (latest / STATE_FILE) if latest else None
-    return None
+        return folder, (latest / STATE_FILE) if latest else None
+    state = path / STATE_FILE
+    return path, state if state.is_file() else None
 
 
 def initialise(cfg: TrainConfig, *, num_classes: int | tuple[int, ...], num_frames: int, image_size: int,

@@ -10,6 +10,7 @@ continues exactly as if it had never stopped.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import math
 import random
@@ -25,7 +26,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .. import data as tdata
-from ..models import ViViT, count_parameters, create_model
+from ..models import ViViT, count_parameters, create_model, get_config
 from . import state as ckpt
 from .config import TrainConfig, save_config
 from .distributed import Runtime, all_reduce_mean, barrier, init_runtime, unwrap, wrap_model
@@ -115,9 +116,9 @@ class Trainer:
 
     def _build_data(self) -> None:
         cfg = self.cfg
-        mcfg_frames = cfg.num_frames or self._model_config().num_frames
-        size = cfg.image_size or self._model_config().image_size[0]
-        self.clip = tdata.ClipConfig(num_frames=mcfg_frames, stride=cfg.frame_stride, size=size,
+        model_cfg = get_config(cfg.model)
+        self.clip = tdata.ClipConfig(num_frames=cfg.num_frames or model_cfg.num_frames, stride=cfg.frame_stride,
+                                     size=cfg.image_size or model_cfg.image_size[0],
                                      views=cfg.eval_views, crops=cfg.eval_crops)
         data = cfg.data
         if data is None:
@@ -129,10 +130,6 @@ class Trainer:
         self.class_splits = tuple(self.train_set.num_classes)
         self.class_names = self.train_set.class_names
         self.head_names = self.train_set.head_names
-
-    def _model_config(self):
-        from ..models import get_config
-        return get_config(self.cfg.model)
 
     def _build_model(self, init_state: dict | None) -> None:
         cfg = self.cfg
@@ -201,9 +198,8 @@ class Trainer:
         epoch, skip = progress.epoch, progress.micro_in_epoch
         while True:
             sampler.set_epoch(epoch, skip=skip * self.micro)
-            for i, batch in enumerate(loader, start=skip):
-                if i >= usable:
-                    break
+            # islice stops before the loader decodes a batch past the epoch's last full step
+            for i, batch in enumerate(itertools.islice(loader, usable - skip), start=skip):
                 yield epoch, i, batch
             self._end_of_epoch(loader, epoch)
             epoch, skip = epoch + 1, 0

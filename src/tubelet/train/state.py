@@ -81,6 +81,12 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return path if (path / STATE_FILE).is_file() else None
 
 
+def model_folder(path: Path) -> Path:
+    """A checkpoint folder as given, or a run folder's ``final/`` model."""
+    path = Path(path)
+    return path / "final" if (path / "final" / "config.json").is_file() else path
+
+
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
     """(model in train mode, training state) of a checkpoint folder."""
     model = load_model(path, map_location=map_location).train()
