@@ -27,3 +27,16 @@ def test_inspect_reports_bad_annotation_line(tmp_path, capsys):
     (tmp_path / "list.txt").write_text("a.mp4 0\nb.mp4\n")
     assert main(["data", "inspect", str(tmp_path / "list.txt")]) == 2
     assert "list.txt, line 2" in capsys.readouterr().err
+
+
+def test_synth_flag_defaults_are_the_builtin_dataset():
+    """`tubelet data synth` with no flags must write the dataset `tubelet train` uses (same hash)."""
+    import dataclasses
+
+    from tubelet.cli import build_parser
+    from tubelet.data import SynthConfig
+
+    args = build_parser().parse_args(["data", "synth"])
+    for field in dataclasses.fields(SynthConfig):
+        if field.name != "crf":  # not a flag
+            assert getattr(args, field.name) == field.default, field.name

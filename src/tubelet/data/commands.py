@@ -23,7 +23,7 @@ def register(subparsers) -> None:
                                               "$TUBELET_CACHE or ~/.cache/tubelet/synth-<hash>)")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--videos-per-class", type=int, default=50, help="training videos per class")
-    synth.add_argument("--val-videos-per-class", type=int, default=10)
+    synth.add_argument("--val-videos-per-class", type=int, default=20)
     synth.add_argument("--size", type=int, default=64, help="frame side in pixels (even)")
     synth.add_argument("--frames", type=int, default=16, help="frames per video")
     synth.add_argument("--fps", type=int, default=8)
