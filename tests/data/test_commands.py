@@ -8,7 +8,7 @@ from tubelet.cli import main
 def test_synth_then_inspect(tmp_path, capsys):
     out = tmp_path / "synth"
     args = ["data", "synth", str(out), "--videos-per-class", "1", "--val-videos-per-class", "1",
-            "--size", "16", "--frames", "4", "--workers", "1"]
+            "--size", "16", "--frames", "8", "--workers", "1"]
     assert main(args) == 0
     assert "20 videos" in capsys.readouterr().out
     assert main(args) == 2  # the folder exists now
@@ -40,3 +40,5 @@ def test_synth_flag_defaults_are_the_builtin_dataset():
     for field in dataclasses.fields(SynthConfig):
         if field.name != "crf":  # not a flag
             assert getattr(args, field.name) == field.default, field.name
+    args = build_parser().parse_args(["data", "synth", "--event-order"])
+    assert args.event_order is True

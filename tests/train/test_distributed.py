@@ -10,6 +10,8 @@ import sys
 import pytest
 import torch
 
+from tubelet.data.synth import CLASSES
+
 from .conftest import REPO, train_args
 
 WORKER = REPO / "tests" / "train" / "ddp_worker.py"
@@ -43,6 +45,6 @@ def test_two_ranks_equal_one_process_with_the_same_global_batch(tiny_data, tmp_p
 
     # evaluation over 2 ranks counts every validation video exactly once
     counts = [json.loads((tmp_path / "two" / f"eval_rank{r}.json").read_text()) for r in (0, 1)]
-    num_val = 10  # 10 classes x 1 validation video
+    num_val = len(CLASSES)  # 1 validation video per class
     assert counts[0]["count"] == counts[1]["count"] == num_val
     assert counts[0]["indices"] == list(range(num_val))

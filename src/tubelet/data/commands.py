@@ -29,6 +29,9 @@ def register(subparsers) -> None:
     synth.add_argument("--fps", type=int, default=8)
     synth.add_argument("--distractors", type=int, default=1, help="at most this many per video")
     synth.add_argument("--noise", type=float, default=6.0, help="largest pixel-noise std (0-255)")
+    synth.add_argument("--event-order", action="store_true",
+                       help="add the event-order pair (pulsing then blinking / blinking then "
+                            "pulsing), which a bag of two-frame windows cannot separate")
     synth.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
     synth.set_defaults(func=_cmd_synth)
 
@@ -51,7 +54,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         config = SynthConfig(seed=args.seed, videos_per_class=args.videos_per_class,
                              val_videos_per_class=args.val_videos_per_class, size=args.size,
                              frames=args.frames, fps=args.fps, distractors=args.distractors,
-                             noise=args.noise)
+                             noise=args.noise, event_order=args.event_order)
     except ValueError as e:
         raise CommandError(str(e)) from None
     start = time.perf_counter()
@@ -64,7 +67,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     if cached:
         print(f"{out}: already generated (the cache is keyed by the parameters)")
         return 0
-    count = 10 * (config.videos_per_class + config.val_videos_per_class)
+    count = len(config.classes) * (config.videos_per_class + config.val_videos_per_class)
     print(f"{out}: {count} videos ({config.videos_per_class} + {config.val_videos_per_class} per "
           f"class, {config.frames} frames at {config.size}x{config.size}) in "
           f"{time.perf_counter() - start:.1f} s; train.csv / validate.csv (Kinetics format), "
