@@ -52,8 +52,8 @@ CLASSES: list[str] = [name for pair in PAIRS for name in pair[:2]]
 # Opt-in (SynthConfig(event_order=True)): two events that each look the same played backwards (a
 # brief swell, a brief fade-out), in one order or the other. Every two-frame window occurs in both
 # classes, so a bag of local motions (the average-pool baseline over tubelets) cannot tell them
-# apart; only their order can. Not in the default dataset: neither Model 1 nor Model 2 learned it
-# well within the default run's budget (see benchmarks/RESULTS.md).
+# apart; only their order can. Not in the default dataset: none of Models 1, 2 and 4 learned it
+# within the default run's budget (see benchmarks/RESULTS.md).
 EVENT_ORDER_PAIR = ("pulsing then blinking", "blinking then pulsing", "pulse_blink")
 
 
