@@ -77,6 +77,26 @@ def environment(device: torch.device) -> dict:
     return env
 
 
+def add_run_args(p, warmup: int, repeats: int) -> None:
+    """The flags every timing benchmark shares: device, warm-up, repeats, CPU threads, JSON output."""
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--warmup", type=int, default=warmup)
+    p.add_argument("--repeats", type=int, default=repeats)
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--out", help="write every row and the environment as JSON here")
+
+
+def start(args) -> tuple[torch.device, dict]:
+    """Apply --threads, then describe the device and the exact command before any number."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    env = environment(device)
+    print(describe(env))
+    print(f"command: {env['command']}")
+    return device, env
+
+
 def describe(env: dict) -> str:
     return (f"device: {env['device']} | torch {env['torch']} | transformers {env['transformers']} | "
             f"python {env['python']} | commit {env['git_commit']} | {env['date']} | "

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 import common
-from common import (Timing, describe, environment, inference_fn, parse_list, time_interleaved, training_fn,
+from common import (Timing, add_run_args, inference_fn, parse_list, start, time_interleaved, training_fn,
                     write_json)
 from throughput import VARIANTS, model_name, paired_ratio
 from tubelet.models import ViViT, get_config
@@ -44,7 +44,6 @@ def import_revision(rev: str):
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--before", default="HEAD", help="git revision of the 'before' models")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--variants", default="1,2,3,4,avgpool")
     p.add_argument("--backbone", default="s")
     p.add_argument("--frames", type=int, default=8)
@@ -52,19 +51,12 @@ def main(argv=None) -> None:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--dtype", default="fp32,bf16")
     p.add_argument("--mode", default="infer,train")
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--repeats", type=int, default=10)
-    p.add_argument("--threads", type=int)
-    p.add_argument("--out")
+    add_run_args(p, warmup=3, repeats=10)
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    env = environment(device)
+    device, env = start(args)
     sha, before = import_revision(args.before)
     env["before"] = f"{args.before} ({sha})"
-    print(describe(env))
-    print(f"command: {env['command']}\nbefore = {args.before} ({sha}), after = working tree")
+    print(f"before = {args.before} ({sha}), after = working tree")
     rows = []
     for variant in parse_list(args.variants):
         name = model_name(args.backbone, variant, 16)

@@ -25,7 +25,7 @@ import time
 import torch
 
 import common  # noqa: F401  (puts src/ on the path)
-from common import (Timing, describe, environment, failure, free, inference_fn, is_oom, parse_list,
+from common import (Timing, add_run_args, failure, free, inference_fn, is_oom, parse_list, start,
                     peak_memory, time_interleaved, training_fn, write_json)
 from throughput import VARIANTS, model_name, state_bytes
 from tubelet.models import ViViT, get_config
@@ -118,7 +118,6 @@ def ceiling(args, device, variant: str, batch: int, mode: str, start: int) -> di
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--variants", default="1,2,3,4,avgpool")
     p.add_argument("--backbone", default="b")
     p.add_argument("--patch", type=int, default=16, choices=(14, 16))
@@ -134,17 +133,9 @@ def main(argv=None) -> None:
     p.add_argument("--max-frames", type=int, default=4096, help="the search stops here")
     p.add_argument("--memory-budget-gib", type=float, default=None,
                    help="CPU only: a call 'fits' when its measured peak is under this (required on CPU for the search)")
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--threads", type=int)
-    p.add_argument("--out")
+    add_run_args(p, warmup=2, repeats=5)
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    env = environment(device)
-    print(describe(env))
-    print(f"command: {env['command']}")
+    device, env = start(args)
     variants = parse_list(args.variants)
     modes = parse_list(args.mode)
     rows = []

@@ -23,7 +23,7 @@ import statistics
 import torch
 
 import common  # noqa: F401  (puts src/ on the path)
-from common import (autocast, describe, environment, free, inference_fn, matmul_rate, parse_list,
+from common import (add_run_args, autocast, free, inference_fn, matmul_rate, parse_list, start,
                     peak_memory, time_interleaved, training_fn, write_json, Timing)
 from hf_vivit import HF_ATTENTION, build_hf, hf_input, hf_logits
 from tubelet.models import ViViT, get_config
@@ -217,7 +217,6 @@ def print_ratios(rows: list[dict]) -> None:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--variants", default="1,2,3,4,avgpool", help="of 1,2,3,4,avgpool")
     p.add_argument("--backbones", default="b", help="of ti,s,b,l,h")
     p.add_argument("--patch", type=int, default=16, choices=(14, 16))
@@ -232,29 +231,21 @@ def main(argv=None) -> None:
                    help="transformers attention implementations to compare with Model 1 ('' for none)")
     p.add_argument("--kv-heads", type=int, help="grouped-query attention for tubelet's models")
     p.add_argument("--grad-checkpointing", action="store_true", help="training steps recompute blocks")
-    p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--min-repeat-ms", type=float, default=50.0, help="calls per repeat are chosen to last this long")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--matmul-n", type=int, help="size of the matmul that measures the device's rate "
                    "(default 8192 on CUDA, 2048 on CPU)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory call")
     p.add_argument("--quick", action="store_true",
                    help="a small CPU-sized run: ViViT-S, 8 frames, 112 px, batch 1, 3 warm-up, 5 repeats")
-    p.add_argument("--out", help="write every row and the environment as JSON here")
+    add_run_args(p, warmup=5, repeats=20)
     args = p.parse_args(argv)
     if args.quick:
         args.backbones, args.frames, args.size, args.batch = "s", "8", "112", "1"
         args.warmup, args.repeats, args.min_repeat_ms = 3, 5, 0.0
-    if args.threads:
-        torch.set_num_threads(args.threads)
     args.variants = parse_list(args.variants)
     args.hf = parse_list(args.hf)
     args.compile = parse_list(args.compile)
-    device = torch.device(args.device)
-    env = environment(device)
-    print(describe(env))
-    print(f"command: {env['command']}")
+    device, env = start(args)
     rates = {d: matmul_rate(device, common.DTYPES[d], args.matmul_n) for d in ("bf16", "fp32")}
     for d, r in rates.items():
         print(f"measured {d} matmul rate: {r['tflops']:.2f} TFLOP/s ({r['n']}^3, best of 5)")
