@@ -9,8 +9,8 @@ apart), also top-1 on that pair. Prints a table and writes JSON.
 Run folders already finished are evaluated again, not retrained.
 
     python benchmarks/table2_small.py [--epochs 10] [--out benchmarks/results/table2_small.json]
-    python benchmarks/table2_small.py --epochs 10 --tokeniser frame_sampling \
-        --out benchmarks/results/table2_small_frames.json
+    python benchmarks/table2_small.py --tokeniser frame_sampling --out benchmarks/results/table2_small_frames.json
+    python benchmarks/table2_small.py --event-order --out benchmarks/results/table2_small_event_order.json
 
 With tubelets (the paper's Table 2) each token already spans two frames, so even the average-pool
 baseline sees which way things move; ``--tokeniser frame_sampling`` gives every model per-frame

@@ -8,7 +8,7 @@ from tubelet.cli import main
 def test_synth_then_inspect(tmp_path, capsys):
     out = tmp_path / "synth"
     args = ["data", "synth", str(out), "--videos-per-class", "1", "--val-videos-per-class", "1",
-            "--size", "16", "--frames", "8", "--workers", "1"]
+            "--size", "16", "--frames", "4", "--workers", "1"]
     assert main(args) == 0
     assert "20 videos" in capsys.readouterr().out
     assert main(args) == 2  # the folder exists now

@@ -59,11 +59,13 @@ def test_event_order_pair_is_written_as_classes_10_and_11(tmp_path):
     assert meta["pairs"][-1] == [10, 11] and meta["classes"][10]["reverse"] == "blinking then pulsing"
     assert (out / "classes.txt").read_text().splitlines() == config.classes
     assert len((out / "train.csv").read_text().splitlines()) == 1 + 12
+    with pytest.raises(ValueError, match="8 with event_order"):
+        SynthConfig(frames=6, event_order=True)
 
 
 def test_builtin_dataset_is_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("TUBELET_CACHE", str(tmp_path))
-    config = SynthConfig(seed=1, videos_per_class=1, val_videos_per_class=0, size=16, frames=8)
+    config = SynthConfig(seed=1, videos_per_class=1, val_videos_per_class=0, size=16, frames=4)
     first = builtin_dataset(config, progress=False, workers=1)
     assert first.parent == tmp_path and first.name == f"synth-{config.digest()}"
     stamp = (first / "metadata.json").stat().st_mtime_ns

@@ -75,8 +75,9 @@ class SynthConfig:
     def __post_init__(self):
         if self.size < 16 or self.size % 2:
             raise ValueError(f"size must be even and at least 16, got {self.size}")
-        if self.frames < 8:
-            raise ValueError(f"frames must be at least 8, got {self.frames}")
+        if self.frames < (8 if self.event_order else 4):
+            raise ValueError(f"frames must be at least 4 (8 with event_order: two events with a still "
+                             f"frame between them), got {self.frames}")
         if self.videos_per_class < 1 or self.val_videos_per_class < 0:
             raise ValueError("videos_per_class must be >= 1 and val_videos_per_class >= 0")
 
