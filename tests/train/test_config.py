@@ -66,3 +66,13 @@ def test_default_run_folder_is_the_next_free_one(tmp_path):
     (ckpts.parent / "latest").write_text("step-0000003\n")
     assert default_run_dir("k400", False, tmp_path) == tmp_path / "k400-3"
     assert default_run_dir("k400", True, tmp_path) == tmp_path / "k400-2"  # --resume: the last run
+
+
+def test_help_shows_the_default_presets_values():
+    """`tubelet train --help` shows what a run with no arguments uses, not the dataclass defaults."""
+    from tubelet.cli import build_parser
+    text = " ".join(build_parser()._subparsers._group_actions[0].choices["train"].format_help().split())
+    assert f"--lr LR default: {PRESETS['default']['lr']}" in text
+    assert f"--epochs EPOCHS default: {PRESETS['default']['epochs']}" in text
+    assert "(default: None)" not in text  # --device, --preset, --config
+    assert parse([]).lr == PRESETS["default"]["lr"]

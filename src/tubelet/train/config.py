@@ -126,10 +126,13 @@ def _nullable(parse):
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per field (``--batch-size``), plus ``--preset`` and ``--config FILE.yaml``."""
-    parser.add_argument("--preset", choices=sorted(PRESETS),
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=argparse.SUPPRESS,
                         help="a recipe of the paper (Table 7), or 'default' for the built-in dataset")
-    parser.add_argument("--config", metavar="FILE", help="a YAML file of fields to override")
-    group = parser.add_argument_group("training fields (override the preset and --config)")
+    parser.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                        help="a YAML file of fields to override")
+    group = parser.add_argument_group(
+        "training fields (override the preset and --config; the defaults shown are the 'default' "
+        "preset's, and the other presets set their own: see --preset)")
     for f in dataclasses.fields(TrainConfig):
         if f.name == "preset":
             continue
@@ -138,6 +141,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         if "None" in str(f.type):
             parse = _nullable(parse)
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        default = PRESETS["default"].get(f.name, default)
         group.add_argument(flag, dest=f.name, type=parse, default=argparse.SUPPRESS,
                            metavar=f.name.split("_")[-1].upper(), help=f"default: {default}")
 
