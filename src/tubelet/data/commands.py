@@ -30,8 +30,8 @@ def register(subparsers) -> None:
     synth.add_argument("--distractors", type=int, default=1, help="at most this many per video")
     synth.add_argument("--noise", type=float, default=6.0, help="largest pixel-noise std (0-255)")
     synth.add_argument("--event-order", action="store_true",
-                       help="add the event-order pair (pulsing then blinking / blinking then "
-                            "pulsing), which a bag of two-frame windows cannot separate")
+                       help="add the event-order pair (swaying then bobbing / bobbing then "
+                            "swaying), which a bag of two-frame windows cannot separate")
     synth.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
     synth.set_defaults(func=_cmd_synth)
 

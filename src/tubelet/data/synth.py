@@ -1,8 +1,8 @@
 """The built-in motion dataset: procedurally generated clips whose class is their motion.
 
 Every class comes with its time-reversal (moving left / moving right, rotating anticlockwise /
-clockwise, growing / shrinking, appearing / disappearing, moving up / down; optionally pulsing then
-blinking / blinking then pulsing). A video of the second class of a pair is rendered exactly like
+clockwise, growing / shrinking, appearing / disappearing, moving up / down; optionally swaying then
+bobbing / bobbing then swaying). A video of the second class of a pair is rendered exactly like
 one of the first class and then played backwards, and everything that is not the class (texture,
 background, distractors, speeds, noise) is drawn from a distribution that looks the same played
 backwards. So the two classes of a pair have identical distributions of *frame sets*: any model
@@ -38,7 +38,7 @@ import numpy as np
 
 from .formats import kinetics_clip_name
 
-GENERATOR_VERSION = 4  # bump when the rendering changes, so cached datasets are regenerated
+GENERATOR_VERSION = 5  # bump when the rendering changes, so cached datasets are regenerated
 
 # (first class, its time-reversal, the motion of the first class). Class ids interleave the pairs.
 PAIRS: list[tuple[str, str, str]] = [
@@ -50,11 +50,10 @@ PAIRS: list[tuple[str, str, str]] = [
 ]
 CLASSES: list[str] = [name for pair in PAIRS for name in pair[:2]]
 # Opt-in (SynthConfig(event_order=True)): two events that each look the same played backwards (a
-# brief swell, a brief fade-out), in one order or the other. Every two-frame window occurs in both
-# classes, so a bag of local motions (the average-pool baseline over tubelets) cannot tell them
-# apart; only their order can. Not in the default dataset: none of Models 1, 2 and 4 learned it
-# within the default run's budget (see benchmarks/RESULTS.md).
-EVENT_ORDER_PAIR = ("pulsing then blinking", "blinking then pulsing", "pulse_blink")
+# sideways excursion, an up-and-down one), in one order or the other. Every two-frame window occurs
+# in both classes, so a bag of local motions (the average-pool baseline over tubelets) cannot tell
+# them apart; only their order can.
+EVENT_ORDER_PAIR = ("swaying then bobbing", "bobbing then swaying", "sway_bob")
 
 
 @dataclass(frozen=True)
@@ -76,8 +75,8 @@ class SynthConfig:
         if self.size < 16 or self.size % 2:
             raise ValueError(f"size must be even and at least 16, got {self.size}")
         if self.frames < (8 if self.event_order else 4):
-            raise ValueError(f"frames must be at least 4 (8 with event_order: two events with a still "
-                             f"frame between them), got {self.frames}")
+            raise ValueError(f"frames must be at least 4 (8 with event_order: two excursions with two "
+                             f"still frames between them), got {self.frames}")
         if self.videos_per_class < 1 or self.val_videos_per_class < 0:
             raise ValueError("videos_per_class must be >= 1 and val_videos_per_class >= 0")
 
@@ -248,20 +247,29 @@ def render_forward(motion: str, rng: np.random.Generator, config: SynthConfig) -
         scale = small * (base / small) ** progress  # growing, at a constant rate
     elif motion == "fade":
         opacity = progress  # appearing
-    elif motion == "pulse_blink":
-        # Each event is a sine bump that starts and ends at zero inside the video, and at least
-        # one still frame separates them (a frame pair where both change would give the order
-        # away locally). The gaps before the first and after the second are drawn from the same
-        # range, so the reversed video is a sample of the other order.
-        width = (t - 5) // 2  # frames with the bump above zero
+    elif motion == "sway_bob":
+        # Two excursions, each out and back along a sine bump (the same played backwards): first
+        # sideways, then up or down. Within any two frames the object moves either horizontally or
+        # vertically, never both: at least two still frames separate the excursions, so no window
+        # of two frames at stride 1 or 2 spans both and gives the order away locally. The gaps
+        # before the first and after the second come from the same range, so the reversed video
+        # is a sample of the other order.
+        width = (t - 6) // 2  # frames of each excursion away from the rest position
         before, after = rng.integers(0, 2, size=2)
+        signs = rng.choice([-1.0, 1.0], size=2)
+        # A few pixels per frame, like the translations (twice as far, the object jumps past an
+        # 8-pixel patch between the two frames of a tubelet at stride 2).
+        reach = rng.uniform(0.1, 0.15, size=2) * s
 
         def bump(start: int) -> np.ndarray:
             k = np.arange(t) - start
             return np.where((k > 0) & (k <= width), np.sin(np.pi * k / (width + 1)), 0.0)
 
-        scale = base * (1 + 0.6 * bump(before))
-        opacity = 1 - bump(t - 2 - after - width)
+        # The rest position leaves room for the excursion on its side.
+        rest = [rng.uniform(half + max(-sign * r, 0), s - half - max(sign * r, 0))
+                for sign, r in zip(signs, reach)]
+        cx = rest[0] + signs[0] * reach[0] * bump(before)
+        cy = rest[1] + signs[1] * reach[1] * bump(t - 2 - after - width)
     else:
         raise ValueError(f"unknown motion {motion!r}")
     # Distractors: small digits on straight paths in random directions (reversal-symmetric).
