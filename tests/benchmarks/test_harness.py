@@ -58,3 +58,22 @@ def test_frame_scaling_table_and_ceiling_search(tmp_path):
     assert all(r["memory_kind"] == "rss_delta" for r in result["rows"])
     (c,) = result["ceilings"]
     assert c["max_frames"] == 8 and c["capped_at_max_frames"] and "CPU stand-in" in c["criterion"]
+
+
+def test_pair_probe_halves_are_the_two_events_of_one_video():
+    import numpy as np
+    import pair_probe
+    from tubelet.data.synth import SynthConfig, render
+    config = SynthConfig(size=16, frames=8, event_order=True)
+    x, y = pair_probe.clips(config, 5, 0, 2, halves=True)
+    assert x.shape == (4, 3, 4, 16, 16) and y.tolist() == [0, 1, 0, 1]
+    first = render(10, np.random.default_rng([7, 0, 10, 0]), config)
+    assert torch_close(x[1], first[4:8])
+    x, y = pair_probe.clips(config, 5, 0, 2, halves=False)
+    assert x.shape == (4, 3, 8, 16, 16) and y.tolist() == [0, 0, 1, 1]
+
+
+def torch_close(model_input, frames) -> bool:
+    """Model input (C, T, H, W) in [-1, 1] against uint8 frames (T, H, W, C)."""
+    import torch
+    return torch.allclose(model_input, torch.from_numpy(frames).float().permute(3, 0, 1, 2) * (2 / 255) - 1)
