@@ -10,6 +10,7 @@ pair's order builds on. Prints a table and writes JSON.
     python benchmarks/pair_probe.py --pair 5 --event-order --steps 1000
     python benchmarks/pair_probe.py --pair 5 --event-order --halves --stride 1 --steps 200
     python benchmarks/pair_probe.py --pair 5 --event-order --init runs/table2_small/spatiotemporal/final
+    python benchmarks/pair_probe.py --pair 5 --event-order --fresh --steps 1000
 """
 
 from __future__ import annotations
@@ -30,11 +31,11 @@ from tubelet.data.synth import SynthConfig, render
 from tubelet.models import create_model
 
 
-def clips(config: SynthConfig, pair: int, split: int, per_class: int, halves: bool):
-    """(N, C, T, H, W) float model input and (N,) labels 0 / 1."""
+def clips(config: SynthConfig, pair: int, split: int, per_class: int, halves: bool, first: int = 0):
+    """(N, C, T, H, W) float model input and (N,) labels 0 / 1: videos first..first+per_class-1."""
     videos, labels = [], []
     for label in (2 * pair,) if halves else (2 * pair, 2 * pair + 1):
-        for i in range(per_class):
+        for i in range(first, first + per_class):
             frames = render(label, np.random.default_rng([7, split, label, i]), config)
             if halves:
                 half = config.frames // 2
@@ -54,6 +55,9 @@ def main() -> int:
     p.add_argument("--init", help="a tubelet checkpoint folder to start from (its head is replaced)")
     p.add_argument("--halves", action="store_true", help="first half vs second half of a first-class video")
     p.add_argument("--videos", type=int, default=100, help="training videos per class")
+    p.add_argument("--fresh", action="store_true",
+                   help="train on new videos at every step (never the same twice); the training "
+                        "accuracy is then on the --videos set, which it never trains on")
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--stride", type=int, default=2, help="frame stride of the 8-frame clips")
@@ -92,9 +96,13 @@ def main() -> int:
     print(f"{task}: {len(train_y)} training clips, {len(val_y)} validation clips", flush=True)
     rows, start = [], time.perf_counter()
     for step in range(1, args.steps + 1):
-        batch = torch.randint(len(train_y), (16,))
+        if args.fresh:  # split 2: neither the training (0) nor the validation (1) videos
+            x, y = clips(config, args.pair, 2, 16 if args.halves else 8, args.halves, first=16 * step)
+        else:
+            batch = torch.randint(len(train_y), (16,))
+            x, y = train_x[batch], train_y[batch]
         offset = int(torch.randint(0, train_x.shape[2] - span + 1, ()))
-        loss = F.cross_entropy(model(train_x[batch, :, offset:offset + span:args.stride]), train_y[batch])
+        loss = F.cross_entropy(model(x[:, :, offset:offset + span:args.stride]), y)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()

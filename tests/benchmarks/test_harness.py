@@ -71,6 +71,9 @@ def test_pair_probe_halves_are_the_two_events_of_one_video():
     assert torch_close(x[1], first[4:8])
     x, y = pair_probe.clips(config, 5, 0, 2, halves=False)
     assert x.shape == (4, 3, 8, 16, 16) and y.tolist() == [0, 0, 1, 1]
+    later, _ = pair_probe.clips(config, 5, 0, 1, halves=False, first=1)  # --fresh's batches
+    assert torch_close(later[0], render(10, np.random.default_rng([7, 0, 10, 1]), config))
+    assert not torch_close(later[0], first)
 
 
 def torch_close(model_input, frames) -> bool:
