@@ -25,8 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tubelet.data.augment import normalise
 from tubelet.checkpoint import load_model
+from tubelet.data.augment import normalise
 from tubelet.data.synth import SynthConfig, render
 from tubelet.models import create_model
 
@@ -74,9 +74,9 @@ def main() -> int:
         model = load_model(args.init)
         model.reset_head(2)
     else:
-        model = create_model("vivit_micro", num_classes=2, kind=args.kind,
-                             classifier="token" if args.kind in ("spatiotemporal", "factorised_encoder",
-                                                                 "average_pool") else "gap")
+        # Models 3 and 4 keep the token grid intact, so they pool by GAP (no CLS token).
+        gap = args.kind in ("factorised_self_attention", "factorised_dot_product")
+        model = create_model("vivit_micro", num_classes=2, kind=args.kind, classifier="gap" if gap else "token")
     frames = model.config.num_frames
     span = (frames - 1) * args.stride + 1
     if span > train_x.shape[2]:

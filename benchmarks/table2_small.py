@@ -60,8 +60,9 @@ def main() -> int:
     base = TrainConfig(**PRESETS["default"])
     if args.epochs:
         base = base.replace(epochs=args.epochs)
-    # Run folders of the preset's learning rate carry no suffix (Model 1's is `tubelet train`'s run).
-    lr_suffix = "" if args.lr == base.lr else f"_lr{args.lr:g}"
+    # Run folders name what differs from the preset (at its own lr, Model 1's is `tubelet train`'s run).
+    suffix = (("" if args.tokeniser == "tubelet" else f"_{args.tokeniser}")
+              + ("" if args.lr == base.lr else f"_lr{args.lr:g}") + ("_event_order" if args.event_order else ""))
     base = base.replace(lr=args.lr)
     synth = SynthConfig(event_order=args.event_order)
     if args.event_order:
@@ -72,8 +73,7 @@ def main() -> int:
     for title, kind, classifier in VARIANTS:
         if args.only and kind not in args.only:
             continue
-        suffix = ("" if args.tokeniser == "tubelet" else f"_{args.tokeniser}") + lr_suffix
-        run = Path(args.runs) / f"{kind}{suffix}{'_event_order' if args.event_order else ''}"
+        run = Path(args.runs) / f"{kind}{suffix}"
         model_args = {"kind": kind, "classifier": classifier, "tokeniser": args.tokeniser}
         cfg = base.replace(model_args=model_args, out=str(run))
         trainer = Trainer(cfg, progress=False)

@@ -48,7 +48,6 @@ PAIRS: list[tuple[str, str, str]] = [
     ("growing", "shrinking", "scale"),
     ("appearing", "disappearing", "fade"),
 ]
-CLASSES: list[str] = [name for pair in PAIRS for name in pair[:2]]
 # Opt-in (SynthConfig(event_order=True)): two events that each look the same played backwards (a
 # sideways excursion, an up-and-down one), in one order or the other. Every two-frame window occurs
 # in both classes, so a bag of local motions (the average-pool baseline over tubelets) cannot tell
@@ -91,6 +90,10 @@ class SynthConfig:
     def digest(self) -> str:
         text = json.dumps({**asdict(self), "version": GENERATOR_VERSION}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+
+CLASSES: list[str] = SynthConfig().classes  # the default dataset's classes, in label order
 
 
 @lru_cache(maxsize=1)

@@ -20,7 +20,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         cfg = resolve_config(args)
     except ValueError as e:
         raise CommandError(str(e)) from None
-    rt = init_runtime(getattr(args, "device", None))
+    rt = init_runtime(args.device)
     try:
         trainer = Trainer(cfg, rt)
         metrics = trainer.fit(resume=args.resume)
@@ -61,7 +61,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from .distributed import init_runtime, shutdown
     from .evaluate import evaluate
 
-    rt = init_runtime(getattr(args, "device", None))
+    rt = init_runtime(args.device)
     try:
         model, path, _, head_names = _load_for_inference(args.checkpoint, rt.device)
         cfg = model.config
@@ -91,7 +91,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from .evaluate import score_views
     from .metrics import average_views
 
-    device = torch.device(getattr(args, "device", None) or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model, _, class_names, head_names = _load_for_inference(args.checkpoint, device)
     cfg = model.config
     clip = tdata.ClipConfig(num_frames=cfg.num_frames, stride=args.stride, size=cfg.image_size[0],
@@ -129,8 +129,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _add_runtime(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default=argparse.SUPPRESS,
-                   help="cpu, cuda, cuda:1 (default: cuda when available)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" to an option's help, except where there is no default to name."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        return action.help if action.default is None else super()._get_help_string(action)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -141,7 +147,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "trains a small model on the CPU or GPU, evaluates it and prints the result. Presets: "
                     + ", ".join(f"{k} ({v['model']}, lr {v['lr']}, {v['epochs']} epochs)" for k, v in PRESETS.items())
                     + ". Distributed: torchrun --nproc_per_node N -m tubelet train ...",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=_HelpFormatter)
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its latest checkpoint, exactly where it stopped")
     _add_runtime(p)

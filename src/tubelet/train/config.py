@@ -126,10 +126,9 @@ def _nullable(parse):
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per field (``--batch-size``), plus ``--preset`` and ``--config FILE.yaml``."""
-    parser.add_argument("--preset", choices=sorted(PRESETS), default=argparse.SUPPRESS,
+    parser.add_argument("--preset", choices=sorted(PRESETS),
                         help="a recipe of the paper (Table 7), or 'default' for the built-in dataset")
-    parser.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
-                        help="a YAML file of fields to override")
+    parser.add_argument("--config", metavar="FILE", help="a YAML file of fields to override")
     group = parser.add_argument_group(
         "training fields (override the preset and --config; the defaults shown are the 'default' "
         "preset's, and the other presets set their own: see --preset)")
