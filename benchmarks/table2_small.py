@@ -12,6 +12,8 @@ writes JSON. Run folders already finished are evaluated again, not retrained.
     python benchmarks/table2_small.py --lr 1e-3 --out benchmarks/results/table2_small_lr1e-3.json
     python benchmarks/table2_small.py --tokeniser frame_sampling --out benchmarks/results/table2_small_frames.json
     python benchmarks/table2_small.py --event-order --out benchmarks/results/table2_small_event_order.json
+    python benchmarks/table2_small.py --event-order --epochs 10 \
+        --init 'runs/table2_small/{kind}_lr0.0003/final' --out benchmarks/results/table2_small_event_order_init.json
 
 With tubelets (the paper's Table 2) each token already spans two frames, so even the average-pool
 baseline sees which way things move; ``--tokeniser frame_sampling`` gives every model per-frame
@@ -53,6 +55,9 @@ def main() -> int:
     p.add_argument("--only", nargs="*", help="kinds to run (default: all five)")
     p.add_argument("--event-order", action="store_true",
                    help="train and evaluate on the built-in dataset with the event-order pair added")
+    p.add_argument("--init", help="start each model from a checkpoint (a fresh head for the classes here); "
+                                  "'{kind}' is replaced by each model's kind, e.g. "
+                                  "runs/table2_small/{kind}_lr0.0003/final: the five runs of this table")
     p.add_argument("--tokeniser", choices=("tubelet", "frame_sampling"), default="tubelet",
                    help="the shared tokeniser: tubelets (the paper's Table 2) or per-frame tokens")
     args = p.parse_args()
@@ -62,7 +67,8 @@ def main() -> int:
         base = base.replace(epochs=args.epochs)
     # Run folders name what differs from the preset (at its own lr, Model 1's is `tubelet train`'s run).
     suffix = (("" if args.tokeniser == "tubelet" else f"_{args.tokeniser}")
-              + ("" if args.lr == base.lr else f"_lr{args.lr:g}") + ("_event_order" if args.event_order else ""))
+              + ("" if args.lr == base.lr else f"_lr{args.lr:g}")
+              + ("_event_order" if args.event_order else "") + ("_init" if args.init else ""))
     base = base.replace(lr=args.lr)
     synth = SynthConfig(event_order=args.event_order)
     if args.event_order:
@@ -75,7 +81,8 @@ def main() -> int:
             continue
         run = Path(args.runs) / f"{kind}{suffix}"
         model_args = {"kind": kind, "classifier": classifier, "tokeniser": args.tokeniser}
-        cfg = base.replace(model_args=model_args, out=str(run))
+        cfg = base.replace(model_args=model_args, out=str(run),
+                           init=args.init.format(kind=kind) if args.init else None)
         trainer = Trainer(cfg, progress=False)
         metrics = trainer.fit(resume=True)  # a finished run is only evaluated again
         train_records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
