@@ -81,11 +81,16 @@ def test_pair_probe_trains_every_kind_on_one_shared_pool(tmp_path, monkeypatch):
     import pair_probe
     out = tmp_path / "probe.json"
     monkeypatch.setattr(sys, "argv", ["pair_probe.py", "--pair", "5", "--event-order", "--kind", "all",
-                                      "--videos", "4", "--val-videos", "2", "--steps", "3", "--every", "2", "--schedule",
-                                      "cosine", "--warmup", "1", "--out", str(out)])
+                                      "--videos", "4", "--val-videos", "2", "--steps", "3", "--every", "2",
+                                      "--schedule", "cosine", "--warmup", "1", "--out", str(out)])
     assert pair_probe.main() == 0
     result = json.loads(out.read_text())
     assert [r["kind"] for r in result["results"]] == pair_probe.KINDS
+    params = {r["kind"]: r["params"] for r in result["results"]}
+    # Model 3 adds a temporal attention to every block.
+    assert params["factorised_self_attention"] > params["spatiotemporal"]
+    # Model 4 pools by GAP: no CLS token and no position embedding for it (2 x 128 parameters).
+    assert params["factorised_dot_product"] == params["spatiotemporal"] - 2 * 128
     for r in result["results"]:
         assert [row["step"] for row in r["rows"]] == [2, 3]
         # Warm-up over step 1, then cosine: the peak at step 2, half of it at step 3 of 3.
