@@ -5,7 +5,8 @@ A run folder holds ``checkpoints/step-NNNNNNN/`` folders, each a tubelet checkpo
 ``train_state.pt`` (optimiser, step, epoch position, RNG states, EMA weights, history).
 A checkpoint is written into a hidden temporary folder and renamed into place when complete;
 then the ``checkpoints/latest`` pointer is replaced atomically. A process killed at any
-moment leaves the previous checkpoint intact and never a half-written one under a real name.
+moment leaves the previous checkpoint intact and never a half-written one under a real name;
+the hidden leftovers of such a kill are removed by the next checkpoint the run writes.
 """
 
 from __future__ import annotations
@@ -50,11 +51,20 @@ def _write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _remove_leftovers(root: Path) -> None:
+    """Delete the hidden temporaries a killed writer left in ``root`` (one writer per run folder)."""
+    for stale in root.glob(".step-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    for stale in root.glob(f".{LATEST}.*.tmp"):
+        stale.unlink(missing_ok=True)
+
+
 def save_checkpoint(run_dir: Path, model: torch.nn.Module, state: dict[str, Any], step: int,
                     keep: int = 2) -> Path:
     """Write ``checkpoints/step-{step}`` whole (model + ``state``) and point ``latest`` at it."""
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(root)
     name = f"step-{step:07d}"
     final = root / name
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}."))
