@@ -13,6 +13,8 @@ writes JSON (after every model, so a stopped run keeps what it finished).
     python benchmarks/pair_probe.py --pair 5 --event-order --steps 1000
     python benchmarks/pair_probe.py --pair 5 --event-order --halves --stride 1 --steps 200
     python benchmarks/pair_probe.py --pair 5 --event-order --init runs/table2_small/spatiotemporal/final
+    python benchmarks/pair_probe.py --pair 5 --event-order --init 'runs/table2_small/{kind}_lr0.0003/final' \
+        --kind all --time-embed 1.0
     python benchmarks/pair_probe.py --pair 5 --event-order --fresh --steps 1000
     python benchmarks/pair_probe.py --pair 5 --event-order --kind all --videos 12000 --steps 3000
     python benchmarks/pair_probe.py --pair 0 --kind factorised_encoder --tokeniser frame_sampling --videos 2000
@@ -67,12 +69,14 @@ def clips(config: SynthConfig, pair: int, split: int, per_class: int, halves: bo
 def probe(kind: str, args: argparse.Namespace, config: SynthConfig, train: tuple, val: tuple) -> dict:
     """Train one model on the pair and return its evaluations, parameters and time per step."""
     torch.manual_seed(args.seed)  # the same initialisation stream and batch order for every kind
-    if args.init:
-        model = load_model(args.init.format(kind=kind))
+    if args.init:  # a new time_embed table (Models 1, 3, 4) starts from N(0, std^2), as in a fresh model
+        model = load_model(args.init.format(kind=kind), time_embed=args.time_embed)
         model.reset_head(2)
     else:
         model = create_model("vivit_micro", num_classes=2, kind=kind, classifier=CLASSIFIER[kind],
-                             tokeniser=args.tokeniser)
+                             tokeniser=args.tokeniser, time_embed=args.time_embed)
+    if args.head_std:
+        torch.nn.init.normal_(model.head.weight, std=args.head_std)
     frames = model.config.num_frames
     span = (frames - 1) * args.stride + 1
     length = train[0].shape[1]
@@ -135,6 +139,11 @@ def main() -> int:
     p.add_argument("--init", help="a tubelet checkpoint folder to start from (its head is replaced); "
                                   "'{kind}' in it is replaced by each --kind, e.g. "
                                   "runs/table2_small/{kind}_lr0.0003/final")
+    p.add_argument("--time-embed", type=float, metavar="STD",
+                   help="ViViTConfig.time_embed: a table over time shared by all spatial positions "
+                        "(Models 1, 3, 4), drawn from N(0, STD^2); kept from the checkpoint when it has one")
+    p.add_argument("--head-std", type=float, default=0.0,
+                   help="start the head from N(0, std) instead of the reference's zeros")
     p.add_argument("--halves", action="store_true", help="first half vs second half of a first-class video")
     p.add_argument("--videos", type=int, default=100,
                    help="training videos per class, rendered once and shared by every kind")

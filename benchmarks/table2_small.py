@@ -12,12 +12,14 @@ writes JSON. Run folders already finished are evaluated again, not retrained.
     python benchmarks/table2_small.py --lr 1e-3 --out benchmarks/results/table2_small_lr1e-3.json
     python benchmarks/table2_small.py --tokeniser frame_sampling --out benchmarks/results/table2_small_frames.json
     python benchmarks/table2_small.py --event-order --out benchmarks/results/table2_small_event_order.json
-    python benchmarks/table2_small.py --event-order --epochs 10 \
+    python benchmarks/table2_small.py --event-order --epochs 10 \\
         --init 'runs/table2_small/{kind}_lr0.0003/final' --out benchmarks/results/table2_small_event_order_init.json
 
 With tubelets (the paper's Table 2) each token already spans two frames, so even the average-pool
 baseline sees which way things move; ``--tokeniser frame_sampling`` gives every model per-frame
-tokens, leaving order to the temporal part of the model alone.
+tokens, leaving order to the temporal part of the model alone. ``--time-embed STD`` sets
+``ViViTConfig.time_embed`` for all five (a table over time shared by every spatial position in
+Models 1, 3 and 4; Model 2's temporal table drawn at that scale; nothing in the baseline).
 """
 
 from __future__ import annotations
@@ -61,6 +63,9 @@ def main() -> int:
     p.add_argument("--init", help="start each model from a checkpoint (a fresh head for the classes here); "
                                   "'{kind}' is replaced by each model's kind, e.g. "
                                   "runs/table2_small/{kind}_lr0.0003/final: the five runs of this table")
+    p.add_argument("--time-embed", type=float, metavar="STD",
+                   help="ViViTConfig.time_embed for all five (default: the reference's position "
+                        "embedding only)")
     p.add_argument("--tokeniser", choices=("tubelet", "frame_sampling"), default="tubelet",
                    help="the shared tokeniser: tubelets (the paper's Table 2) or per-frame tokens")
     args = p.parse_args()
@@ -71,6 +76,7 @@ def main() -> int:
     # Run folders name what differs from the preset (at its own lr, Model 1's is `tubelet train`'s run).
     suffix = (("" if args.tokeniser == "tubelet" else f"_{args.tokeniser}")
               + ("" if args.lr == base.lr else f"_lr{args.lr:g}")
+              + (f"_time{args.time_embed:g}" if args.time_embed else "")
               + ("_event_order" if args.event_order else "") + ("_init" if args.init else ""))
     base = base.replace(lr=args.lr)
     synth = SynthConfig(event_order=args.event_order)
@@ -83,7 +89,8 @@ def main() -> int:
         if args.only and kind not in args.only:
             continue
         run = Path(args.runs) / f"{kind}{suffix}"
-        model_args = {"kind": kind, "classifier": CLASSIFIER[kind], "tokeniser": args.tokeniser}
+        model_args = {"kind": kind, "classifier": CLASSIFIER[kind], "tokeniser": args.tokeniser,
+                      **({"time_embed": args.time_embed} if args.time_embed else {})}
         cfg = base.replace(model_args=model_args, out=str(run),
                            init=args.init.format(kind=kind) if args.init else None)
         trainer = Trainer(cfg, progress=False)

@@ -92,6 +92,14 @@ def adapt_pos_embeds(state: dict[str, torch.Tensor], trained: ViViTConfig,
     return state
 
 
+def with_new_time_embeds(model: ViViT, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` plus the model's freshly drawn ``time_embed`` tables that it lacks: a source
+    trained without ``ViViTConfig.time_embed`` starts them from their initialisation, as a new
+    head starts from zeros."""
+    fresh = {k: v for k, v in model.state_dict().items() if k.endswith(".time_embed") and k not in state}
+    return {**state, **fresh} if fresh else state
+
+
 def _atomic_write(path: Path, write: Any) -> None:
     """``write(tmp_path)`` then rename over ``path``: readers never see half a file."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -162,9 +170,11 @@ def load_model(directory: str | Path, *, num_frames: int | None = None,
         raise FileNotFoundError(f"{weights} does not exist (the folder has {CONFIG_FILE} but no weights)")
     state = adapt_pos_embeds(load_file(str(weights), device=str(map_location)), trained, cfg)
     model = ViViT(cfg)
+    state = with_new_time_embeds(model, state)
     check_state_dict(model, state, str(weights))
     model.load_state_dict(state)
     return model.to(map_location).eval()
 
 
-__all__ = ["adapt_pos_embeds", "check_state_dict", "field_hint", "load_model", "read_config", "save_model"]
+__all__ = ["adapt_pos_embeds", "check_state_dict", "field_hint", "load_model", "read_config", "save_model",
+           "with_new_time_embeds"]

@@ -229,7 +229,7 @@ def load_hf(source: str | Path | Mapping[str, Tensor], config: Mapping[str, Any]
     ``cfg`` is the model to build when it differs from the mapped config (e.g. another
     ``num_frames`` or ``image_size``: position embeddings are resized from the trained grid).
     """
-    from ..checkpoint import adapt_pos_embeds, check_state_dict  # checkpoint imports convert
+    from ..checkpoint import adapt_pos_embeds, check_state_dict, with_new_time_embeds  # imports convert
 
     name = str(source) if isinstance(source, (str, Path)) else "the transformers state dict"
     if isinstance(source, (str, Path)):
@@ -245,6 +245,7 @@ def load_hf(source: str | Path | Mapping[str, Tensor], config: Mapping[str, Any]
     tubelet_state = (adapt_pos_embeds(tubelet_state, trained, cfg) if trained
                      else fit_pos_embeds(tubelet_state, cfg))
     model = ViViT(cfg)
+    tubelet_state = with_new_time_embeds(model, tubelet_state)
     check_state_dict(model, tubelet_state, name)
     model.load_state_dict(tubelet_state)
     return model.eval()

@@ -68,8 +68,9 @@ def repeat_pos_embed_in_time(pos: Tensor, image_grid: tuple[int, int], num_frame
 def pos_embed_grids(cfg: ViViTConfig) -> dict[str, Grid]:
     """The token grid of every position embedding of a ViViT built from ``cfg``.
 
-    Models 1, 3, 4 have one over (t, h, w); Model 2's spatial encoder sees one frame (1, h, w)
-    and its temporal encoder one token per frame (t, 1, 1).
+    Models 1, 3, 4 have one over (t, h, w) (and with ``cfg.time_embed`` a table over time,
+    (t, 1, 1), without a prefix row); Model 2's spatial encoder sees one frame (1, h, w) and its
+    temporal encoder one token per frame (t, 1, 1).
     """
     t, h, w = cfg.grid
     if cfg.kind in ("factorised_encoder", "average_pool"):
@@ -77,7 +78,10 @@ def pos_embed_grids(cfg: ViViTConfig) -> dict[str, Grid]:
         if cfg.kind == "factorised_encoder":
             grids["temporal.pos_embed"] = (t, 1, 1)
         return grids
-    return {"encoder.pos_embed": (t, h, w)}
+    grids = {"encoder.pos_embed": (t, h, w)}
+    if cfg.time_embed:
+        grids["encoder.time_embed"] = (t, 1, 1)
+    return grids
 
 
 
@@ -103,10 +107,10 @@ def fit_pos_embeds(state: dict[str, Tensor], cfg: ViViTConfig) -> dict[str, Tens
     grid inferred with :func:`infer_grid`. Embeddings that fit no grid are left for the shape
     check to report."""
     state = dict(state)
-    prefix = int(cfg.classifier == "token")
     for name, grid in pos_embed_grids(cfg).items():
         if name not in state or state[name].dim() != 3:
             continue
+        prefix = int(cfg.classifier == "token" and name.endswith(".pos_embed"))
         old = infer_grid(state[name].shape[1] - prefix, grid)
         if old is not None:
             state[name] = resize_pos_embed(state[name], old, grid)

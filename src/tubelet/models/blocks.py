@@ -133,7 +133,9 @@ class Encoder(nn.Module):
     """Optional CLS token, learned position embedding, blocks, final LayerNorm.
 
     The CLS token is prepended before the position embedding is added (so the embedding has
-    N + 1 rows), as in the reference. ``grid`` is passed to blocks that need the token layout.
+    N + 1 rows), as in the reference. With ``time_steps`` (``ViViTConfig.time_embed``), a table
+    of one row per token frame is also added to the N = time_steps * s tokens, frame-major.
+    ``grid`` is passed to blocks that need the token layout.
 
     With ``grad_checkpointing`` set, a training forward keeps only each block's input and
     recomputes the block's activations during the backward pass (``torch.utils.checkpoint``,
@@ -143,12 +145,17 @@ class Encoder(nn.Module):
     """
 
     def __init__(self, cfg: ViViTConfig, num_tokens: int, depth: int, *, cls_token: bool,
-                 block: type[nn.Module] = Block) -> None:
+                 block: type[nn.Module] = Block, pos_std: float = 0.02, time_steps: int = 0) -> None:
         super().__init__()
         d = cfg.hidden_size
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d)) if cls_token else None
         self.pos_embed = nn.Parameter(torch.empty(1, num_tokens + int(cls_token), d))
-        nn.init.normal_(self.pos_embed, std=0.02)
+        nn.init.normal_(self.pos_embed, std=pos_std)
+        # ViViTConfig.time_embed: one row per token frame, added to every token of that frame.
+        self.time_embed = None
+        if time_steps:
+            self.time_embed = nn.Parameter(torch.empty(1, time_steps, d))
+            nn.init.normal_(self.time_embed, std=cfg.time_embed)
         self.pos_drop = nn.Dropout(cfg.dropout)
         rates = drop_path_rates(cfg.drop_path, depth)
         self.blocks = nn.ModuleList(block(cfg, rates[i]) for i in range(depth))
@@ -157,6 +164,8 @@ class Encoder(nn.Module):
 
     def forward(self, x: Tensor, grid: tuple[int, int] | None = None, group: int = 1) -> Tensor:
         """(B, N, D) -> (B, N[+1], D), normalised."""
+        if self.time_embed is not None:  # (B, t*s, D) + (1, t, 1, D) over each frame's s tokens
+            x = (x.unflatten(1, (self.time_embed.shape[1], -1)) + self.time_embed[:, :, None]).flatten(1, 2)
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
         x = self.pos_drop(x + self.pos_embed)

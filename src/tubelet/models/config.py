@@ -55,6 +55,12 @@ class ViViTConfig:
     qkv_bias: bool = True
     temporal_layers: int = 4  # Model 2: depth of the temporal encoder
     attention_order: str = "space_time"  # Model 3; the reference's default is "time_space"
+    # Position in time. None (the reference): only the learned position table, N(0, 0.02), which
+    # Models 1, 3 and 4 learn jointly over all t*h*w tokens. A std s: those three also add a learned
+    # table over the t token frames, shared by every spatial position and drawn from N(0, s^2),
+    # and Model 2's temporal encoder draws its table from N(0, s^2) too. The average-pool baseline
+    # has no position in time either way.
+    time_embed: float | None = None
     # Head.
     classifier: str = "token"
     num_classes: int | tuple[int, ...] = 400  # a tuple gives several heads, e.g. (97, 300)
@@ -155,6 +161,9 @@ class ViViTConfig:
             if self.kv_heads not in (1, self.num_heads) and self.kv_heads % 2:
                 fail(f"kind=factorised_dot_product needs an even num_kv_heads (or 1) so that "
                      f"no key/value group spans the time and space heads; got {self.kv_heads}")
+        if self.time_embed is not None and not self.time_embed > 0:
+            fail(f"time_embed={self.time_embed} must be a positive standard deviation, or None for "
+                 "the reference's position embedding")
         if self.kind == "factorised_encoder" and self.temporal_layers < 1:
             fail("kind=factorised_encoder needs temporal_layers >= 1; for no temporal encoder "
                  "use kind='average_pool'")

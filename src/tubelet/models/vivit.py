@@ -33,11 +33,12 @@ class ViViT(nn.Module):
         cls = cfg.classifier == "token"
         if cfg.kind in ("factorised_encoder", "average_pool"):
             self.spatial = Encoder(cfg, h * w, cfg.num_layers, cls_token=cls)
-            self.temporal = (Encoder(cfg, t, cfg.temporal_layers, cls_token=cls)
+            self.temporal = (Encoder(cfg, t, cfg.temporal_layers, cls_token=cls, pos_std=cfg.time_embed or 0.02)
                              if cfg.kind == "factorised_encoder" else None)
         else:
             block = FactorisedSelfAttentionBlock if cfg.kind == "factorised_self_attention" else Block
-            self.encoder = Encoder(cfg, t * h * w, cfg.num_layers, cls_token=cls, block=block)
+            self.encoder = Encoder(cfg, t * h * w, cfg.num_layers, cls_token=cls, block=block,
+                                   time_steps=t if cfg.time_embed else 0)
         d = cfg.hidden_size
         if cfg.representation_size:
             self.pre_logits = nn.Sequential(nn.Linear(d, cfg.representation_size), nn.Tanh())
