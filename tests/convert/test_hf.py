@@ -70,6 +70,18 @@ def test_export_loads_back_into_transformers(hf_model, clip, tmp_path):
     assert (_hf_logits(fresh, clip) - _hf_logits(back, clip)).abs().max().item() == 0.0
 
 
+def test_export_folds_the_table_over_time_into_the_position_table(hf_model, clip, tmp_path):
+    # transformers has one joint table; time_embed adds per-frame rows that it must carry
+    cfg = config_from_hf(hf_model.config).replace(time_embed=1.0)
+    torch.manual_seed(2)
+    model = ViViT(cfg).eval()
+    torch.nn.init.normal_(model.head.weight)  # non-zero logits to compare
+    save_hf(model, tmp_path)
+    back = transformers.VivitForVideoClassification.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        assert (model(clip) - _hf_logits(back, clip)).abs().max().item() < TOL
+
+
 def test_other_variants_are_refused(hf_model):
     cfg = config_from_hf(hf_model.config).replace(kind="factorised_encoder")
     with pytest.raises(ConfigError, match="kind=factorised_encoder"):

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from ..models.config import ConfigError, ViViTConfig
 from ..models.vivit import ViViT
-from .posembed import fit_pos_embeds
+from .posembed import fit_pos_embeds, fold_time_embed
 
 # tubelet name, transformers name(s), import (HF tensors -> tubelet), export (tubelet -> HF tensors)
 Rule = tuple[str, tuple[str, ...], Callable[..., Tensor], Callable[[Tensor], tuple[Tensor, ...]]]
@@ -189,7 +189,10 @@ def convert_hf_state_dict(state: Mapping[str, Tensor], cfg: ViViTConfig) -> dict
 def to_hf_state_dict(model: ViViT, naming: str = "released") -> dict[str, Tensor]:
     """tubelet Model 1 -> a ``VivitForVideoClassification`` state dict (``naming`` as above)."""
     config_to_hf(model.config)  # raises for variants transformers does not have
-    state = model.state_dict()
+    state = dict(model.state_dict())
+    if "encoder.time_embed" in state:  # transformers has one table: fold the rows over time into it
+        time = state.pop("encoder.time_embed")
+        state["encoder.pos_embed"] = fold_time_embed(state["encoder.pos_embed"], time, prefix=1)
     out: dict[str, Tensor] = {}
     for name, targets, _, to_hf in hf_rules(model.config, naming):
         for target, tensor in zip(targets, to_hf(state[name])):
