@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tubelet.data.synth import SynthConfig, generate
+from tubelet.train.logging import read_metrics
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_MODEL = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "mlp_dim": 32, "temporal_layers": 1}
@@ -38,5 +39,5 @@ def run_tubelet(args: list[str], **kw) -> subprocess.CompletedProcess:
 
 
 def losses(run: Path) -> dict[int, float]:
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return {r["step"]: r["loss"] for r in records if r["kind"] == "train"}
+    # read_metrics: the test polls the file while the run appends to it, so a line may be half there
+    return {r["step"]: r["loss"] for r in read_metrics(run / "metrics.jsonl") if r["kind"] == "train"}

@@ -1,13 +1,15 @@
 """The one logging path of a run: metrics.jsonl, TensorBoard when installed, PNG plots.
 
 Every record is one JSON line ``{"kind": "train"|"eval", "step": ..., ...}`` appended and
-flushed as it happens, so a killed run keeps every metric logged before it died.
+flushed as it happens, so a killed run keeps every metric logged before it died; a last line cut
+short by the kill is dropped when the file is read, and resuming rewrites the file atomically.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +42,10 @@ class MetricLog:
         """Drop records of steps after ``step`` (they are redone when a run resumes)."""
         if not self.enabled or not self.path.exists():
             return
-        keep = [line for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line)["step"] <= step]
-        self.path.write_text("".join(line + "\n" for line in keep))
+        keep = [r for r in read_metrics(self.path) if r["step"] <= step]
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in keep))
+        os.replace(tmp, self.path)  # a kill now leaves the old file or the new one, never half
 
     def close(self) -> None:
         if self._tb is not None:
@@ -50,10 +53,20 @@ class MetricLog:
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl; a last line that a kill cut short is left out."""
     path = Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number == len(lines):
+                break
+            raise ValueError(f"{path}, line {number}: not a JSON record ({line[:60]!r})") from None
+    return records
 
 
 def plot_run(run_dir: Path, confusion: list[list[int]] | None = None,
