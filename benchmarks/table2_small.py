@@ -14,6 +14,8 @@ writes JSON. Run folders already finished are evaluated again, not retrained.
     python benchmarks/table2_small.py --event-order --out benchmarks/results/table2_small_event_order.json
     python benchmarks/table2_small.py --event-order --epochs 10 \\
         --init 'runs/table2_small/{kind}_lr0.0003/final' --out benchmarks/results/table2_small_event_order_init.json
+    python benchmarks/table2_small.py --event-order --order-videos 4000 --epochs 2 --time-embed 1.0 \\
+        --init 'runs/table2_small/{kind}_lr0.0003/final' --out benchmarks/results/table2_small_order4000.json
 
 With tubelets (the paper's Table 2) each token already spans two frames, so even the average-pool
 baseline sees which way things move; ``--tokeniser frame_sampling`` gives every model per-frame
@@ -63,6 +65,9 @@ def main() -> int:
     p.add_argument("--init", help="start each model from a checkpoint (a fresh head for the classes here); "
                                   "'{kind}' is replaced by each model's kind, e.g. "
                                   "runs/table2_small/{kind}_lr0.0003/final: the five runs of this table")
+    p.add_argument("--order-videos", type=int, metavar="N",
+                   help="with --event-order: N training videos per class of the event-order pair "
+                        "(SynthConfig.order_videos_per_class)")
     p.add_argument("--time-embed", type=float, metavar="STD",
                    help="ViViTConfig.time_embed for all five (default: the reference's position "
                         "embedding only)")
@@ -77,9 +82,12 @@ def main() -> int:
     suffix = (("" if args.tokeniser == "tubelet" else f"_{args.tokeniser}")
               + ("" if args.lr == base.lr else f"_lr{args.lr:g}")
               + (f"_time{args.time_embed:g}" if args.time_embed else "")
-              + ("_event_order" if args.event_order else "") + ("_init" if args.init else ""))
+              + ("_event_order" if args.event_order else "")
+              + (f"{args.order_videos}" if args.order_videos else "") + ("_init" if args.init else ""))
     base = base.replace(lr=args.lr)
-    synth = SynthConfig(event_order=args.event_order)
+    if args.order_videos and not args.event_order:
+        p.error("--order-videos needs --event-order")
+    synth = SynthConfig(event_order=args.event_order, order_videos_per_class=args.order_videos)
     if args.event_order:
         base = base.replace(data=str(builtin_dataset(synth)))
     # The two classes whose order of events, not their local motion, is the class (--event-order).

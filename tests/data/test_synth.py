@@ -63,6 +63,21 @@ def test_event_order_pair_is_written_as_classes_10_and_11(tmp_path):
         SynthConfig(frames=6, event_order=True)
 
 
+def test_the_event_order_pair_can_have_its_own_number_of_training_videos(tmp_path):
+    config = SynthConfig(seed=2, videos_per_class=1, val_videos_per_class=1, size=16, frames=8,
+                         event_order=True, order_videos_per_class=3)
+    plain = SynthConfig(seed=2, videos_per_class=1, val_videos_per_class=1, size=16, frames=8, event_order=True)
+    assert config.digest() != plain.digest()
+    assert plain.digest() == SynthConfig(seed=2, videos_per_class=1, val_videos_per_class=1, size=16, frames=8,
+                                         event_order=True, order_videos_per_class=None).digest()
+    out = generate(tmp_path / "e", config, progress=False, workers=1)
+    labels = [line.split(",")[0] for line in (out / "train.csv").read_text().splitlines()[1:]]
+    assert [labels.count(name) for name in config.classes] == [1] * 10 + [3, 3]
+    assert len((out / "validate.csv").read_text().splitlines()) == 1 + 12  # validation unchanged
+    with pytest.raises(ValueError, match="needs event_order"):
+        SynthConfig(order_videos_per_class=3)
+
+
 # 16 and 17 frames give excursions of 5 frames (an even width would pause at the peak, a third run)
 @pytest.mark.parametrize("frames", [16, 17])
 def test_no_two_frame_window_spans_both_events_of_the_event_order_pair(frames):

@@ -24,6 +24,9 @@ def register(subparsers) -> None:
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--videos-per-class", type=int, default=50, help="training videos per class")
     synth.add_argument("--val-videos-per-class", type=int, default=20)
+    synth.add_argument("--order-videos-per-class", type=int,
+                       help="training videos per class of the event-order pair (default: "
+                            "--videos-per-class; learning the order takes thousands)")
     synth.add_argument("--size", type=int, default=64, help="frame side in pixels (even)")
     synth.add_argument("--frames", type=int, default=16, help="frames per video")
     synth.add_argument("--fps", type=int, default=8)
@@ -54,7 +57,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         config = SynthConfig(seed=args.seed, videos_per_class=args.videos_per_class,
                              val_videos_per_class=args.val_videos_per_class, size=args.size,
                              frames=args.frames, fps=args.fps, distractors=args.distractors,
-                             noise=args.noise, event_order=args.event_order)
+                             noise=args.noise, event_order=args.event_order,
+                             order_videos_per_class=args.order_videos_per_class)
     except ValueError as e:
         raise CommandError(str(e)) from None
     start = time.perf_counter()
@@ -67,9 +71,11 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     if cached:
         print(f"{out}: already generated (the cache is keyed by the parameters)")
         return 0
-    count = len(config.classes) * (config.videos_per_class + config.val_videos_per_class)
+    count = sum(config.train_videos(c) + config.val_videos_per_class for c in range(len(config.classes)))
+    order = (f"; {config.order_videos_per_class} training videos per class of the event-order pair"
+             if config.order_videos_per_class else "")
     print(f"{out}: {count} videos ({config.videos_per_class} + {config.val_videos_per_class} per "
-          f"class, {config.frames} frames at {config.size}x{config.size}) in "
+          f"class{order}, {config.frames} frames at {config.size}x{config.size}) in "
           f"{time.perf_counter() - start:.1f} s; train.csv / validate.csv (Kinetics format), "
           "classes.txt, metadata.json")
     return 0

@@ -69,6 +69,9 @@ class SynthConfig:
     noise: float = 6.0  # at most this pixel-noise standard deviation (0..255 scale)
     crf: int = 18  # x264 quality (lower: better)
     event_order: bool = False  # add the event-order pair (EVENT_ORDER_PAIR) as classes 10 and 11
+    # Training videos per class of the event-order pair (None: videos_per_class). Learning the order
+    # takes thousands of distinct videos (benchmarks/RESULTS.md, Table 2 in small).
+    order_videos_per_class: int | None = None
 
     def __post_init__(self):
         if self.size < 16 or self.size % 2:
@@ -78,6 +81,12 @@ class SynthConfig:
                              f"still frames between them), got {self.frames}")
         if self.videos_per_class < 1 or self.val_videos_per_class < 0:
             raise ValueError("videos_per_class must be >= 1 and val_videos_per_class >= 0")
+        if self.order_videos_per_class is not None:
+            if not self.event_order:
+                raise ValueError("order_videos_per_class sets the event-order pair's videos: it needs "
+                                 "event_order=True (--event-order)")
+            if self.order_videos_per_class < 1:
+                raise ValueError(f"order_videos_per_class must be >= 1, got {self.order_videos_per_class}")
 
     @property
     def pairs(self) -> list[tuple[str, str, str]]:
@@ -87,8 +96,16 @@ class SynthConfig:
     def classes(self) -> list[str]:
         return [name for pair in self.pairs for name in pair[:2]]
 
+    def train_videos(self, label: int) -> int:
+        """Training videos of class ``label``."""
+        if self.order_videos_per_class and self.pairs[label // 2] == EVENT_ORDER_PAIR:
+            return self.order_videos_per_class
+        return self.videos_per_class
+
     def digest(self) -> str:
-        text = json.dumps({**asdict(self), "version": GENERATOR_VERSION}, sort_keys=True)
+        # Fields left at None are omitted, so an optional field added later keeps existing caches.
+        fields = {k: v for k, v in asdict(self).items() if v is not None}
+        text = json.dumps({**fields, "version": GENERATOR_VERSION}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -375,9 +392,9 @@ def _write(folder: Path, config: SynthConfig, progress: bool, workers: int) -> N
     from concurrent.futures import ProcessPoolExecutor
 
     from tqdm import tqdm
-    splits = [("train", 0, config.videos_per_class), ("validate", 1, config.val_videos_per_class)]
+    splits = [("train", 0, config.train_videos), ("validate", 1, lambda label: config.val_videos_per_class)]
     jobs = [(folder, config, split, split_id, label, i) for split, split_id, count in splits
-            for label in range(len(config.classes)) for i in range(count)]
+            for label in range(len(config.classes)) for i in range(count(label))]
     for split, _, _ in splits:
         for name in config.classes:
             (folder / split / name).mkdir(parents=True, exist_ok=True)
