@@ -13,7 +13,7 @@ writes JSON (after every model, so a stopped run keeps what it finished).
     python benchmarks/pair_probe.py --pair 5 --event-order --steps 1000
     python benchmarks/pair_probe.py --pair 5 --event-order --halves --stride 1 --steps 200
     python benchmarks/pair_probe.py --pair 5 --event-order --init runs/table2_small/spatiotemporal/final
-    python benchmarks/pair_probe.py --pair 5 --event-order --init 'runs/table2_small/{kind}_lr0.0003/final' \
+    python benchmarks/pair_probe.py --pair 5 --event-order --init 'runs/table2_small/{kind}_lr0.0003/final' \\
         --kind all --time-embed 1.0
     python benchmarks/pair_probe.py --pair 5 --event-order --fresh --steps 1000
     python benchmarks/pair_probe.py --pair 5 --event-order --kind all --videos 12000 --steps 3000
@@ -33,15 +33,14 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from common import add_table2_start_args, table2_classifiers
 from tubelet.checkpoint import load_model
 from tubelet.data.augment import normalise
 from tubelet.data.synth import SynthConfig, render
 from tubelet.models import count_parameters, create_model
-from tubelet.models.registry import VARIANTS
 from tubelet.train.optim import learning_rate, set_learning_rate
 
-# kind -> the classifier its named models use (Models 3 and 4 have no CLS token, paper 3.3).
-CLASSIFIER = dict(VARIANTS.values())
+CLASSIFIER = table2_classifiers()
 KINDS = list(CLASSIFIER)  # Models 1-4 and the average-pool baseline, in Table 2's order
 
 
@@ -136,12 +135,7 @@ def main() -> int:
                         "with --init, the kinds whose checkpoints '{kind}' names")
     p.add_argument("--tokeniser", choices=("tubelet", "frame_sampling"), default="tubelet",
                    help="8x8x2 tubelets or 8x8 per-frame tokens (ignored with --init)")
-    p.add_argument("--init", help="a tubelet checkpoint folder to start from (its head is replaced); "
-                                  "'{kind}' in it is replaced by each --kind, e.g. "
-                                  "runs/table2_small/{kind}_lr0.0003/final")
-    p.add_argument("--time-embed", type=float, metavar="STD",
-                   help="ViViTConfig.time_embed: a table over time shared by all spatial positions "
-                        "(Models 1, 3, 4), drawn from N(0, STD^2); kept from the checkpoint when it has one")
+    add_table2_start_args(p)
     p.add_argument("--head-std", type=float, default=0.0,
                    help="start the head from N(0, std) instead of the reference's zeros")
     p.add_argument("--halves", action="store_true", help="first half vs second half of a first-class video")

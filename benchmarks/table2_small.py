@@ -34,14 +34,13 @@ from pathlib import Path
 
 import torch
 
+from common import add_table2_start_args, table2_classifiers
 from tubelet.data.synth import EVENT_ORDER_PAIR, SynthConfig, builtin_dataset
 from tubelet.models import count_parameters
-from tubelet.models.registry import VARIANTS
 from tubelet.train.config import PRESETS, TrainConfig
 from tubelet.train.loop import Trainer
 
-# kind -> the classifier its named models use (Models 3 and 4 have no CLS token, paper 3.3).
-CLASSIFIER = dict(VARIANTS.values())
+CLASSIFIER = table2_classifiers()
 TITLES = {
     "spatiotemporal": "Model 1 (spatio-temporal)",
     "factorised_encoder": "Model 2 (factorised encoder)",
@@ -62,15 +61,10 @@ def main() -> int:
     p.add_argument("--only", nargs="*", help="kinds to run (default: all five)")
     p.add_argument("--event-order", action="store_true",
                    help="train and evaluate on the built-in dataset with the event-order pair added")
-    p.add_argument("--init", help="start each model from a checkpoint (a fresh head for the classes here); "
-                                  "'{kind}' is replaced by each model's kind, e.g. "
-                                  "runs/table2_small/{kind}_lr0.0003/final: the five runs of this table")
     p.add_argument("--order-videos", type=int, metavar="N",
                    help="with --event-order: N training videos per class of the event-order pair "
                         "(SynthConfig.order_videos_per_class)")
-    p.add_argument("--time-embed", type=float, metavar="STD",
-                   help="ViViTConfig.time_embed for all five (default: the reference's position "
-                        "embedding only)")
+    add_table2_start_args(p)
     p.add_argument("--tokeniser", choices=("tubelet", "frame_sampling"), default="tubelet",
                    help="the shared tokeniser: tubelets (the paper's Table 2) or per-frame tokens")
     args = p.parse_args()

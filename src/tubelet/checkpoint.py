@@ -92,12 +92,16 @@ def adapt_pos_embeds(state: dict[str, torch.Tensor], trained: ViViTConfig,
     return state
 
 
-def with_new_time_embeds(model: ViViT, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``state`` plus the model's freshly drawn ``time_embed`` tables that it lacks: a source
-    trained without ``ViViTConfig.time_embed`` starts them from their initialisation, as a new
-    head starts from zeros."""
-    fresh = {k: v for k, v in model.state_dict().items() if k.endswith(".time_embed") and k not in state}
-    return {**state, **fresh} if fresh else state
+def load_state(model: ViViT, state: Mapping[str, torch.Tensor], source: str) -> ViViT:
+    """Load a converted or saved ``state`` into ``model`` after :func:`check_state_dict`.
+
+    The one tensor a source may lack is a ``time_embed`` table (``ViViTConfig.time_embed``): a
+    source trained without one keeps the model's fresh draw, as a new head starts from zeros.
+    """
+    state = {**{k: v for k, v in model.state_dict().items() if k.endswith(".time_embed")}, **state}
+    check_state_dict(model, state, source)
+    model.load_state_dict(state)
+    return model
 
 
 def _atomic_write(path: Path, write: Any) -> None:
@@ -169,12 +173,8 @@ def load_model(directory: str | Path, *, num_frames: int | None = None,
     if not weights.is_file():
         raise FileNotFoundError(f"{weights} does not exist (the folder has {CONFIG_FILE} but no weights)")
     state = adapt_pos_embeds(load_file(str(weights), device=str(map_location)), trained, cfg)
-    model = ViViT(cfg)
-    state = with_new_time_embeds(model, state)
-    check_state_dict(model, state, str(weights))
-    model.load_state_dict(state)
-    return model.to(map_location).eval()
+    return load_state(ViViT(cfg), state, str(weights)).to(map_location).eval()
 
 
-__all__ = ["adapt_pos_embeds", "check_state_dict", "field_hint", "load_model", "read_config", "save_model",
-           "with_new_time_embeds"]
+__all__ = ["adapt_pos_embeds", "check_state_dict", "field_hint", "load_model", "load_state", "read_config",
+           "save_model"]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+import tubelet
 from tubelet.train.logging import MetricLog, read_metrics
 from tubelet.train.state import LATEST, STATE_FILE, latest_checkpoint, save_checkpoint
-import tubelet
 
 
 def test_next_checkpoint_removes_what_a_killed_writer_left(tmp_path):

@@ -23,9 +23,10 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import Tensor
 
+from ..models.blocks import fold_time_embed
 from ..models.config import ConfigError, ViViTConfig
 from ..models.vivit import ViViT
-from .posembed import fit_pos_embeds, fold_time_embed
+from .posembed import fit_pos_embeds
 
 # tubelet name, transformers name(s), import (HF tensors -> tubelet), export (tubelet -> HF tensors)
 Rule = tuple[str, tuple[str, ...], Callable[..., Tensor], Callable[[Tensor], tuple[Tensor, ...]]]
@@ -232,7 +233,7 @@ def load_hf(source: str | Path | Mapping[str, Tensor], config: Mapping[str, Any]
     ``cfg`` is the model to build when it differs from the mapped config (e.g. another
     ``num_frames`` or ``image_size``: position embeddings are resized from the trained grid).
     """
-    from ..checkpoint import adapt_pos_embeds, check_state_dict, with_new_time_embeds  # imports convert
+    from ..checkpoint import adapt_pos_embeds, load_state  # checkpoint imports convert
 
     name = str(source) if isinstance(source, (str, Path)) else "the transformers state dict"
     if isinstance(source, (str, Path)):
@@ -247,11 +248,7 @@ def load_hf(source: str | Path | Mapping[str, Tensor], config: Mapping[str, Any]
     tubelet_state = convert_hf_state_dict(state, cfg)
     tubelet_state = (adapt_pos_embeds(tubelet_state, trained, cfg) if trained
                      else fit_pos_embeds(tubelet_state, cfg))
-    model = ViViT(cfg)
-    tubelet_state = with_new_time_embeds(model, tubelet_state)
-    check_state_dict(model, tubelet_state, name)
-    model.load_state_dict(tubelet_state)
-    return model.eval()
+    return load_state(ViViT(cfg), tubelet_state, name).eval()
 
 
 def save_hf(model: ViViT, folder: str | Path) -> Path:

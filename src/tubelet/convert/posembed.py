@@ -65,14 +65,6 @@ def repeat_pos_embed_in_time(pos: Tensor, image_grid: tuple[int, int], num_frame
     return torch.cat([prefix, grid.repeat(1, num_frames, 1)], dim=1)  # (1, h*w, D) -> (1, t*h*w, D)
 
 
-def fold_time_embed(pos: Tensor, time: Tensor, prefix: int) -> Tensor:
-    """A (1, P + t*s, D) position table (``prefix`` = P rows first) plus a (1, t, D) table over
-    time (``ViViTConfig.time_embed``) -> the one (1, P + t*s, D) table that adds the same to every
-    token, for formats that have only the joint table."""
-    grid = pos[:, prefix:].unflatten(1, (time.shape[1], -1)) + time[:, :, None]
-    return torch.cat([pos[:, :prefix], grid.flatten(1, 2)], dim=1)
-
-
 def pos_embed_grids(cfg: ViViTConfig) -> dict[str, Grid]:
     """The token grid of every position embedding of a ViViT built from ``cfg``.
 
@@ -125,5 +117,5 @@ def fit_pos_embeds(state: dict[str, Tensor], cfg: ViViTConfig) -> dict[str, Tens
     return state
 
 
-__all__ = ["fit_pos_embeds", "fold_time_embed", "infer_grid", "pos_embed_grids", "repeat_pos_embed_in_time",
+__all__ = ["fit_pos_embeds", "infer_grid", "pos_embed_grids", "repeat_pos_embed_in_time",
            "resize_pos_embed"]

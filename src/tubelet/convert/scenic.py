@@ -195,17 +195,13 @@ def load_scenic(source: str | Path | Mapping[str, Any], cfg: ViViTConfig,
     inferred from their length (:func:`~tubelet.convert.posembed.infer_grid`). Any other
     mismatch is a :class:`ConfigError` naming the tensor, both shapes and the config field.
     """
-    from ..checkpoint import adapt_pos_embeds, check_state_dict, with_new_time_embeds  # imports convert
+    from ..checkpoint import adapt_pos_embeds, load_state  # checkpoint imports convert
 
     name = str(source) if isinstance(source, (str, Path)) else "the reference parameters"
     params = read_scenic_params(source) if isinstance(source, (str, Path)) else source
     state = convert_scenic_params(params, trained or cfg)
     state = adapt_pos_embeds(state, trained, cfg) if trained else fit_pos_embeds(state, cfg)
-    model = ViViT(cfg)
-    state = with_new_time_embeds(model, state)
-    check_state_dict(model, state, name)
-    model.load_state_dict(state)
-    return model.eval()
+    return load_state(ViViT(cfg), state, name).eval()
 
 
 _SCENIC_KINDS = {

@@ -407,11 +407,9 @@ def vivit_from_image_vit(vit: ImageViT, cfg: ViViTConfig, *, kernel_init: str = 
     else:
         state.update(_encoder_from_vit(vit, "encoder", grids["encoder.pos_embed"], token, BLOCK_MAP,
                                        cfg.num_layers))
-    from ..checkpoint import check_state_dict  # checkpoint imports convert: import at use
+    from ..checkpoint import load_state  # checkpoint imports convert: import at use
 
-    check_state_dict(model, state, f"the image ViT ({vit.naming} naming)")
-    model.load_state_dict(state)
-    return model.eval()
+    return load_state(model, state, f"the image ViT ({vit.naming} naming)").eval()
 
 
 __all__ = ["BLOCK_MAP", "FACTORISED_BLOCK_MAP", "ImageViT", "central_frame_kernel", "detect_vit_naming",

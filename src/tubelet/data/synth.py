@@ -109,7 +109,6 @@ class SynthConfig:
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-
 CLASSES: list[str] = SynthConfig().classes  # the default dataset's classes, in label order
 
 

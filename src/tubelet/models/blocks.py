@@ -129,6 +129,14 @@ class FactorisedSelfAttentionBlock(nn.Module):
         return x + self.drop_path(self.mlp(self.norm_mlp(x)))
 
 
+def fold_time_embed(pos: Tensor, time: Tensor, prefix: int) -> Tensor:
+    """A (1, P + t*s, D) position table (``prefix`` = P rows first) plus a (1, t, D) table over
+    time (``ViViTConfig.time_embed``) -> the one (1, P + t*s, D) table that adds the same to every
+    token: what the encoder adds, and what formats with only the joint table store."""
+    grid = pos[:, prefix:].unflatten(1, (time.shape[1], -1)) + time[:, :, None]
+    return torch.cat([pos[:, :prefix], grid.flatten(1, 2)], dim=1)
+
+
 class Encoder(nn.Module):
     """Optional CLS token, learned position embedding, blocks, final LayerNorm.
 
@@ -164,11 +172,12 @@ class Encoder(nn.Module):
 
     def forward(self, x: Tensor, grid: tuple[int, int] | None = None, group: int = 1) -> Tensor:
         """(B, N, D) -> (B, N[+1], D), normalised."""
-        if self.time_embed is not None:  # (B, t*s, D) + (1, t, 1, D) over each frame's s tokens
-            x = (x.unflatten(1, (self.time_embed.shape[1], -1)) + self.time_embed[:, :, None]).flatten(1, 2)
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
-        x = self.pos_drop(x + self.pos_embed)
+        pos = self.pos_embed
+        if self.time_embed is not None:  # folded into the (1, N, D) table: one add over the batch
+            pos = fold_time_embed(pos, self.time_embed, prefix=int(self.cls_token is not None))
+        x = self.pos_drop(x + pos)
         recompute = self.grad_checkpointing and torch.is_grad_enabled()
         for blk in self.blocks:
             if recompute:
