@@ -20,10 +20,6 @@ COMMAND_MODULES = [
 ]
 
 
-class CommandError(Exception):
-    """A user error: printed as one line without a traceback, exit status 2."""
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tubelet", description="Video transformers (ViViT): models, weights, data, training.")
@@ -41,12 +37,15 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    from .models.config import ConfigError
+    from .errors import TubeletError
     try:
         return int(args.func(args) or 0)
-    except (CommandError, ConfigError, FileNotFoundError) as e:
+    except TubeletError as e:  # the one place errors become messages (exit 1: run failed, 2: usage)
         print(f"tubelet {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_status
+    except FileNotFoundError as e:
+        print(f"tubelet {args.command}: error: {e}", file=sys.stderr)
+        return 1
     except BrokenPipeError:  # `tubelet models | head`
         sys.stderr.close()
         return 0

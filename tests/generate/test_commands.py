@@ -7,7 +7,7 @@ import argparse
 import pytest
 import torch
 
-from tubelet.cli import CommandError
+from tubelet.errors import UsageError
 from tubelet.generate import commands
 from tubelet.generate.distill import DistillConfig, corpus_files, distill
 from tubelet.generate.loading import truncated_draft
@@ -33,13 +33,13 @@ def tiny(tmp_path, layers: int = 2) -> str:
 def test_generate_refuses_bad_settings_with_a_message(tmp_path):
     folder = tiny(tmp_path)
     args = parse(["generate", "--target", folder, "--prompt", "x", "--temperature", "-1"])
-    with pytest.raises(CommandError, match="temperature"):
+    with pytest.raises(UsageError, match="temperature"):
         args.func(args)
     args = parse(["generate", "--target", folder, "--prompt", "x"])
-    with pytest.raises(CommandError, match="--tokenizer"):
+    with pytest.raises(UsageError, match="--tokenizer"):
         args.func(args)
     args = parse(["generate", "--target", str(tmp_path / "nope"), "--prompt", "x"])
-    with pytest.raises(CommandError, match="no such file"):
+    with pytest.raises(UsageError, match="no such file"):
         args.func(args)
 
 
@@ -47,7 +47,7 @@ def test_distill_arguments_and_a_missing_corpus(tmp_path):
     args = parse(["draft", "distill", "--target", "smollm2", "--layers", "2", "--corpus",
                   str(tmp_path / "none/*.py"), "--out", str(tmp_path / "d")])
     assert args.layers == 2 and args.func is commands.distill_command
-    with pytest.raises(CommandError, match="found 0 text files"):
+    with pytest.raises(UsageError, match="found 0 text files"):
         args.func(args)
 
 

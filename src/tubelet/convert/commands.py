@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..cli import CommandError
+from ..errors import UsageError
 from ..models.commands import parse_size
 from ..models.config import ViViTConfig
 from ..models.registry import get_config
@@ -29,7 +29,7 @@ def _parse_set(items: list[str]) -> dict[str, Any]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep:
-            raise CommandError(f"--set {item!r}: expected FIELD=VALUE, e.g. --set drop_path=0.1")
+            raise UsageError(f"--set {item!r}: expected FIELD=VALUE, e.g. --set drop_path=0.1")
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -62,18 +62,18 @@ def _target_config(args: argparse.Namespace, trained: ViViTConfig | None = None)
     describes itself), with the overrides applied; None if there is nothing to start from."""
     overrides = _overrides(args)
     if args.model and args.config:
-        raise CommandError("give --model or --config, not both")
+        raise UsageError("give --model or --config, not both")
     if args.model:
         return get_config(args.model, **overrides)
     base = _read_config_file(Path(args.config)) if args.config else trained
     if base is None:
         if overrides:
-            raise CommandError("--num-frames/--image-size/--num-classes/--set need --model or --config")
+            raise UsageError("--num-frames/--image-size/--num-classes/--set need --model or --config")
         return None
     try:
         return base.replace(**overrides)
     except TypeError as e:
-        raise CommandError(f"--set: {e}") from None
+        raise UsageError(f"--set: {e}") from None
 
 
 def _convert(args: argparse.Namespace) -> ViViT:
@@ -83,7 +83,7 @@ def _convert(args: argparse.Namespace) -> ViViT:
     if args.source == "tubelet":  # re-save at another clip size, or export with --to hf
         from ..checkpoint import load_model
         if args.model or args.config:
-            raise CommandError("--from tubelet takes the model from the checkpoint; drop --model/--config")
+            raise UsageError("--from tubelet takes the model from the checkpoint; drop --model/--config")
         return load_model(src, **_overrides(args))
     if args.source == "scenic":
         from .scenic import load_scenic
@@ -91,12 +91,12 @@ def _convert(args: argparse.Namespace) -> ViViT:
         trained = _read_config_file(Path(args.config)) if args.config else None
         cfg = _target_config(args)
         if cfg is None:
-            raise CommandError("--from scenic needs the model the checkpoint holds: --model NAME (e.g. "
+            raise UsageError("--from scenic needs the model the checkpoint holds: --model NAME (e.g. "
                                "vivit_b16x2, vivit_l16x2_fe) or --config FILE.json")
         try:
             return load_scenic(src, cfg, trained=trained)
         except (KeyError, ValueError) as e:
-            raise CommandError(str(e).strip('"')) from None
+            raise UsageError(str(e).strip('"')) from None
     if args.source == "hf":
         from .hf import config_from_hf, load_hf, read_hf_config
         trained = config_from_hf(read_hf_config(src))
@@ -105,11 +105,11 @@ def _convert(args: argparse.Namespace) -> ViViT:
     from .vit import read_image_vit, vivit_from_image_vit
     cfg = _target_config(args)
     if cfg is None:
-        raise CommandError("--from vit needs the video model to build: --model NAME (e.g. vivit_b16x2_fe)")
+        raise UsageError("--from vit needs the video model to build: --model NAME (e.g. vivit_b16x2_fe)")
     try:
         vit = read_image_vit(src)
     except ValueError as e:
-        raise CommandError(str(e)) from None
+        raise UsageError(str(e)) from None
     print(f"image ViT: {vit.naming} naming, {vit.depth} layers, width {vit.hidden_size}, patch "
           f"{vit.patch_size}, {vit.grid[0]}x{vit.grid[1]} grid, "
           f"{'a' if vit.has_cls_token else 'no'} CLS token, GELU {vit.gelu}, eps {vit.layer_norm_eps:g}")

@@ -51,7 +51,7 @@ def register(subparsers) -> None:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from ..cli import CommandError
+    from ..errors import UsageError
     from .synth import SynthConfig, builtin_dataset, cache_root, generate
     try:
         config = SynthConfig(seed=args.seed, videos_per_class=args.videos_per_class,
@@ -60,14 +60,14 @@ def _cmd_synth(args: argparse.Namespace) -> int:
                              noise=args.noise, event_order=args.event_order,
                              order_videos_per_class=args.order_videos_per_class)
     except ValueError as e:
-        raise CommandError(str(e)) from None
+        raise UsageError(str(e)) from None
     start = time.perf_counter()
     cached = not args.out and (cache_root() / f"synth-{config.digest()}" / "metadata.json").is_file()
     try:
         out = generate(args.out, config, workers=args.workers) if args.out else \
             builtin_dataset(config, workers=args.workers)
     except FileExistsError as e:
-        raise CommandError(str(e)) from None
+        raise UsageError(str(e)) from None
     if cached:
         print(f"{out}: already generated (the cache is keyed by the parameters)")
         return 0
@@ -82,13 +82,13 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from ..cli import CommandError
+    from ..errors import UsageError
     from .decode import DecodeError, index_video
     from .formats import AnnotationError, find_split, read_annotations, read_class_names
 
     path = Path(args.path)
     if not path.exists():
-        raise CommandError(f"{path} does not exist")
+        raise UsageError(f"{path} does not exist")
     splits = {"all": path}
     class_names = None
     if path.is_dir() and find_split(path, "train") is not None:
@@ -125,5 +125,5 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
             for line in bad:
                 print(f"    {line}")
     except AnnotationError as e:
-        raise CommandError(str(e)) from None
+        raise UsageError(str(e)) from None
     return 0

@@ -27,8 +27,10 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
+from ..errors import DataError
 
-class DecodeError(Exception):
+
+class DecodeError(DataError):
     """A file that cannot be decoded: unreadable, truncated, empty, or without a video stream."""
 
     def __init__(self, path: str | Path, reason: str):

@@ -28,11 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from ..errors import DataError
+
 VIDEO_EXTENSIONS = {".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".ogv",
                     ".flv", ".wmv", ".3gp", ".ts"}
 
 
-class AnnotationError(Exception):
+class AnnotationError(DataError):
     """A malformed annotation, an unknown label or a missing video, with file and line."""
 
 

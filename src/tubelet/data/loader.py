@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from ..errors import DataError
 from .dataset import collate_clips
 from .sampling import shard
 
@@ -75,7 +76,7 @@ class ClipSampler(Sampler):
         return max(n - self.skip, 0)
 
 
-class TooManySkippedFiles(RuntimeError):
+class TooManySkippedFiles(DataError):
     """More files failed to decode than the configured limit allows."""
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from ..cli import CommandError
+from ..errors import UsageError
 from .autoregressive import autoregressive_generate
 from .loading import LoadError, Loaded, load_model, load_tokenizer
 from .sampling import Sampling
@@ -69,7 +69,7 @@ def _load(spec: str, **kwargs) -> Loaded:
     try:
         return load_model(spec, **kwargs)
     except (LoadError, ValueError, OSError) as e:
-        raise CommandError(str(e)) from e
+        raise UsageError(str(e)) from e
 
 
 def _tokenizer(args: argparse.Namespace, target: Loaded):
@@ -77,21 +77,21 @@ def _tokenizer(args: argparse.Namespace, target: Loaded):
         return target.tokenizer
     spec = args.tokenizer
     if not spec:
-        raise CommandError(f"{args.target} is a tubelet decoder without a tokenizer: "
+        raise UsageError(f"{args.target} is a tubelet decoder without a tokenizer: "
                            "pass --tokenizer (e.g. --tokenizer smollm2)")
     try:
         return load_tokenizer(spec)
     except (LoadError, OSError) as e:
-        raise CommandError(str(e)) from e
+        raise UsageError(str(e)) from e
 
 
 def generate_command(args: argparse.Namespace) -> int:
     try:
         sampling = Sampling(args.temperature, args.top_k, args.top_p)
     except ValueError as e:
-        raise CommandError(str(e)) from e
+        raise UsageError(str(e)) from e
     if args.k < 1:
-        raise CommandError(f"--k must be >= 1, got {args.k}")
+        raise UsageError(f"--k must be >= 1, got {args.k}")
     target = _load(args.target, with_tokenizer=not args.tokenizer)
     tok = _tokenizer(args, target)
     draft = _load(args.draft, target=target) if args.draft else None
@@ -102,7 +102,7 @@ def generate_command(args: argparse.Namespace) -> int:
     else:
         ids = tok(args.prompt).input_ids
     if not ids:
-        raise CommandError("the prompt is empty after tokenization")
+        raise UsageError("the prompt is empty after tokenization")
     eos = getattr(tok, "eos_token_id", None)
     start = time.perf_counter()
     if draft is None:
@@ -113,7 +113,7 @@ def generate_command(args: argparse.Namespace) -> int:
             out = speculative_generate(target.lm, draft.lm, [ids], args.max_new_tokens, k=args.k,
                                        sampling=sampling, seed=args.seed, eos_token_id=eos)
         except ValueError as e:
-            raise CommandError(str(e)) from e
+            raise UsageError(str(e)) from e
     seconds = time.perf_counter() - start
     text = tok.decode(out.tokens[0], skip_special_tokens=True)
     stats = out.stats.summary()
@@ -140,14 +140,14 @@ def distill_command(args: argparse.Namespace) -> int:
     try:
         train, held = corpus_files(args.corpus)
     except FileNotFoundError as e:
-        raise CommandError(str(e)) from e
+        raise UsageError(str(e)) from e
     target = _load(args.target, with_tokenizer=True)
     if target.tokenizer is None:
-        raise CommandError(f"{args.target}: distillation needs a target with a tokenizer")
+        raise UsageError(f"{args.target}: distillation needs a target with a tokenizer")
     try:
         draft = truncated_draft(target.model, args.layers)
     except (LoadError, ValueError) as e:
-        raise CommandError(str(e)) from e
+        raise UsageError(str(e)) from e
     cfg = DistillConfig(seq_len=args.seq_len, batch_size=args.batch_size, steps=args.steps,
                         label_tokens=args.label_tokens,
                         max_minutes=args.max_minutes, lr=args.lr, top_k=args.top_k, seed=args.seed)

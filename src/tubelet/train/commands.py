@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from ..cli import CommandError
+from ..errors import UsageError
 from .config import PRESETS, add_config_arguments, resolve_config
 
 
@@ -19,13 +19,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     try:
         cfg = resolve_config(args)
     except ValueError as e:
-        raise CommandError(str(e)) from None
+        raise UsageError(str(e)) from None
     rt = init_runtime(args.device)
     try:
         trainer = Trainer(cfg, rt)
         metrics = trainer.fit(resume=args.resume)
     except TrainingError as e:
-        raise CommandError(str(e)) from None
+        raise UsageError(str(e)) from None
     finally:
         shutdown(rt)
     if rt.is_main and metrics:
@@ -101,7 +101,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         try:
             views = tdata.load_eval_views(video, clip)  # (V*C, T, H, W, 3) uint8
         except (FileNotFoundError, tdata.DecodeError) as e:
-            raise CommandError(str(e)) from None
+            raise UsageError(str(e)) from None
         scores = average_views(score_views(model, views[None], device, args.precision), args.average)[0]
         heads = scores.split(list(cfg.class_splits))
         entry = {"video": str(video), "heads": []}

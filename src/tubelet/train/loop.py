@@ -26,6 +26,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .. import data as tdata
+from ..errors import TrainingError
 from ..models import ViViT, count_parameters, create_model, get_config
 from . import state as ckpt
 from .config import TrainConfig, save_config
@@ -59,10 +60,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-class TrainingError(RuntimeError):
-    """A run that cannot go on (non-finite loss, out of memory, bad data), with what to do."""
 
 
 def step_seed(seed: int, *parts: int) -> int:
