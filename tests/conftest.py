@@ -1,25 +1,19 @@
-"""Shared test fixtures: where ../shared/fixtures lives, and skipping cleanly when it does not."""
+"""Shared test fixtures: the reference outputs and real video files kept in tests/fixtures/."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-# CI clones the repository with shared/ beside it; TUBELET_SHARED overrides the location.
-SHARED = Path(os.environ.get("TUBELET_SHARED", REPO.parent / "shared"))
-FIXTURES = SHARED / "fixtures"
+FIXTURES = REPO / "tests" / "fixtures"
 
 
 def _require(path: Path) -> Path:
-    if not path.exists():
-        msg = (f"{path} is missing: the reference fixtures live in ../shared/fixtures beside the "
-               "repository (set TUBELET_SHARED to point elsewhere)")
-        if os.environ.get("CI"):
-            pytest.fail(msg)  # in CI these tests matter and must not skip
-        pytest.skip(msg)
+    if not path.exists():  # only a broken checkout gets here: the fixtures are part of the repository
+        pytest.fail(f"{path} is missing: the fixtures are committed under tests/fixtures/; restore them "
+                    "with `git checkout -- tests/fixtures`")
     return path
 
 
