@@ -7,7 +7,7 @@ import pytest
 
 from tubelet.data.decode import DecodeError, VideoReader, index_video, output_size, read_frames
 
-from .video_helpers import CODECS, full_decode, write_video
+from .video_helpers import CODECS, full_decode, packet_count, write_empty_tail, write_video
 
 
 def _check_reads(path, reads):
@@ -79,3 +79,23 @@ def test_bad_files_raise_decode_error(tmp_path, videos):
         index_video(tmp_path / "missing.mp4")
     with pytest.raises(IndexError, match=r"\[0, 20\)"):
         read_frames(videos["h264"], [20])
+
+
+def test_last_packet_without_a_frame_shrinks_the_index(tmp_path):
+    """The B-frame tail case: 31 packets, 30 frames decode; the index says 30 and every read works."""
+    path = write_empty_tail(tmp_path / "tail", frames=30)
+    assert packet_count(path) == 31 and len(full_decode(path)) == 30
+    index = index_video(path)
+    assert index.num_frames == 30
+    reader = _check_reads(path, [np.arange(30), [29], np.arange(20, 30, 3), [29, 0]])
+    assert not reader.sequential  # the seeking path agrees with the index too
+    with VideoReader(path) as r:
+        assert np.array_equal(r.read_all(), np.stack(full_decode(path)))
+
+
+def test_read_all_fills_one_array(videos):
+    reference = np.stack(full_decode(videos["h264"]))
+    with VideoReader(videos["h264"]) as reader:
+        frames = reader.read_all()
+    assert frames.base is None and frames.flags.owndata  # not a stack of per-frame copies
+    assert np.array_equal(frames, reference)

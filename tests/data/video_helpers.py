@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from fractions import Fraction
 from pathlib import Path
 
@@ -54,3 +55,37 @@ def full_decode(path: Path) -> list[np.ndarray]:
     """Every frame of a plain decode from the start, as PyAV gives it: the ground truth."""
     with av.open(str(path)) as container:
         return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+
+
+def write_empty_tail(path: Path, frames: int = 30) -> Path:
+    """An H.264 MP4 with B-frames whose last packet decodes to no frame (``frames + 1`` packets).
+
+    The tail is an H.264 end-of-sequence NAL unit in a packet of its own, as some encoders and
+    cutters write it: FFmpeg plays ``frames`` frames, while counting packets gives one more.
+    """
+    path = Path(path).with_suffix(".mp4")
+    source = write_video(path.with_name(path.stem + "_source"), "h264", frames=frames)
+    with av.open(str(source)) as src, av.open(str(path), "w") as dst:
+        stream = src.streams.video[0]
+        out = dst.add_stream_from_template(stream)
+        last = None
+        for packet in src.demux(stream):
+            if packet.size == 0:
+                continue
+            last = (packet.pts, packet.dts, packet.duration, packet.time_base)
+            packet.stream = out
+            dst.mux(packet)
+        pts, dts, duration, time_base = last
+        end_of_sequence = av.Packet(struct.pack(">I", 1) + bytes([0x0A]))  # AVCC: length + NAL
+        end_of_sequence.pts = max(pts, dts) + duration
+        end_of_sequence.dts = dts + duration
+        end_of_sequence.time_base, end_of_sequence.stream = time_base, out
+        dst.mux(end_of_sequence)
+    source.unlink()
+    return path
+
+
+def packet_count(path: Path) -> int:
+    """Packets of the video stream that carry data (what a packet-counting index would list)."""
+    with av.open(str(path)) as container:
+        return sum(1 for p in container.demux(video=0) if p.size)

@@ -3,9 +3,14 @@
 Frame ``i`` of a video is the ``i``-th frame a full decode from the start would return: every
 reader here returns exactly those pixels, bit for bit, whichever way it gets there.
 
-* :func:`index_video` demuxes the file once without decoding (cheap) and records the presentation
-  timestamp of every frame and which frames are keyframes. The frame count comes from the packets,
-  never from the container's metadata, which can lie (``tree.avi`` claims 444 frames, 68 decode).
+* :func:`index_video` demuxes the file once and records the presentation timestamp of every frame
+  and which frames are keyframes, then decodes the last group of pictures (from the last keyframe
+  to the end) so that the index agrees with the decoder: packets that decode to nothing (the empty
+  end-of-sequence packet after B-frames, a packet the decoder rejects) do not count as frames. The
+  frame count never comes from the container's metadata, which can lie (``tree.avi`` claims 444
+  frames, 68 decode).
+* Decoding behaves like FFmpeg's own player: a packet the decoder rejects yields no frame instead
+  of ending the file (:func:`decoded_frames`), everywhere.
 * :class:`VideoReader` seeks to the keyframe before the frames it is asked for and decodes only up
   to the last of them, checking each decoded timestamp against the index. When the decoder's output
   order does not match the index (damaged timestamps, packed B-frames in AVI, ...) it falls back to
@@ -19,6 +24,7 @@ reader here returns exactly those pixels, bit for bit, whichever way it gets the
 from __future__ import annotations
 
 import bisect
+import os
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -37,6 +43,10 @@ class DecodeError(DataError):
         super().__init__(f"cannot decode {path}: {reason}")
         self.path = str(path)
         self.reason = reason
+
+
+class VideoNotFound(DecodeError, FileNotFoundError):
+    """A video that does not exist, or a symbolic link whose target does not."""
 
 
 # Everything PyAV/FFmpeg raises for a bad file, plus what a half-written file can cause.
@@ -91,9 +101,16 @@ class VideoIndex:
 def _open(path: str | Path) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist")
+        if path.is_symlink():
+            raise VideoNotFound(path, f"a dangling symbolic link (its target {os.readlink(path)} "
+                                      "does not exist)")
+        raise VideoNotFound(path, "the file does not exist")
+    if path.is_dir():
+        raise DecodeError(path, "a folder, not a video file")
     if path.stat().st_size == 0:
         raise DecodeError(path, "the file is empty (0 bytes)")
+    if not os.access(path, os.R_OK):
+        raise DecodeError(path, "the file is not readable (permission denied)")
     try:
         container = av.open(str(path), mode="r")
     except _AV_ERRORS as e:
@@ -104,20 +121,43 @@ def _open(path: str | Path) -> tuple[av.container.InputContainer, av.video.strea
     return container, container.streams.video[0]
 
 
-def index_video(path: str | Path) -> VideoIndex:
-    """Demux ``path`` (no decoding) and return where its frames are.
+def decoded_frames(container: av.container.InputContainer, stream: av.video.stream.VideoStream):
+    """The frames of a decode from the container's current position, as FFmpeg's player sees them.
 
-    Raises :class:`DecodeError` for a file that cannot be opened, has no video stream or no frame,
-    and :class:`FileNotFoundError` for a missing file.
+    A packet the decoder rejects (``InvalidDataError``: a damaged or non-picture packet) yields no
+    frame instead of ending the file; the last, empty packet flushes the frames the decoder holds
+    back (B-frames). Every reader and the index decode through this one function.
     """
+    for packet in container.demux(stream):
+        try:
+            frames = packet.decode()
+        except av.InvalidDataError:
+            continue
+        yield from frames
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """What the container says about the video stream (the index checks the parts that matter)."""
+
+    time_base: Fraction
+    width: int
+    height: int
+    claimed_frames: int
+
+
+def _demux(path: str | Path) -> tuple[list[int], list[int], StreamInfo]:
+    """Presentation timestamps of every packet that carries a picture, and of the keyframes."""
     container, stream = _open(path)
+    info = StreamInfo(Fraction(stream.time_base or Fraction(1, 1)), int(stream.width),
+                      int(stream.height), int(stream.frames or 0))
     pts: list[int] = []
     key_pts: list[int] = []
     dts_fallback = 0
     try:
         with container:
             for packet in container.demux(stream):
-                if packet.size == 0:  # the flush packet at the end, or an empty placeholder
+                if packet.size == 0 or packet.is_discard:  # the flush packet; edit-list discards
                     continue
                 p = packet.pts if packet.pts is not None else packet.dts
                 if p is None:  # no timestamp at all: number the packets
@@ -126,20 +166,76 @@ def index_video(path: str | Path) -> VideoIndex:
                 pts.append(int(p))
                 if packet.is_keyframe:
                     key_pts.append(int(p))
-            time_base = stream.time_base or Fraction(1, 1)
-            width, height, claimed = stream.width, stream.height, int(stream.frames or 0)
     except _AV_ERRORS as e:
         if not pts:
             raise DecodeError(path, f"demuxing failed ({e})") from None
-        # A truncated file: keep the frames before the damage; the reader checks them again.
+        # A truncated file: keep the packets before the damage; the tail check decodes them.
+    return pts, key_pts, info
+
+
+def _decoded_tail(path: str | Path, key_pts: int) -> list[int | None] | None:
+    """Timestamps of the frames decoded from the keyframe at ``key_pts`` to the end of the file.
+
+    ``None`` when the seek does not land on that keyframe (timestamps the decoder does not honour).
+    """
+    container, stream = _open(path)
+    with container:
+        stream.codec_context.thread_type = "SLICE"
+        container.seek(int(key_pts), stream=stream, backward=True, any_frame=False)
+        out = []
+        for frame in decoded_frames(container, stream):
+            if not out and frame.pts != key_pts and (frame.pts is None or frame.pts > key_pts):
+                return None  # landed after the keyframe: cannot tell which frames decode
+            if frame.pts is None or frame.pts >= key_pts:
+                out.append(frame.pts)
+        return out
+
+
+def _decoded_count(path: str | Path) -> int:
+    """Frames of a full decode from the start (the slow, always-right count)."""
+    container, stream = _open(path)
+    with container:
+        stream.codec_context.thread_type = "SLICE"
+        return sum(1 for _ in decoded_frames(container, stream))
+
+
+def index_video(path: str | Path) -> VideoIndex:
+    """Demux ``path`` and decode its last group of pictures; return where its frames are.
+
+    The frames are the ones a full decode returns: a packet after the last keyframe that decodes to
+    nothing (an end-of-sequence packet, the tail of a B-frame stream, a packet the decoder rejects)
+    is dropped from the index instead of failing the file later. When the decoder's timestamps do
+    not match the packets' (damaged files), the count comes from a full decode.
+
+    Raises :class:`DecodeError` for a file that cannot be opened, has no video stream or no frame,
+    and :class:`VideoNotFound` (also a ``FileNotFoundError``) for a missing file.
+    """
+    pts, key_pts, info = _demux(path)
     if not pts:
         raise DecodeError(path, "the video stream has no frames")
     order = np.sort(np.asarray(pts, dtype=np.int64))
-    keyframes = np.searchsorted(order, np.sort(np.asarray(key_pts or [order[0]], dtype=np.int64)))
-    if keyframes[0] != 0:
+    keys = np.sort(np.asarray(key_pts or [order[0]], dtype=np.int64))
+    last_key = int(keys[-1])
+    try:
+        tail = _decoded_tail(path, last_key)
+    except _AV_ERRORS as e:
+        raise DecodeError(path, f"decoding the last frames failed ({e})") from None
+    head = order[order < last_key]
+    if tail is not None and None not in tail and set(tail) <= set(order.tolist()):
+        order = np.concatenate([head, np.unique(np.asarray(tail, dtype=np.int64))])
+    else:  # the decoder does not follow the packets' timestamps: count a full decode
+        try:
+            count = _decoded_count(path)
+        except _AV_ERRORS as e:
+            raise DecodeError(path, f"decoding failed ({e})") from None
+        order = order[:count]
+    if len(order) == 0:
+        raise DecodeError(path, "no frame decodes")
+    keyframes = np.searchsorted(order, keys[np.isin(keys, order)])
+    if len(keyframes) == 0 or keyframes[0] != 0:
         keyframes = np.concatenate([[0], keyframes])  # decoding from the start always works
-    return VideoIndex(str(path), order, keyframes.astype(np.int64), Fraction(time_base),
-                      int(width), int(height), claimed)
+    return VideoIndex(str(path), order, keyframes.astype(np.int64), info.time_base,
+                      info.width, info.height, info.claimed_frames)
 
 
 def output_size(width: int, height: int, max_short_side: int | None) -> tuple[int, int]:
@@ -200,44 +296,57 @@ class VideoReader:
         ctx.thread_type = "AUTO" if self.threads != 1 else "SLICE"
         return self._container, self._stream
 
-    def _rgb(self, frame: av.VideoFrame) -> np.ndarray:
-        out = self._reformatter.reformat(frame, width=self.width, height=self.height,
-                                         format="rgb24", interpolation="AREA")
-        return out.to_ndarray()  # (H, W, 3) uint8
+    def _rgb_into(self, frame: av.VideoFrame, out: np.ndarray) -> None:
+        """Convert ``frame`` to RGB at the output size, into ``out`` (H, W, 3) uint8."""
+        if (frame.width, frame.height, frame.format.name) != (self.width, self.height, "rgb24"):
+            frame = self._reformatter.reformat(frame, width=self.width, height=self.height,
+                                               format="rgb24", interpolation="AREA")
+        out[...] = frame.to_ndarray()
 
     # -- reading ----------------------------------------------------------------------------
     def read(self, indices) -> np.ndarray:
         """Frames ``indices`` (any order, repeats allowed) as (len(indices), H, W, 3) uint8."""
         indices = np.asarray(indices, dtype=np.int64).reshape(-1)
         n = self.index.num_frames
-        if len(indices) == 0:
-            return np.zeros((0, self.height, self.width, 3), np.uint8)
-        if indices.min() < 0 or indices.max() >= n:
+        if len(indices) and (indices.min() < 0 or indices.max() >= n):
             raise IndexError(f"{self.path}: frame indices must lie in [0, {n}), got "
                              f"[{indices.min()}, {indices.max()}]")
-        wanted = sorted(set(indices.tolist()))
+        wanted, slots = np.unique(indices, return_inverse=True)
+        frames = self._read_unique(wanted)
+        if len(wanted) == len(indices) and np.array_equal(wanted, indices):
+            return frames  # sorted and distinct (read_all): no second copy
+        return frames[slots.reshape(-1)]
+
+    def read_all(self) -> np.ndarray:
+        """Every frame, (N, H, W, 3) uint8, decoded once into one preallocated array."""
+        return self.read(np.arange(self.index.num_frames))
+
+    def _read_unique(self, wanted: np.ndarray) -> np.ndarray:
+        """Sorted, distinct frames ``wanted`` into one (len(wanted), H, W, 3) uint8 array."""
+        out = np.empty((len(wanted), self.height, self.width, 3), np.uint8)
+        if len(wanted) == 0:
+            return out
+        wanted_list = wanted.tolist()
         try:
-            frames = None
+            done = False
             if not self.sequential:
                 try:
-                    frames = self._read_seeking(wanted)
+                    done = self._read_seeking(wanted_list, out)
                 except _OrderMismatch:
                     self.sequential = True
-            if frames is None:
-                frames = self._read_sequential(wanted)
+            if not done:
+                self._read_sequential(wanted_list, out)
         except _AV_ERRORS as e:
             self.close()
             raise DecodeError(self.path, f"decoding failed ({e})") from None
-        return np.stack([frames[i] for i in indices.tolist()])
+        return out
 
-    def read_all(self) -> np.ndarray:
-        """Every frame, (N, H, W, 3) uint8."""
-        return self.read(np.arange(self.index.num_frames))
+    def _read_seeking(self, wanted: list[int], out: np.ndarray) -> bool:
+        """Seek to the keyframe before each run of wanted frames; decode only up to the run's end.
 
-    def _read_seeking(self, wanted: list[int]) -> dict[int, np.ndarray]:
-        """Seek to the keyframe before each run of wanted frames; decode only up to the run's end."""
+        Fills ``out[k]`` with frame ``wanted[k]``; False when the seek missed (read sequentially).
+        """
         pts, keyframes = self.index.pts, self.index.keyframes.tolist()
-        out: dict[int, np.ndarray] = {}
         w = 0  # next wanted frame (position in ``wanted``)
         container, stream = self._container, self._stream
         if container is None:
@@ -246,19 +355,19 @@ class VideoReader:
             key = keyframes[bisect.bisect_right(keyframes, wanted[w]) - 1]
             container.seek(int(pts[key]), stream=stream, backward=True, any_frame=False)
             position = None  # index of the frame just decoded
-            for frame in container.decode(stream):
+            for frame in decoded_frames(container, stream):
                 if frame.pts is None:
                     raise _OrderMismatch
                 if position is None:  # the first frame after the seek: where did we land?
                     position = int(np.searchsorted(pts, frame.pts))
                     if position >= len(pts) or pts[position] != frame.pts or position > wanted[w]:
-                        return self._read_sequential(wanted)  # the seek missed; this read only
+                        return False  # the seek missed; this read only
                 else:
                     position += 1
                     if position >= len(pts) or pts[position] != frame.pts:
                         raise _OrderMismatch
                 if position == wanted[w]:
-                    out[position] = self._rgb(frame)
+                    self._rgb_into(frame, out[w])
                     w += 1
                     if w == len(wanted):
                         break
@@ -269,26 +378,24 @@ class VideoReader:
             else:
                 if w < len(wanted):  # the stream ended before the frames the index promised
                     raise _OrderMismatch
-        return out
+        return True
 
-    def _read_sequential(self, wanted: list[int]) -> dict[int, np.ndarray]:
+    def _read_sequential(self, wanted: list[int], out: np.ndarray) -> None:
         """Decode from the start, counting frames in the decoder's output order."""
         container, stream = self._reopen()
-        out: dict[int, np.ndarray] = {}
-        targets = set(wanted)
-        last = wanted[-1]
-        count = 0
-        for position, frame in enumerate(container.decode(stream)):
+        w, count = 0, 0
+        for position, frame in enumerate(decoded_frames(container, stream)):
             count = position + 1
-            if position in targets:
-                out[position] = self._rgb(frame)
-            if position >= last:
-                break
-        if len(out) < len(targets):
-            raise DecodeError(self.path, f"the index lists {self.index.num_frames} frames but only "
-                              f"{count} decode")
+            if position == wanted[w]:
+                self._rgb_into(frame, out[w])
+                w += 1
+                if w == len(wanted):
+                    break
         self.close()  # the next read reopens; keeps seeking state simple
-        return out
+        if w < len(wanted):
+            raise DecodeError(self.path, f"frame {wanted[w]} does not decode: the decoder stops "
+                                         f"after {count} of the {self.index.num_frames} frames the "
+                                         "index lists (the file changed since it was indexed?)")
 
 
 def read_frames(path: str | Path, indices, max_short_side: int | None = None) -> np.ndarray:
