@@ -7,7 +7,8 @@ import json
 import pytest
 import torch
 
-from tubelet import ViViT, load_model, save_model
+from tubelet import CheckpointError, ModelInfo, Preprocessing, ViViT, load_model, read_info, save_model
+from tubelet.checkpoint import resolve_model_path
 from tubelet.models import ConfigError, ViViTConfig
 
 TINY = dict(num_frames=4, image_size=(16, 16), patch_size=8, tubelet_size=2, hidden_size=16,
@@ -49,11 +50,14 @@ def test_mismatch_names_tensor_shapes_and_field(tmp_path):
 
 
 def test_not_a_checkpoint(tmp_path):
-    with pytest.raises(FileNotFoundError, match="config.json"):
+    (tmp_path / "notes.txt").write_text("hi")
+    with pytest.raises(CheckpointError, match=r"not a model folder: it holds notes.txt.*config.json"):
         load_model(tmp_path)
-    (tmp_path / "config.json").write_text('{"model_type": "vivit"}')
-    with pytest.raises(ConfigError, match="tubelet convert"):
+    (tmp_path / "config.json").write_text('{"model_type": "bert"}')
+    with pytest.raises(ConfigError, match="'bert'.*tubelet convert"):
         load_model(tmp_path)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_model(tmp_path / "nowhere")
 
 
 def test_model2_resizes_the_temporal_embedding_only_in_time(tmp_path):
@@ -63,3 +67,73 @@ def test_model2_resizes_the_temporal_embedding_only_in_time(tmp_path):
     torch.testing.assert_close(longer.spatial.pos_embed, model.spatial.pos_embed, rtol=0, atol=0)
     assert longer.temporal.pos_embed.shape == (1, 1 + 4, 16)
     torch.testing.assert_close(longer.temporal.pos_embed[:, 0], model.temporal.pos_embed[:, 0])
+
+
+# ------------------------------------------------------------------ the model's identity
+NAMES = (("walk", "run", "jump"),)
+
+
+def test_info_round_trips_through_config_json(tmp_path):
+    model = ViViT(ViViTConfig(**TINY))
+    model.info = ModelInfo(class_names=NAMES, preprocessing=Preprocessing(4, (16, 16), frame_stride=3),
+                           provenance={"preset": "k400", "top1": float("nan"), "steps": 10})
+    save_model(model, tmp_path)
+    header = json.loads((tmp_path / "config.json").read_text())  # strict JSON: no bare NaN
+    assert header["version"] == 2
+    assert header["classes"] == {"class_names": [["walk", "run", "jump"]], "head_names": None}
+    assert header["preprocessing"]["frame_stride"] == 3 and header["provenance"]["top1"] is None
+    loaded = load_model(tmp_path)
+    assert loaded.info.class_names == NAMES and loaded.info.preprocessing.frame_stride == 3
+    assert read_info(tmp_path).provenance["steps"] == 10
+    # loaded at another clip size, the recorded preprocessing follows the model
+    assert load_model(tmp_path, num_frames=8).info.preprocessing.num_frames == 8
+
+
+def test_class_names_must_fit_the_heads(tmp_path):
+    model = ViViT(ViViTConfig(**{**TINY, "num_classes": (2, 3)}))
+    model.info = ModelInfo(class_names=(("a", "b"), ("c", "d")), head_names=("verb", "noun"))
+    with pytest.raises(ConfigError, match=r"heads of \[2, 2\] classes.*num_classes=\(2, 3\)"):
+        save_model(model, tmp_path)
+    model.info = ModelInfo(class_names=(("a", "b"), ("c", "d", "e")), head_names=("verb",))
+    with pytest.raises(ConfigError, match="1 head name"):
+        save_model(model, tmp_path)
+    model.info.head_names = ("verb", "noun")
+    save_model(model, tmp_path)
+    header = json.loads((tmp_path / "config.json").read_text())
+    header["classes"]["class_names"][1].pop()  # an edited config.json that no longer fits
+    (tmp_path / "config.json").write_text(json.dumps(header))
+    with pytest.raises(ConfigError, match="class names"):
+        load_model(tmp_path)
+
+
+def test_version_1_folder_with_classes_json_loads(tmp_path):
+    model = ViViT(ViViTConfig(**TINY))
+    save_model(model, tmp_path)
+    header = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({"format": "tubelet", "version": 1,
+                                                       "config": header["config"]}))
+    (tmp_path / "classes.json").write_text(json.dumps({"class_names": [list(NAMES[0])], "head_names": None}))
+    info = load_model(tmp_path).info
+    assert info.class_names == NAMES and info.preprocessing is None
+    assert info.preprocessing_for(model.config) == Preprocessing(4, (16, 16))
+
+
+def test_reset_head_forgets_the_class_names():
+    model = ViViT(ViViTConfig(**TINY))
+    model.info = ModelInfo(class_names=NAMES)
+    model.reset_head(5)
+    assert model.info.class_names is None
+
+
+def test_resolve_run_folder_checkpoint_and_export(tmp_path):
+    model = ViViT(ViViTConfig(**TINY))
+    run = tmp_path / "run"
+    save_model(model, run / "checkpoints" / "step-0000002")
+    save_model(model, run / "checkpoints" / "step-0000004")
+    assert resolve_model_path(run) == (run / "checkpoints" / "step-0000004", "tubelet")
+    (run / "checkpoints" / "latest").write_text("step-0000002\n")
+    assert resolve_model_path(run) == (run / "checkpoints" / "step-0000002", "tubelet")
+    save_model(model, run / "final")
+    assert resolve_model_path(run) == (run / "final", "tubelet")
+    assert resolve_model_path(run / "final" / "model.safetensors") == (run / "final", "tubelet")
+    assert load_model(run).config == model.config

@@ -5,7 +5,7 @@ import torch
 
 import tubelet
 from tubelet.checkpoint import load_model, save_model
-from tubelet.convert.posembed import resize_pos_embed
+from tubelet.models.posembed import resize_pos_embed
 from tubelet.models import ConfigError, count_parameters
 
 TINY = dict(num_frames=8, image_size=32, patch_size=8, hidden_size=32, num_layers=2, num_heads=4,

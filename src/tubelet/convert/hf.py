@@ -23,10 +23,13 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import Tensor
 
+from ..checkpoint import (MissingCheckpointError, adapt_pos_embeds, info_for, load_state, read_json, read_weights,
+                          replace_config)
 from ..models.blocks import fold_time_embed
 from ..models.config import ConfigError, ViViTConfig
+from ..models.info import ModelInfo, Preprocessing
 from ..models.vivit import ViViT
-from .posembed import fit_pos_embeds
+from ..models.posembed import fit_pos_embeds
 
 # tubelet name, transformers name(s), import (HF tensors -> tubelet), export (tubelet -> HF tensors)
 Rule = tuple[str, tuple[str, ...], Callable[..., Tensor], Callable[[Tensor], tuple[Tensor, ...]]]
@@ -136,8 +139,9 @@ def config_from_hf(hf: Mapping[str, Any] | Any) -> ViViTConfig:
         gelu="tanh" if act in _TANH_ACTS else "exact", layer_norm_eps=d.get("layer_norm_eps", 1e-6))
 
 
-def config_to_hf(cfg: ViViTConfig) -> dict[str, Any]:
-    """tubelet config -> the ``config.json`` of a ``VivitForVideoClassification``.
+def config_to_hf(cfg: ViViTConfig, class_names: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """tubelet config -> the ``config.json`` of a ``VivitForVideoClassification``; ``id2label``
+    holds ``class_names`` (transformers' ``LABEL_i`` when unknown).
 
     Only Model 1 with a CLS token, the tubelet tokeniser, multi-head attention, square images,
     no pre-logits layer and one head has a transformers equivalent.
@@ -153,6 +157,9 @@ def config_to_hf(cfg: ViViTConfig) -> dict[str, Any]:
     if bad:
         raise ConfigError(f"cannot export to transformers' Vivit: {'; '.join(bad)}")
     n = cfg.total_classes
+    labels = list(class_names) if class_names else [f"LABEL_{i}" for i in range(n)]
+    if len(labels) != n:
+        raise ConfigError(f"{len(labels)} class names for a head of {n} classes")
     return {
         "architectures": ["VivitForVideoClassification"], "model_type": "vivit",
         "num_frames": cfg.num_frames, "image_size": cfg.image_size[0], "num_channels": cfg.in_channels,
@@ -162,8 +169,8 @@ def config_to_hf(cfg: ViViTConfig) -> dict[str, Any]:
         "hidden_act": "gelu_fast" if cfg.gelu == "tanh" else "gelu",
         "hidden_dropout_prob": cfg.dropout, "attention_probs_dropout_prob": cfg.attention_dropout,
         "layer_norm_eps": cfg.layer_norm_eps, "qkv_bias": cfg.qkv_bias, "initializer_range": 0.02,
-        "id2label": {str(i): f"LABEL_{i}" for i in range(n)},
-        "label2id": {f"LABEL_{i}": i for i in range(n)},
+        "id2label": {str(i): name for i, name in enumerate(labels)},
+        "label2id": {name: i for i, name in enumerate(labels)},
     }
 
 
@@ -205,9 +212,9 @@ def read_hf_config(folder: str | Path) -> dict[str, Any]:
     """The ``config.json`` of a folder written by ``save_pretrained``."""
     cfg_path = Path(folder) / "config.json"
     if not cfg_path.is_file():
-        raise FileNotFoundError(f"{cfg_path} does not exist: expected a folder written by "
-                                "transformers' save_pretrained (config.json + model.safetensors)")
-    return json.loads(cfg_path.read_text())
+        raise MissingCheckpointError(f"{cfg_path} does not exist: expected a folder written by "
+                                     "transformers' save_pretrained (config.json + model.safetensors)")
+    return read_json(cfg_path)
 
 
 def read_hf_folder(folder: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
@@ -215,55 +222,144 @@ def read_hf_folder(folder: str | Path) -> tuple[dict[str, Any], dict[str, Tensor
     folder = Path(folder)
     config = read_hf_config(folder)
     if (folder / "model.safetensors").is_file():
-        from safetensors.torch import load_file
-        state = load_file(str(folder / "model.safetensors"))
+        state, _ = read_weights(folder / "model.safetensors")
     elif (folder / "pytorch_model.bin").is_file():
         state = torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
     else:
-        raise FileNotFoundError(f"{folder} has no model.safetensors or pytorch_model.bin "
+        raise MissingCheckpointError(f"{folder} has no model.safetensors or pytorch_model.bin "
                                 "(sharded checkpoints: merge them with transformers first)")
     return config, state
 
 
 def load_hf(source: str | Path | Mapping[str, Tensor], config: Mapping[str, Any] | Any = None,
-            cfg: ViViTConfig | None = None) -> ViViT:
+            cfg: ViViTConfig | None = None, *, changes: Mapping[str, Any] | None = None) -> ViViT:
     """A tubelet :class:`ViViT` from transformers' Vivit: a ``save_pretrained`` folder, or a state
     dict in memory with its ``config`` (a ``VivitConfig`` or its dict).
 
-    ``cfg`` is the model to build when it differs from the mapped config (e.g. another
-    ``num_frames`` or ``image_size``: position embeddings are resized from the trained grid).
+    ``cfg`` is the model to build when it differs from the mapped config, or ``changes`` the
+    fields to change in the mapped config (e.g. another ``num_frames`` or ``image_size``:
+    position embeddings are resized from the trained grid). A folder's ``model.info`` holds
+    the class names of ``id2label`` and the preprocessing of its processor config.
     """
-    from ..checkpoint import adapt_pos_embeds, load_state  # checkpoint imports convert
-
     name = str(source) if isinstance(source, (str, Path)) else "the transformers state dict"
-    if isinstance(source, (str, Path)):
-        config, state = read_hf_folder(source)
+    folder = Path(source) if isinstance(source, (str, Path)) else None
+    if folder is not None:
+        config, state = read_hf_folder(folder)
     else:
         state = dict(source)
-    trained = config_from_hf(config) if config is not None else None
+    hf_config = config if config is None or isinstance(config, Mapping) else config.to_dict()
+    trained = config_from_hf(hf_config) if hf_config is not None else None
     if cfg is None and trained is None:
         raise ConfigError("a transformers state dict needs its config (config=model.config) or a "
                           "tubelet cfg to be converted")
     cfg = cfg or trained
+    if changes:
+        cfg = replace_config(cfg, changes, name)
     tubelet_state = convert_hf_state_dict(state, cfg)
     tubelet_state = (adapt_pos_embeds(tubelet_state, trained, cfg) if trained
                      else fit_pos_embeds(tubelet_state, cfg))
-    return load_state(ViViT(cfg), tubelet_state, name).eval()
+    model = load_state(ViViT(cfg), tubelet_state, name).eval()
+    if hf_config is not None:
+        model.info = info_for(info_from_hf(hf_config, folder), cfg, name)
+    return model
 
 
-def save_hf(model: ViViT, folder: str | Path) -> Path:
-    """Write ``model`` as a transformers folder (config.json + model.safetensors) that
-    ``VivitForVideoClassification.from_pretrained`` loads."""
+def info_from_hf(hf_config: Mapping[str, Any], folder: str | Path | None = None) -> ModelInfo:
+    """The :class:`ModelInfo` of a transformers Vivit: class names from ``id2label`` (unless
+    they are transformers' placeholders ``LABEL_i``), preprocessing from the folder's
+    ``preprocessor_config.json`` when there is one."""
+    labels = hf_config.get("id2label") or {}
+    names = None
+    if labels:
+        try:
+            ordered = [labels[k] for k in sorted(labels, key=int)]
+        except ValueError:
+            raise ConfigError(f"id2label keys must be class indices, got {sorted(labels)[:3]}") from None
+        if ordered != [f"LABEL_{i}" for i in range(len(ordered))]:
+            names = (tuple(ordered),)
+    cfg = config_from_hf(hf_config)
+    pre = read_hf_preprocessing(folder, cfg) if folder is not None else None
+    return ModelInfo(class_names=names, preprocessing=pre,
+                     provenance={"source": f"transformers {str(folder) if folder else 'state dict'}"})
+
+
+# ---------------------------------------------------------------------------- preprocessing
+PROCESSOR_FILES = ("video_preprocessor_config.json", "preprocessor_config.json")
+
+
+def pixels_from_processor(proc: Mapping[str, Any]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(pixel_mean, pixel_std) on x/255 that give what a Vivit processor config computes.
+
+    Vivit's processors compute ``(x * rescale_factor [- 1 with offset] - image_mean) / image_std``
+    per channel; with ``a = rescale_factor`` and ``b = -1`` (offset) or 0 this is
+    ``(x / 255 - (image_mean - b) / (255 a)) / (image_std / (255 a))``. The hub's defaults
+    (1/127.5, offset, mean = std = 0.5) map pixels to [-3, 1]: mean 0.75, std 0.25 on x/255.
+    """
+    video = str(proc.get("video_processor_type", "")).endswith("VideoProcessor")
+    a = float(proc.get("rescale_factor", 1 / 127.5)) if proc.get("do_rescale", True) else 1.0
+    offset = proc.get("do_rescale", True) and (video or proc.get("offset", True))
+    b = -1.0 if offset else 0.0
+    if proc.get("do_normalize", True):
+        mean = [float(m) for m in _per_channel(proc.get("image_mean", 0.5))]
+        std = [float(s) for s in _per_channel(proc.get("image_std", 0.5))]
+    else:
+        mean, std = [0.0] * 3, [1.0] * 3
+    return (tuple((m - b) / (255 * a) for m in mean), tuple(s / (255 * a) for s in std))
+
+
+def _per_channel(v: Any) -> list[float]:
+    return list(v) if isinstance(v, (list, tuple)) else [v] * 3
+
+
+def read_hf_preprocessing(folder: str | Path, cfg: ViViTConfig) -> Preprocessing | None:
+    """The :class:`Preprocessing` a transformers folder's processor config describes (its
+    pixel normalisation; frames and size are the model's), or None without one."""
+    for name in PROCESSOR_FILES:
+        path = Path(folder) / name
+        if path.is_file():
+            try:
+                proc = json.loads(path.read_text())
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"{path} is not valid JSON ({e})") from None
+            mean, std = pixels_from_processor(proc)
+            return Preprocessing.for_config(cfg, pixel_mean=mean, pixel_std=std)
+    return None
+
+
+def processor_for(info: ModelInfo, cfg: ViViTConfig) -> dict[str, Any]:
+    """A ``VivitImageProcessor`` config that feeds the model what tubelet feeds it: frames
+    resized so the short side is the model's, centre-cropped to the model's size, pixels
+    ``(x / 255 - pixel_mean) / pixel_std`` (the reference's [-1, 1] by default)."""
+    pre = info.preprocessing_for(cfg)
+    h, w = pre.image_size
+    return {"image_processor_type": "VivitImageProcessor", "do_resize": True,
+            "size": {"shortest_edge": min(h, w)}, "resample": 2, "do_center_crop": True,
+            "crop_size": {"height": h, "width": w}, "do_rescale": True, "rescale_factor": 1 / 255,
+            "offset": False, "do_normalize": True, "image_mean": list(pre.pixel_mean),
+            "image_std": list(pre.pixel_std)}
+
+
+def save_hf(model: ViViT, folder: str | Path, info: ModelInfo | None = None) -> Path:
+    """Write ``model`` as a transformers folder that ``VivitForVideoClassification.from_pretrained``
+    and ``pipeline("video-classification", model=folder)`` load: ``config.json`` (with the class
+    names of ``info``, default ``model.info``, as ``id2label``), ``model.safetensors`` and a
+    ``preprocessor_config.json`` giving the model's pixels (the reference's [-1, 1] by default)."""
     from safetensors.torch import save_file
 
+    from ..fileio import atomic_write, write_text_atomic
+
     folder = Path(folder)
-    config = config_to_hf(model.config)
+    info = info if info is not None else model.info
+    info.check(model.config, f"export to {folder}")
+    config = config_to_hf(model.config, info.names_of_head(0))
     state = to_hf_state_dict(model)
     folder.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
-    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    atomic_write(folder / "model.safetensors", lambda p: save_file(state, p, metadata={"format": "pt"}))
+    write_text_atomic(folder / "preprocessor_config.json",
+                      json.dumps(processor_for(info, model.config), indent=2) + "\n")
+    write_text_atomic(folder / "config.json", json.dumps(config, indent=2) + "\n")
     return folder
 
 
-__all__ = ["config_from_hf", "config_to_hf", "convert_hf_state_dict", "detect_naming", "hf_rules",
+__all__ = ["info_from_hf", "pixels_from_processor", "processor_for", "read_hf_preprocessing", "config_from_hf", "config_to_hf", "convert_hf_state_dict", "detect_naming", "hf_rules",
            "load_hf", "read_hf_config", "read_hf_folder", "save_hf", "to_hf_state_dict"]

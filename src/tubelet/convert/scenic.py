@@ -18,7 +18,7 @@ import torch
 from ..models.config import ViViTConfig
 from ..models.vivit import ViViT
 from .msgpack_io import params_of, read_msgpack
-from .posembed import fit_pos_embeds
+from ..models.posembed import fit_pos_embeds
 
 Array = np.ndarray
 # tubelet name -> (Flax paths, function of those arrays giving the torch tensor)

@@ -45,7 +45,7 @@ from torch import Tensor
 
 from ..models.config import ConfigError, ViViTConfig
 from ..models.vivit import ViViT
-from .posembed import pos_embed_grids, repeat_pos_embed_in_time, resize_pos_embed
+from ..models.posembed import pos_embed_grids, repeat_pos_embed_in_time, resize_pos_embed
 from .scenic import _conv2d, _dense, _out_kernel, _qkv_bias, _qkv_kernel, _same
 
 KERNEL_INITS = ("central_frame", "filter_inflation")

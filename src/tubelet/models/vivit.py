@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from .blocks import Block, Encoder, FactorisedSelfAttentionBlock
 from .config import ViViTConfig
+from .info import ModelInfo
 from .tokenisers import build_tokeniser
 
 
@@ -28,6 +29,7 @@ class ViViT(nn.Module):
         super().__init__()
         cfg.validate()
         self.config = cfg
+        self.info = ModelInfo()  # classes, heads, preprocessing, provenance (saved in config.json)
         self.tokeniser = build_tokeniser(cfg)
         t, h, w = cfg.grid
         cls = cfg.classifier == "token"
@@ -88,8 +90,13 @@ class ViViT(nn.Module):
         return logits.split(list(self.config.class_splits), dim=-1)
 
     def reset_head(self, num_classes: int | tuple[int, ...]) -> None:
-        """A fresh zero-initialised head for fine-tuning on other classes."""
+        """A fresh zero-initialised head for fine-tuning on other classes (the class names are
+        forgotten: set ``model.info.class_names`` to the new ones)."""
+        heads = len(self.config.class_splits)
         self.config = self.config.replace(num_classes=num_classes)
+        self.info.class_names = None
+        if len(self.config.class_splits) != heads:
+            self.info.head_names = None
         d = self.head.in_features
         self.head = nn.Linear(d, self.config.total_classes).to(self.head.weight)
         nn.init.zeros_(self.head.weight)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from tubelet.convert.posembed import infer_grid, repeat_pos_embed_in_time, resize_pos_embed
+from tubelet.models.posembed import infer_grid, repeat_pos_embed_in_time, resize_pos_embed
 
 D = 6
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..models.config import ViViTConfig
+from .config import ViViTConfig
 
 Grid = tuple[int, int, int]
 
