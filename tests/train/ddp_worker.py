@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from tubelet.cli import build_parser
-from tubelet.train.config import resolve_config
+from tubelet.config import resolve_config
 from tubelet.train.distributed import init_runtime, shutdown
 from tubelet.train.loop import Trainer
 
@@ -18,7 +18,7 @@ def main(argv: list[str]) -> None:
     rt = init_runtime("cpu")
     trainer = Trainer(cfg, rt, progress=False)
     metrics = trainer.fit()
-    out = Path(cfg.out)
+    out = Path(cfg.runtime.out)
     torch.save(trainer.model.state_dict(), out / f"rank{rt.rank}.pt")
     (out / f"eval_rank{rt.rank}.json").write_text(json.dumps({"count": metrics["count"],
                                                               "indices": metrics["indices"]}))

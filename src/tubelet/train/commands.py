@@ -3,33 +3,45 @@
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 from pathlib import Path
 
 import torch
 
-from ..errors import UsageError
-from .config import PRESETS, add_config_arguments, resolve_config
+from ..config import (PRESETS, RunConfig, add_config_arguments, flag_values, load_config, preset,
+                      resolve_config, resolve_resume, validate)
+from ..errors import DataError, TrainingError
+from ..fileio import dumps_json
+
+
+def _train_config(args: argparse.Namespace) -> RunConfig:
+    """The run's configuration: a new one from preset / file / flags, or (``--resume``) the saved one."""
+    if not args.resume:
+        return resolve_config(args)
+    from .loop import default_run_dir
+    out = flag_values(args).get("runtime.out")
+    name = args.preset or "default"
+    run_dir = Path(out) if out else default_run_dir(name, resume=True)
+    saved = run_dir / "config.yaml"
+    if not saved.is_file():
+        raise TrainingError(f"--resume: {saved} does not exist, so there is no run to resume in {run_dir}; "
+                            "give the run folder with --out, or start a new run without --resume")
+    return resolve_resume(load_config(saved), args).with_values({"runtime.out": str(run_dir)})
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from .distributed import init_runtime, shutdown
-    from .loop import Trainer, TrainingError
+    from .loop import Trainer
 
-    try:
-        cfg = resolve_config(args)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    cfg = _train_config(args)  # every error of the configuration before anything is written
     rt = init_runtime(args.device)
     try:
         trainer = Trainer(cfg, rt)
         metrics = trainer.fit(resume=args.resume)
-    except TrainingError as e:
-        raise UsageError(str(e)) from None
     finally:
         shutdown(rt)
     if rt.is_main and metrics:
-        _print_metrics(metrics, Path(trainer.cfg.out))
+        _print_metrics(metrics, trainer.run_dir)
     return 0
 
 
@@ -40,103 +52,172 @@ def _print_metrics(metrics: dict, run_dir: Path | None = None) -> None:
             print(f"  {k.replace('_', ' '):<24} {100 * v:6.2f}%")
     if "reversed_pair_top1" in metrics:
         print("  (reversed pair top1: the true class scored above its time-reversal; 50% = blind to order)")
+    if metrics.get("absent_classes"):
+        absent = metrics["absent_classes"]
+        print(f"  {len(absent)} class(es) of the model have no video in the data: {', '.join(absent[:8])}"
+              + (" ..." if len(absent) > 8 else ""))
     if metrics.get("skipped"):
         print(f"  skipped {len(metrics['skipped'])} unreadable file(s): {', '.join(metrics['skipped'][:5])}")
     if run_dir is not None:
         print(f"run folder: {run_dir} (final model in {run_dir / 'final'}, metrics.jsonl, learning_curves.png)")
 
 
-def _load_for_inference(path: str, device: torch.device):
-    from ..checkpoint import load_model
-    from .state import model_folder
-    p = model_folder(path)
-    model = load_model(p, map_location=device)
-    classes_file = p / "classes.json"
-    classes = json.loads(classes_file.read_text()) if classes_file.is_file() else {}
-    return model, p, classes.get("class_names"), classes.get("head_names")
+def _device(name: str | None) -> torch.device:
+    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def _inference_clip(model, cfg: RunConfig):
+    """The clip of a loaded model: its frames, size and stride unless the flags say otherwise."""
+    from .. import data as tdata
+    pre = model.info.preprocessing
+    size = model.config.image_size
+    return tdata.ClipConfig(num_frames=model.config.num_frames,
+                            stride=cfg.clip.stride or (pre.frame_stride if pre else 2),
+                            size=size[0] if size[0] == size[1] else size,
+                            views=cfg.clip.views, crops=cfg.clip.crops)
+
+
+def label_maps(data_names: list[list[str]], model_names, source: str) -> tuple[list[torch.Tensor], list[str]]:
+    """Per head, data label -> model class index (by name), and the model classes the data lacks.
+
+    A data class the model does not know is an error naming it. Data whose labels are bare numbers
+    (no class names anywhere) and a model without names are matched by position.
+    """
+    maps, absent = [], []
+    for head, names in enumerate(data_names):
+        known = list(model_names[head]) if model_names else None
+        positional = known is None or (all(n.isdigit() for n in names) and not set(names) & set(known))
+        if positional:
+            maps.append(torch.arange(len(names)))
+            continue
+        index = {name: i for i, name in enumerate(known)}
+        unknown = [n for n in names if n not in index]
+        if unknown:
+            raise DataError(f"{source}: {len(unknown)} class(es) of the data are not classes of the model, "
+                            f"e.g. {', '.join(map(repr, unknown[:3]))} (the model knows {len(known)}: "
+                            f"{', '.join(map(repr, known[:5]))}{' ...' if len(known) > 5 else ''}); evaluate "
+                            "on data labelled with the model's classes")
+        maps.append(torch.tensor([index[n] for n in names]))
+        absent += [n for n in known if n not in set(names)]
+    return maps, absent
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from .. import data as tdata
+    from ..checkpoint import load_model
     from .distributed import init_runtime, shutdown
     from .evaluate import evaluate
 
+    cfg = validate(RunConfig().with_values(flag_values(args), "the command line"))
+    if cfg.data.path is None:
+        raise DataError("tubelet eval needs --data: labelled videos (a dataset folder, class folders or an "
+                        "annotation file)")
     rt = init_runtime(args.device)
     try:
-        model, path, _, head_names = _load_for_inference(args.checkpoint, rt.device)
-        cfg = model.config
-        clip = tdata.ClipConfig(num_frames=cfg.num_frames, stride=args.stride, size=cfg.image_size[0],
-                                views=args.views, crops=args.crops)
-        _, val = tdata.build_datasets(args.data, args.data, format=args.format, clip=clip, seed=0)
+        model = load_model(args.checkpoint, map_location=rt.device)
+        clip = _inference_clip(model, cfg)
+        _, val = tdata.build_datasets(cfg.data.path, cfg.data.path,
+                                      format=None if cfg.data.format == "auto" else cfg.data.format,
+                                      root=cfg.data.root, missing=cfg.data.missing, clip=clip, seed=0)
+        if val is None or len(val) == 0:
+            raise DataError(f"{cfg.data.path}: no labelled videos to evaluate")
+        maps, absent = label_maps(val.class_names, model.info.class_names, cfg.data.path)
         sampler = tdata.ClipSampler(len(val), shuffle=False, seed=0, rank=rt.rank, world_size=rt.world_size,
                                     drop_last=False, epoch=0)
-        loader = tdata.make_loader(val, sampler, batch_size=args.batch_size, workers=args.workers,
+        loader = tdata.make_loader(val, sampler, batch_size=args.batch_size, workers=cfg.data.workers,
                                    pin_memory=rt.device.type == "cuda")
-        metrics = evaluate(model, loader, rt, class_splits=cfg.class_splits, head_names=head_names,
-                           average=args.average, precision=args.precision, total=len(loader))
+        metrics = evaluate(model, loader, rt, class_splits=model.config.class_splits,
+                           head_names=model.info.head_names, average=cfg.clip.average,
+                           precision=cfg.runtime.precision, total=len(loader), label_maps=maps,
+                           preprocessing=model.info.preprocessing)
     finally:
         shutdown(rt)
     if not rt.is_main:
         return 0
+    if metrics["count"] == 0:
+        raise DataError(f"{cfg.data.path}: none of the {len(val)} videos could be decoded "
+                        f"({len(metrics['skipped'])} skipped)")
+    metrics["absent_classes"] = absent
     if args.json:
-        print(json.dumps({k: v for k, v in metrics.items() if k not in ("indices", "scores", "labels")}))
+        print(dumps_json({k: v for k, v in metrics.items() if k not in ("indices", "scores", "labels")}))
     else:
-        print(f"{path}: {args.views} views x {args.crops} crops, {args.average} averaged")
+        print(f"{args.checkpoint}: {clip.views} views x {clip.crops} crops, {cfg.clip.average} averaged")
         _print_metrics(metrics)
     return 0
 
 
+VIDEO_SUFFIXES = {".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".ogv", ".flv", ".wmv",
+                  ".3gp", ".ts"}
+
+
+def _video_files(items: list[str]) -> list[Path]:
+    """Files as given; folders expanded to the videos inside them (recursively, sorted)."""
+    out: list[Path] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            out += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+        else:
+            out.append(path)
+    return out
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     from .. import data as tdata
+    from ..checkpoint import load_model
     from .evaluate import score_views
     from .metrics import average_views
 
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model, _, class_names, head_names = _load_for_inference(args.checkpoint, device)
-    cfg = model.config
-    clip = tdata.ClipConfig(num_frames=cfg.num_frames, stride=args.stride, size=cfg.image_size[0],
-                            views=args.views, crops=args.crops)
-    results = []
-    for video in args.videos:
+    cfg = validate(RunConfig().with_values(flag_values(args), "the command line"))
+    device = _device(args.device)
+    model = load_model(args.checkpoint, map_location=device)
+    clip = _inference_clip(model, cfg)
+    names_of, head_names = model.info.class_names, model.info.head_names
+    results, failed = [], 0
+    for video in _video_files(args.videos):
         try:
             views = tdata.load_eval_views(video, clip)  # (V*C, T, H, W, 3) uint8
-        except (FileNotFoundError, tdata.DecodeError) as e:
-            raise UsageError(str(e)) from None
-        scores = average_views(score_views(model, views[None], device, args.precision), args.average)[0]
-        heads = scores.split(list(cfg.class_splits))
+        except (OSError, DataError) as e:
+            failed += 1
+            print(f"tubelet predict: skipped {video}: {e}", file=sys.stderr)
+            continue
+        scores = average_views(score_views(model, views[None], device, cfg.runtime.precision,
+                                           preprocessing=model.info.preprocessing), cfg.clip.average)[0]
         entry = {"video": str(video), "heads": []}
-        for h, s in enumerate(heads):
+        for h, s in enumerate(scores.split(list(model.config.class_splits))):
             probs = s.softmax(-1)
             top = probs.topk(min(args.top_k, len(probs)))
-            names = class_names[h] if class_names else None
+            names = names_of[h] if names_of else None
             entry["heads"].append({
                 "head": head_names[h] if head_names else None,
-                "top": [{"label": names[i] if names else int(i), "index": int(i), "score": float(p)}
+                "top": [{"label": names[i] if names else str(i), "index": int(i), "score": float(p)}
                         for p, i in zip(top.values.tolist(), top.indices.tolist())]})
         results.append(entry)
     if args.json:
-        print(json.dumps(results if len(results) > 1 else results[0]))
-        return 0
-    for entry in results:
-        print(entry["video"])
-        for head in entry["heads"]:
-            prefix = f"  [{head['head']}]" if head["head"] else ""
-            if prefix:
-                print(prefix)
-            for rank, t in enumerate(head["top"], 1):
-                print(f"    {rank}. {t['label']:<28} {100 * t['score']:5.1f}%")
-    return 0
+        print(dumps_json(results))
+    else:
+        for entry in results:
+            print(entry["video"])
+            for head in entry["heads"]:
+                if head["head"]:
+                    print(f"  [{head['head']}]")
+                for rank, t in enumerate(head["top"], 1):
+                    print(f"    {rank}. {t['label']:<28} {100 * t['score']:5.1f}%")
+    if failed:
+        print(f"tubelet predict: {failed} of {failed + len(results)} video(s) could not be read", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _add_runtime(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Appends "(default: X)" to an option's help, except where there is no default to name."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        return action.help if action.default is None else super()._get_help_string(action)
+INFERENCE_FIELDS = {"clip.stride", "clip.views", "clip.crops", "clip.average", "runtime.precision"}
+INFERENCE_ALIASES = {"views": "clip.views", "crops": "clip.crops", "stride": "clip.stride",
+                     "average": "clip.average", "precision": "runtime.precision", "data": "data.path",
+                     "format": "data.format", "root": "data.root", "missing": "data.missing",
+                     "workers": "data.workers"}
+MODEL_HELP = ("a run folder (its final/ model), a checkpoint folder, or a transformers export folder")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -144,43 +225,42 @@ def register(sub: argparse._SubParsersAction) -> None:
         "train", help="train and evaluate a ViViT (no arguments: the built-in dataset)",
         description="Train a ViViT with one of the paper's recipes and evaluate it with the multi-view "
                     "protocol. With no arguments it generates (or reuses) the built-in motion dataset, "
-                    "trains a small model on the CPU or GPU, evaluates it and prints the result. Presets: "
-                    + ", ".join(f"{k} ({v['model']}, lr {v['lr']}, {v['epochs']} epochs)" for k, v in PRESETS.items())
-                    + ". Distributed: torchrun --nproc_per_node N -m tubelet train ...",
-        formatter_class=_HelpFormatter)
+                    "trains a small model on the CPU or GPU, evaluates it and prints the result. Every "
+                    "field of the run config is a dotted flag (--optim.lr, --model.drop-path, "
+                    "--clip.stride); the short forms (--lr, --epochs, ...) are aliases. Presets: "
+                    + ", ".join(f"{k} ({v['model.name']}, lr {v['optim.lr']}, {v['optim.epochs']} epochs)"
+                                for k, v in PRESETS.items())
+                    + ". Distributed: torchrun --nproc_per_node N -m tubelet train ...")
     p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its latest checkpoint, exactly where it stopped")
+                   help="continue the run in --out (default: the last run) from its latest checkpoint, "
+                        "with its saved config.yaml; only workers, logging, checkpoint and evaluation "
+                        "cadence may change")
     _add_runtime(p)
-    add_config_arguments(p)
+    add_config_arguments(p, defaults=preset("default"))
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("eval", help="multi-view evaluation of a checkpoint on labelled videos",
+    p = sub.add_parser("eval", help="multi-view evaluation of a model on labelled videos",
                        description="Top-1, top-5, per-class accuracy and the confusion matrix (verb / noun / "
-                                   "action for two-head data) with V temporal views x C spatial crops.")
-    p.add_argument("checkpoint", help="a checkpoint folder or a run folder (its final/ model is used)")
-    p.add_argument("--data", required=True, help="labelled videos: a folder per class, a list file, a CSV/JSON")
-    p.add_argument("--format", help="annotation format (default: detected)")
-    p.add_argument("--views", type=int, default=4, help="temporal views per video")
-    p.add_argument("--crops", type=int, default=3, help="spatial crops per view (1 = centre)")
-    p.add_argument("--average", choices=["logits", "softmax"], default="logits")
-    p.add_argument("--stride", type=int, default=2, help="frame stride within a view")
-    p.add_argument("--batch-size", type=int, default=4, help="videos per batch")
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
+                                   "action for two-head data) with V temporal views x C spatial crops. The data's "
+                                   "labels are matched to the model's classes by name.")
+    p.add_argument("checkpoint", metavar="MODEL", help=MODEL_HELP)
+    p.add_argument("--batch-size", type=int, default=4, help="videos per batch (default: 4)")
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     _add_runtime(p)
+    add_config_arguments(p, defaults=RunConfig(), presets=False, aliases=INFERENCE_ALIASES,
+                         only=INFERENCE_FIELDS | {"data.path", "data.format", "data.root", "data.missing",
+                                                  "data.workers"})
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("predict", help="labels and scores for video files",
-                       description="Score each video with the multi-view protocol and print its top labels.")
-    p.add_argument("checkpoint", help="a checkpoint folder or a run folder")
-    p.add_argument("videos", nargs="+", help="video files")
-    p.add_argument("--top-k", type=int, default=5)
-    p.add_argument("--views", type=int, default=4)
-    p.add_argument("--crops", type=int, default=3)
-    p.add_argument("--stride", type=int, default=2)
-    p.add_argument("--average", choices=["logits", "softmax"], default="logits")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
-    p.add_argument("--json", action="store_true", help="print JSON")
+                       description="Score each video with the multi-view protocol and print its top labels. "
+                                   "A file that cannot be read is reported and skipped; the exit status is 1 "
+                                   "if any was.")
+    p.add_argument("checkpoint", metavar="MODEL", help=MODEL_HELP)
+    p.add_argument("videos", nargs="+", help="video files, or folders of them (searched recursively)")
+    p.add_argument("--top-k", type=int, default=5, help="labels per video (default: 5)")
+    p.add_argument("--json", action="store_true", help="print a JSON list, one object per video")
     _add_runtime(p)
+    add_config_arguments(p, defaults=RunConfig(), presets=False, aliases=INFERENCE_ALIASES,
+                         only=INFERENCE_FIELDS)
     p.set_defaults(func=_cmd_predict)

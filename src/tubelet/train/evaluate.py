@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from ..checkpoint import Preprocessing
 from ..data import normalise
 from .distributed import Runtime, gather_objects
 from .metrics import average_views, classification_metrics
@@ -27,15 +28,27 @@ def autocast(device: torch.device, precision: str):
     return contextlib.nullcontext()
 
 
+def model_input(frames: Tensor, preprocessing: Preprocessing | None = None) -> Tensor:
+    """(..., T, H, W, 3) uint8 -> (..., C, T, H, W) float as the model was trained to see pixels.
+
+    ``None`` (or the reference's mean = std = 0.5) is the reference's ``x * 2 / 255 - 1``.
+    """
+    if preprocessing is None or preprocessing.is_reference_pixels:
+        return normalise(frames)
+    mean = torch.tensor(preprocessing.pixel_mean, device=frames.device).view(3, 1, 1, 1)
+    std = torch.tensor(preprocessing.pixel_std, device=frames.device).view(3, 1, 1, 1)
+    return ((frames.float() / 255).movedim(-1, -4) - mean) / std
+
+
 @torch.no_grad()
 def score_views(model: nn.Module, views: Tensor, device: torch.device, precision: str = "auto",
-                chunk: int = 8) -> Tensor:
+                chunk: int = 8, preprocessing: Preprocessing | None = None) -> Tensor:
     """(N, V, T, H, W, 3) uint8 -> (N, V, classes) float32 logits, ``chunk`` clips per forward."""
     n, v = views.shape[:2]
     flat = views.flatten(0, 1)
     out = []
     for i in range(0, flat.shape[0], chunk):
-        x = normalise(flat[i:i + chunk].to(device, non_blocking=True))  # -> (b, C, T, H, W)
+        x = model_input(flat[i:i + chunk].to(device, non_blocking=True), preprocessing)  # (b, C, T, H, W)
         with autocast(device, precision):
             out.append(model(x).float())
     return torch.cat(out).unflatten(0, (n, v))
@@ -44,11 +57,13 @@ def score_views(model: nn.Module, views: Tensor, device: torch.device, precision
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: Iterable[dict], rt: Runtime, *, class_splits: tuple[int, ...],
              head_names: tuple[str, ...] | None = None, average: str = "logits",
-             precision: str = "auto", progress: bool = True, total: int | None = None) -> dict:
+             precision: str = "auto", progress: bool = True, total: int | None = None,
+             label_maps: list[Tensor] | None = None, preprocessing: Preprocessing | None = None) -> dict:
     """Video-level metrics over ``batches`` of eval items (``video``: (B, V*C, T, H, W, 3)).
 
-    Returns the metrics of :func:`classification_metrics` plus ``count`` (videos scored, over
-    all ranks) and ``skipped``; every rank gets the same dictionary.
+    ``label_maps`` (one per head) turn the data's label numbers into the model's class indices
+    (evaluation by class name). Returns the metrics of :func:`classification_metrics` plus
+    ``count`` (videos scored, over all ranks) and ``skipped``; every rank gets the same dictionary.
     """
     was_training = model.training
     model.eval()
@@ -59,9 +74,13 @@ def evaluate(model: nn.Module, batches: Iterable[dict], rt: Runtime, *, class_sp
         skipped += batch.get("skipped", [])
         if batch.get("video") is None or len(batch["video"]) == 0:
             continue
-        logits = score_views(model, batch["video"], rt.device, precision)
+        logits = score_views(model, batch["video"], rt.device, precision, preprocessing=preprocessing)
         scores.append(average_views(logits, average).cpu())
-        labels.append(torch.as_tensor(batch["label"]))
+        label = torch.as_tensor(batch["label"])
+        if label_maps is not None:
+            label = (label_maps[0][label] if label.dim() == 1 else
+                     torch.stack([m[label[:, h]] for h, m in enumerate(label_maps)], dim=1))
+        labels.append(label)
         indices += [int(i) for i in batch["index"]]
     model.train(was_training)
     local = (indices, torch.cat(scores) if scores else None, torch.cat(labels) if labels else None, skipped)

@@ -14,6 +14,8 @@ import itertools
 import json
 import math
 import random
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,13 +28,17 @@ from torch import nn
 from tqdm import tqdm
 
 from .. import data as tdata
+from ..checkpoint import ModelInfo, Preprocessing, save_model
+from ..config import RunConfig, save_config
 from ..errors import TrainingError
-from ..models import ViViT, count_parameters, create_model, get_config
+from ..fileio import dumps_json
+from ..models import ViViT, count_parameters, create_model
 from . import state as ckpt
-from .config import TrainConfig, save_config
-from .distributed import Runtime, all_reduce_mean, barrier, init_runtime, unwrap, wrap_model
+from .distributed import (Runtime, all_reduce_mean, barrier, gather_model, gather_optimizer_state,
+                          init_runtime, load_optimizer_state, wrap_model)
 from .evaluate import autocast, evaluate
 from .logging import MetricLog, plot_run
+from .init import initial_config, initialise
 from .metrics import reversed_pair_accuracy
 from .optim import EMA, build_optimizer, learning_rate, set_learning_rate
 
@@ -81,6 +87,50 @@ def multi_head_loss(logits: torch.Tensor, targets: list[torch.Tensor], splits: t
     return sum(soft_cross_entropy(h, t) for h, t in zip(heads, targets)) / len(heads)
 
 
+def micro_batch(batch_size: int, micro_batch_size: int | None, world_size: int) -> int:
+    """Clips per forward pass per process: by default the global batch over the processes.
+
+    The global batch is then reached with ``batch_size / (micro x world_size)`` accumulation steps.
+    """
+    if micro_batch_size is None:
+        if batch_size % world_size:
+            raise TrainingError(f"batch_size={batch_size} cannot be split over {world_size} processes; "
+                                f"choose a multiple of {world_size}")
+        return batch_size // world_size
+    if batch_size % (micro_batch_size * world_size):
+        raise TrainingError(
+            f"batch_size={batch_size} is not a multiple of micro_batch_size={micro_batch_size} x "
+            f"{world_size} process(es); choose a micro batch that divides {batch_size // world_size} "
+            "(or leave --micro-batch-size out)")
+    return micro_batch_size
+
+
+class StopRequest:
+    """Ctrl-C (SIGINT) or SIGTERM asks the run to stop at the next step boundary, with a checkpoint.
+
+    A second Ctrl-C interrupts at once. Outside the main thread (no signal handlers) it does nothing.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
 @dataclass
 class Progress:
     step: int = 0
@@ -89,69 +139,86 @@ class Progress:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, rt: Runtime | None = None, progress: bool = True) -> None:
+    def __init__(self, cfg: RunConfig, rt: Runtime | None = None, progress: bool = True) -> None:
         self.cfg = cfg
         self.rt = rt or init_runtime()
         self.progress = progress and self.rt.is_main
-        self.run_dir = Path(cfg.out) if cfg.out else None
+        self.run_dir = Path(cfg.runtime.out) if cfg.runtime.out else None
 
     # ------------------------------------------------------------------ set-up
-    def _prepare_run_dir(self, resume: bool) -> None:
+    def _choose_run_dir(self, resume: bool) -> None:
+        """Pick (not yet create) the run folder; a new run never lands on an existing one."""
         if self.run_dir is None:  # every rank picks before any rank creates a folder
             self.run_dir = default_run_dir(self.cfg.preset, resume)
-            self.cfg = self.cfg.replace(out=str(self.run_dir))
+            self.cfg = self.cfg.with_values({"runtime.out": str(self.run_dir)})
             barrier(self.rt)
+        existing = ckpt.latest_checkpoint(self.run_dir)
+        if existing is not None and not resume:
+            raise TrainingError(
+                f"{self.run_dir} already holds a run (latest checkpoint {existing.name}); pass "
+                "--resume to continue it or choose another --out")
+
+    def _write_run_dir(self, resume: bool) -> None:
+        """Create the run folder and its config.yaml, once data and model are known to be valid.
+
+        A resumed run keeps its config.yaml as it is: the recipe it was started with.
+        """
         if self.rt.is_main:
-            existing = ckpt.latest_checkpoint(self.run_dir)
-            if existing is not None and not resume:
-                raise TrainingError(
-                    f"{self.run_dir} already holds a run (latest checkpoint {existing.name}); pass "
-                    "--resume to continue it or choose another --out")
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(self.cfg, self.run_dir / "config.yaml")
+            if not resume or not (self.run_dir / "config.yaml").is_file():
+                save_config(self.cfg, self.run_dir / "config.yaml")
         barrier(self.rt)
 
     def _build_data(self) -> None:
+        """The datasets, clipped as the model will see them (its frames and size come first)."""
         cfg = self.cfg
-        model_cfg = get_config(cfg.model)
-        self.clip = tdata.ClipConfig(num_frames=cfg.num_frames or model_cfg.num_frames, stride=cfg.frame_stride,
-                                     size=cfg.image_size or model_cfg.image_size[0],
-                                     views=cfg.eval_views, crops=cfg.eval_crops)
-        data = cfg.data
+        geometry = initial_config(cfg)  # the model's config but for its classes
+        size = geometry.image_size
+        self.clip = tdata.ClipConfig(num_frames=geometry.num_frames, stride=cfg.clip.stride or 2,
+                                     size=size[0] if size[0] == size[1] else size,
+                                     views=cfg.clip.views, crops=cfg.clip.crops)
+        data = cfg.data.path
         if data is None:
             data = str(tdata.builtin_dataset(progress=self.progress and self.rt.is_main))
         self.train_set, self.val_set = tdata.build_datasets(
-            data, cfg.val_data, format=None if cfg.data_format == "auto" else cfg.data_format,
-            clip=self.clip, seed=cfg.seed)
+            data, cfg.data.val, format=None if cfg.data.format == "auto" else cfg.data.format,
+            root=cfg.data.root, missing=cfg.data.missing, clip=self.clip, seed=cfg.runtime.seed,
+            **({"val_split": cfg.data.val_split} if cfg.data.val_split is not None else {}))
         self.reverse_of = reversed_classes(data)
         self.class_splits = tuple(self.train_set.num_classes)
-        self.class_names = self.train_set.class_names
+        self.class_names = tuple(tuple(names) for names in self.train_set.class_names)
         self.head_names = self.train_set.head_names
+        if len(self.class_splits) == 1 and self.class_splits[0] < 2:
+            raise TrainingError(f"{data}: the training data has {self.class_splits[0]} class(es); a classifier "
+                                "needs at least two (check the layout with `tubelet data inspect`)")
+
+    def _info(self, model: ViViT, **provenance: Any) -> ModelInfo:
+        """What the trained model is: its classes, its preprocessing, and how it was made."""
+        c = model.config
+        return ModelInfo(class_names=self.class_names, head_names=self.head_names,
+                         preprocessing=Preprocessing(num_frames=c.num_frames, image_size=c.image_size,
+                                                     frame_stride=self.clip.stride),
+                         provenance={"preset": self.cfg.preset, "model": self.cfg.model.name,
+                                     "init": self.cfg.model.init, "data": self.cfg.data.path or "built-in",
+                                     **provenance})
 
     def _build_model(self, init_state: dict | None) -> None:
         cfg = self.cfg
-        overrides = dict(cfg.model_args)
-        overrides.update({k: v for k, v in dict(num_kv_heads=cfg.num_kv_heads).items() if v is not None})
-        if cfg.drop_path:
-            overrides["drop_path"] = cfg.drop_path
-        if cfg.dropout:
-            overrides["dropout"] = cfg.dropout
         num_classes = self.class_splits if len(self.class_splits) > 1 else self.class_splits[0]
         if init_state is not None:  # resume: the checkpoint's model, as saved
             model = init_state["model"]
-        elif cfg.init:
-            from .init import initialise
-            model, self.init_steps = initialise(cfg, num_classes=num_classes, num_frames=self.clip.num_frames,
-                               image_size=self.clip.size, overrides=overrides, log=self._log)
+        elif cfg.model.init:
+            model, self.init_steps = initialise(cfg, num_classes=num_classes, class_names=self.class_names,
+                                                log=self._log)
         else:
-            model = create_model(cfg.model, num_classes=num_classes, num_frames=self.clip.num_frames,
-                                 image_size=self.clip.size, **overrides)
-        if cfg.grad_checkpointing and hasattr(model, "set_grad_checkpointing"):
+            model = create_model(cfg.model.name, num_classes=num_classes, **cfg.model.overrides)
+        model.info = self._info(model)
+        if cfg.runtime.grad_checkpointing and hasattr(model, "set_grad_checkpointing"):
             model.set_grad_checkpointing(True)
         self.model: ViViT = model.to(self.rt.device)
-        self.ema = EMA(self.model, cfg.ema) if cfg.ema else None
-        self.wrapped = wrap_model(self.model, self.rt, cfg.parallel)
-        self.forward = torch.compile(self.wrapped) if cfg.compile else self.wrapped
+        self.ema = EMA(self.model, cfg.optim.ema) if cfg.optim.ema else None
+        self.wrapped = wrap_model(self.model, self.rt, cfg.runtime.parallel)
+        self.forward = torch.compile(self.wrapped) if cfg.runtime.compile else self.wrapped
 
     def _log(self, msg: str) -> None:
         if self.rt.is_main:
@@ -159,26 +226,21 @@ class Trainer:
 
     # ------------------------------------------------------------------ schedule
     def _schedule(self) -> None:
-        cfg, rt = self.cfg, self.rt
-        micro = cfg.micro_batch_size or cfg.batch_size
-        if cfg.batch_size % (micro * rt.world_size):
-            raise TrainingError(
-                f"batch_size={cfg.batch_size} is not a multiple of micro_batch_size={micro} x "
-                f"{rt.world_size} process(es); choose a micro batch that divides it")
-        self.micro = micro
-        self.accumulation = cfg.batch_size // (micro * rt.world_size)
-        self.steps_per_epoch = max(1, len(self.train_set) // cfg.batch_size)
-        total = math.ceil(cfg.epochs * self.steps_per_epoch)
-        if cfg.uptrain_fraction is not None:
+        opt, rt = self.cfg.optim, self.rt
+        self.micro = micro_batch(opt.batch_size, opt.micro_batch_size, rt.world_size)
+        self.accumulation = opt.batch_size // (self.micro * rt.world_size)
+        self.steps_per_epoch = max(1, len(self.train_set) // opt.batch_size)
+        total = math.ceil(opt.epochs * self.steps_per_epoch)
+        if opt.uptrain_fraction is not None:
             source_steps = getattr(self, "init_steps", None)
             if not source_steps:
                 raise TrainingError("uptrain_fraction needs --init from a tubelet training run (its "
                                     "train_state.pt tells how many steps it trained)")
-            total = max(1, round(cfg.uptrain_fraction * source_steps))
-        if cfg.max_steps is not None:
-            total = min(total, cfg.max_steps) if cfg.max_steps > 0 else total
+            total = max(1, round(opt.uptrain_fraction * source_steps))
+        if opt.max_steps is not None:
+            total = min(total, opt.max_steps)
         self.total_steps = total
-        self.warmup_steps = round(cfg.warmup_epochs * self.steps_per_epoch)
+        self.warmup_steps = round(opt.warmup_epochs * self.steps_per_epoch)
 
     # ------------------------------------------------------------------ one step
     def _micro_batches(self, progress: Progress):
@@ -187,9 +249,9 @@ class Trainer:
         One loader for the whole run (its worker processes persist); its sampler moves from epoch
         to epoch, and a resumed run starts the epoch after the micro-batches already consumed.
         """
-        sampler = tdata.ClipSampler(len(self.train_set), shuffle=True, seed=self.cfg.seed,
+        sampler = tdata.ClipSampler(len(self.train_set), shuffle=True, seed=self.cfg.runtime.seed,
                                     rank=self.rt.rank, world_size=self.rt.world_size, drop_last=True)
-        loader = tdata.make_loader(self.train_set, sampler, batch_size=self.micro, workers=self.cfg.workers,
+        loader = tdata.make_loader(self.train_set, sampler, batch_size=self.micro, workers=self.cfg.data.workers,
                                    pin_memory=self.rt.device.type == "cuda")
         usable = self.steps_per_epoch * self.accumulation
         epoch, skip = progress.epoch, progress.micro_in_epoch
@@ -208,13 +270,14 @@ class Trainer:
 
     def _train_step(self, micro_batches: list[dict], step: int) -> float:
         cfg, rt = self.cfg, self.rt
-        lr = learning_rate(step, base=cfg.lr, total=self.total_steps, warmup=self.warmup_steps,
-                           minimum=cfg.min_lr)
+        seed = cfg.runtime.seed
+        lr = learning_rate(step, base=cfg.optim.lr, total=self.total_steps, warmup=self.warmup_steps,
+                           minimum=cfg.optim.min_lr)
         set_learning_rate(self.optimizer, lr)
         total_loss = 0.0
         for m, batch in enumerate(micro_batches):
-            gen = torch.Generator(device=rt.device).manual_seed(step_seed(cfg.seed, step, m, rt.rank))
-            torch.manual_seed(step_seed(cfg.seed, step, m, rt.rank, 1))  # dropout, stochastic depth
+            gen = torch.Generator(device=rt.device).manual_seed(step_seed(seed, step, m, rt.rank))
+            torch.manual_seed(step_seed(seed, step, m, rt.rank, 1))  # dropout, stochastic depth
             x = tdata.normalise(batch["video"].to(rt.device, non_blocking=True))  # -> (B, C, T, H, W)
             x = self.augment(x, generator=gen)
             targets = tdata.soft_targets(batch["label"], self.class_splits, cfg.label_smoothing, rt.device)
@@ -223,7 +286,7 @@ class Trainer:
             last = m == len(micro_batches) - 1
             sync = contextlib.nullcontext() if last or not hasattr(self.wrapped, "no_sync") else self.wrapped.no_sync()
             with sync:
-                with autocast(rt.device, cfg.precision):
+                with autocast(rt.device, cfg.runtime.precision):
                     logits = self.forward(x)
                 loss = multi_head_loss(logits, targets, self.class_splits)
                 (loss / len(micro_batches)).backward()
@@ -233,8 +296,8 @@ class Trainer:
                 f"the loss became {total_loss} at step {step} (learning rate {lr:.3g}); the run stops "
                 f"here and the last good checkpoint in {self.run_dir / 'checkpoints'} is kept. Try a "
                 "lower --lr, --grad-clip 1, or --precision fp32, then --resume")
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.wrapped.parameters(), cfg.grad_clip)
+        if cfg.optim.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.wrapped.parameters(), cfg.optim.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None:
@@ -243,32 +306,35 @@ class Trainer:
         return total_loss
 
     # ------------------------------------------------------------------ checkpoints
-    def _state(self, progress: Progress) -> dict:
-        return {"optimizer": self.optimizer.state_dict(), "step": progress.step, "epoch": progress.epoch,
-                "micro_in_epoch": progress.micro_in_epoch, "rng": ckpt.rng_states(),
-                "ema": self.ema.state_dict() if self.ema else None, "total_steps": self.total_steps,
-                "class_names": self.class_names, "head_names": self.head_names,
-                "train_config": self.cfg.to_dict()}
-
     def _save(self, progress: Progress) -> None:
-        if self.cfg.parallel == "fsdp" and self.rt.distributed:
-            from torch.distributed.checkpoint.state_dict import get_model_state_dict, StateDictOptions
-            full = get_model_state_dict(self.wrapped, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-            if self.rt.is_main:
-                model = ViViT(self.model.config)
-                model.load_state_dict(full)
-                ckpt.save_checkpoint(self.run_dir, model, self._state(progress), progress.step)
-        elif self.rt.is_main:
-            path = ckpt.save_checkpoint(self.run_dir, self.model, self._state(progress), progress.step)
-            (path / "classes.json").write_text(json.dumps(
-                {"class_names": self.class_names, "head_names": self.head_names}))
+        """A checkpoint of the full model and training state (every rank takes part in the gather)."""
+        model = gather_model(self.wrapped, self.model, self.rt)
+        optimizer = gather_optimizer_state(self.wrapped, self.optimizer, self.rt)
+        if self.rt.is_main:
+            state = {"optimizer": optimizer, "step": progress.step, "epoch": progress.epoch,
+                     "micro_in_epoch": progress.micro_in_epoch, "rng": ckpt.rng_states(),
+                     "ema": self.ema.state_dict() if self.ema else None, "total_steps": self.total_steps,
+                     "class_names": self.class_names, "head_names": self.head_names,
+                     "train_config": self.cfg.to_dict()}
+            ckpt.save_checkpoint(self.run_dir, model, state, progress.step)
         barrier(self.rt)
+
+    def _save_final(self, metrics: dict, steps: int) -> Path:
+        """``final/``: the model (EMA weights if kept) with its classes, preprocessing and results."""
+        final = self.run_dir / "final"
+        model = self.ema.model if self.ema else gather_model(self.wrapped, self.model, self.rt)
+        if self.rt.is_main:
+            results = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            model.info = self._info(model, steps=steps, metrics=json.loads(dumps_json(results)))
+            save_model(model, final)
+        barrier(self.rt)
+        return final
 
     # ------------------------------------------------------------------ the run
     def fit(self, resume: bool = False) -> dict:
         cfg, rt = self.cfg, self.rt
-        self._prepare_run_dir(resume)
-        seed_everything(cfg.seed)  # the same initial weights on every rank and in every run
+        self._choose_run_dir(resume)
+        seed_everything(cfg.runtime.seed)  # the same initial weights on every rank and in every run
         self._build_data()
         progress = Progress()
         loaded = None
@@ -281,19 +347,21 @@ class Trainer:
                 self._log(f"resuming {self.run_dir} from {path.name} (step {progress.step})")
         self._build_model(loaded)
         self._schedule()
-        self.optimizer = build_optimizer(self.wrapped, cfg)
-        self.augment = tdata.build_augmentation(cfg.augment, magnitude=cfg.randaugment_magnitude).to(rt.device)
+        self._write_run_dir(resume)
+        self.optimizer = build_optimizer(self.wrapped, cfg.optim)
+        self.augment = tdata.build_augmentation(cfg.augment.preset,
+                                                magnitude=cfg.augment.randaugment_magnitude).to(rt.device)
         if loaded is not None:
-            self.optimizer.load_state_dict(loaded["optimizer"])
+            load_optimizer_state(self.wrapped, self.optimizer, loaded["optimizer"], rt)
             ckpt.set_rng_states(loaded["rng"])
             if self.ema is not None and loaded.get("ema"):
                 self.ema.load_state_dict(loaded["ema"])
         log = MetricLog(self.run_dir, enabled=rt.is_main)
         log.truncate_after(progress.step)
         if rt.is_main and loaded is None:
-            self._log(f"training {cfg.model} ({count_parameters(self.model) / 1e6:.2f}M parameters, "
+            self._log(f"training {cfg.model.name} ({count_parameters(self.model) / 1e6:.2f}M parameters, "
                       f"{self.model.config.kind}) on {len(self.train_set)} clips for {self.total_steps} "
-                      f"steps of {cfg.batch_size} clips ({self.accumulation} x {self.micro} per process, "
+                      f"steps of {cfg.optim.batch_size} clips ({self.accumulation} x {self.micro} per process, "
                       f"{rt.world_size} process(es)); run folder {self.run_dir}")
         self.lr = 0.0
         result = self._loop(progress, log)
@@ -305,10 +373,12 @@ class Trainer:
         bar = tqdm(total=self.total_steps, initial=progress.step, desc="training", unit="step",
                    disable=not self.progress, dynamic_ncols=True)
         stream = self._micro_batches(progress)
-        eval_interval = round(cfg.eval_every * self.steps_per_epoch) if cfg.eval_every else 0
+        eval_interval = round(cfg.runtime.eval_every * self.steps_per_epoch) if cfg.runtime.eval_every else 0
         metrics: dict = {}
         window_clips, window_wait, window_start = 0, 0.0, time.perf_counter()
+        stop = StopRequest()
         try:
+            stop.__enter__()
             while progress.step < self.total_steps:
                 batches, wait = [], 0.0
                 for _ in range(self.accumulation):
@@ -325,7 +395,7 @@ class Trainer:
                 window_clips += sum(len(b["video"]) for b in batches) * rt.world_size
                 window_wait += wait
                 bar.update(1)
-                if progress.step % cfg.log_every == 0 or progress.step == self.total_steps:
+                if progress.step % cfg.runtime.log_every == 0 or progress.step == self.total_steps:
                     elapsed = time.perf_counter() - window_start
                     loss_avg = all_reduce_mean(loss, rt)
                     record = {"loss": loss_avg, "lr": self.lr, "epoch": progress.epoch,
@@ -337,38 +407,41 @@ class Trainer:
                     window_clips, window_wait, window_start = 0, 0.0, time.perf_counter()
                 else:
                     log.write("train", progress.step, loss=loss, lr=self.lr, epoch=progress.epoch)
-                if progress.step % cfg.checkpoint_every == 0 or progress.micro_in_epoch == 0:
+                if progress.step % cfg.runtime.checkpoint_every == 0 or progress.micro_in_epoch == 0:
                     self._save(progress)
                 if eval_interval and progress.step % eval_interval == 0 and progress.step < self.total_steps:
                     metrics = self.validate(progress.step, log)
+                if all_reduce_mean(float(stop.requested), rt) > 0:  # every rank stops at the same step
+                    bar.close()
+                    self._save(progress)
+                    self._log(f"interrupted at step {progress.step} of {self.total_steps}: checkpoint saved; "
+                              f"continue with: tubelet train --out {self.run_dir} --resume")
+                    raise KeyboardInterrupt
         except torch.OutOfMemoryError as e:
             raise TrainingError(
                 f"out of memory with {self.micro} clips per forward pass: use a smaller "
-                f"--micro-batch-size (the global --batch-size {cfg.batch_size} is kept by gradient "
+                f"--micro-batch-size (the global --batch-size {cfg.optim.batch_size} is kept by gradient "
                 "accumulation), --grad-checkpointing true, or --precision bf16") from e
         finally:
+            stop.__exit__()
             bar.close()
         self._save(progress)
         metrics = self.validate(progress.step, log)
         if rt.is_main:
             plot_run(self.run_dir, metrics.get("confusion"), self.class_names[0] if self.class_names else None)
-            final = self.run_dir / "final"
-            from ..checkpoint import save_model
-            save_model(self.ema.model if self.ema else self.model, final)
-            (final / "classes.json").write_text(json.dumps(
-                {"class_names": self.class_names, "head_names": self.head_names}))
+        self._save_final(metrics, progress.step)
         return metrics
 
     def validate(self, step: int, log: MetricLog) -> dict:
         if self.val_set is None or len(self.val_set) == 0:
             return {}
-        sampler = tdata.ClipSampler(len(self.val_set), shuffle=False, seed=self.cfg.seed, rank=self.rt.rank,
-                                    world_size=self.rt.world_size, drop_last=False, epoch=0)
+        sampler = tdata.ClipSampler(len(self.val_set), shuffle=False, seed=self.cfg.runtime.seed,
+                                    rank=self.rt.rank, world_size=self.rt.world_size, drop_last=False, epoch=0)
         loader = tdata.make_loader(self.val_set, sampler, batch_size=max(1, self.micro // 2),
-                                   workers=self.cfg.workers, pin_memory=self.rt.device.type == "cuda")
+                                   workers=self.cfg.data.workers, pin_memory=self.rt.device.type == "cuda")
         model = self.ema.model if self.ema else self.model
         metrics = evaluate(model, loader, self.rt, class_splits=self.class_splits, head_names=self.head_names,
-                           average=self.cfg.eval_average, precision=self.cfg.precision,
+                           average=self.cfg.clip.average, precision=self.cfg.runtime.precision,
                            progress=self.progress, total=len(loader))
         if self.reverse_of and len(self.class_splits) == 1:
             metrics["reversed_pair_top1"] = reversed_pair_accuracy(metrics["scores"], metrics["labels"],
@@ -379,6 +452,6 @@ class Trainer:
             shown = ", ".join(f"{k.replace('_', ' ')} {100 * v:.1f}%" for k, v in scalars.items()
                               if k.endswith(("top1", "top5")))
             self._log(f"step {step}: validation on {metrics['count']} videos "
-                      f"({self.cfg.eval_views} views x {self.cfg.eval_crops} crops): {shown}")
+                      f"({self.cfg.clip.views} views x {self.cfg.clip.crops} crops): {shown}")
         return metrics
 

@@ -8,7 +8,7 @@ import math
 import torch
 from torch import nn
 
-from .config import TrainConfig
+from ..config import OptimSection
 
 
 def learning_rate(step: int, *, base: float, total: int, warmup: int, minimum: float = 0.0) -> float:
@@ -27,7 +27,7 @@ def _no_decay(name: str, p: nn.Parameter) -> bool:
     return p.dim() < 2 or name.endswith(("pos_embed", "cls_token"))
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, cfg: OptimSection) -> torch.optim.Optimizer:
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
