@@ -3,16 +3,29 @@
 The model code knows nothing of this module; swapping DDP for FSDP2 touches only
 :func:`wrap_model`. Under ``torchrun`` the environment gives RANK / WORLD_SIZE / LOCAL_RANK;
 without it everything runs as a single process.
+
+Checkpoints hold full tensors whatever the parallelism: :func:`gather_model` and
+:func:`gather_optimizer_state` (called by every rank) hand the main process a plain CPU model
+and an optimiser state keyed by parameter name, and :func:`load_optimizer_state` shards such a
+state back over the ranks, so a run saved under FSDP resumes under DDP, or on one process, and
+the other way round.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                     get_optimizer_state_dict, set_optimizer_state_dict)
+from torch.distributed.fsdp import FSDPModule
+
+from ..errors import CheckpointError
+from ..models import ViViT
 
 
 @dataclass
@@ -69,6 +82,66 @@ def wrap_model(model: nn.Module, rt: Runtime, parallel: str = "ddp") -> nn.Modul
 
 def unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model
+
+
+def is_sharded(wrapped: nn.Module) -> bool:
+    """Whether ``wrapped`` is sharded by FSDP2 (its parameters are DTensor shards)."""
+    return isinstance(wrapped, FSDPModule)
+
+
+# Full tensors, offloaded to the CPU of the main process only (the other ranks get nothing).
+FULL_ON_MAIN = StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
+def gather_model(wrapped: nn.Module, model: ViViT, rt: Runtime) -> ViViT | None:
+    """The whole model as a plain CPU :class:`ViViT` on the main process, None on the others.
+
+    Collective: every rank calls it. Under FSDP the shards are all-gathered into a new model
+    (same config, ``model.info`` kept); under DDP or on one process ``model`` itself is returned
+    when it is on the CPU, a CPU copy otherwise.
+    """
+    if is_sharded(wrapped):
+        full = get_model_state_dict(wrapped, options=FULL_ON_MAIN)
+    elif not rt.is_main:
+        return None
+    elif all(t.device.type == "cpu" for t in model.state_dict().values()):
+        return model
+    else:
+        full = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    if not rt.is_main:
+        return None
+    with torch.device("meta"):  # no weights drawn (nor the RNG touched) only to be overwritten
+        gathered = ViViT(model.config)
+    gathered.load_state_dict(full, assign=True)
+    gathered.info = model.info
+    return gathered.train(model.training)
+
+
+def gather_optimizer_state(wrapped: nn.Module, optimizer: torch.optim.Optimizer,
+                           rt: Runtime) -> dict[str, Any] | None:
+    """The optimiser's full state on the main process (CPU tensors), None on the others.
+
+    Collective. The state is keyed by parameter name (``blocks.0.mlp.fc1.weight``), not by
+    position, with full (unsharded) momentum / moment tensors, so :func:`load_optimizer_state`
+    restores it under any parallelism and process count.
+    """
+    state = get_optimizer_state_dict(wrapped, optimizer, options=FULL_ON_MAIN)
+    return state if rt.is_main else None
+
+
+def load_optimizer_state(wrapped: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any],
+                         rt: Runtime) -> None:
+    """Restore a state of :func:`gather_optimizer_state` (given on every rank), each rank keeping
+    its shard. A state keyed by position (``optimizer.state_dict()``, older runs) loads as it is,
+    except into a sharded model."""
+    if state.get("state") and all(isinstance(k, int) for k in state["state"]):
+        if is_sharded(wrapped):
+            raise CheckpointError(
+                "this checkpoint's optimiser state was saved by parameter position, not name, and cannot "
+                "be sharded: resume it with --parallel ddp (or on one process), then FSDP from there")
+        optimizer.load_state_dict(state)
+        return
+    set_optimizer_state_dict(wrapped, optimizer, state, options=StateDictOptions(full_state_dict=True))
 
 
 def gather_objects(obj, rt: Runtime) -> list:
