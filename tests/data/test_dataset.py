@@ -57,7 +57,7 @@ def test_evaluation_views_and_crops(videos):
 
 def test_mixed_folder_yields_every_good_clip_and_names_bad_ones(mixed_folder):
     train, _ = build_datasets(mixed_folder, clip=CLIP)
-    assert len(train) == 7
+    assert len(train) == 6  # readme.txt is not a video by its extension: ignored, not decoded
     loader = make_loader(train, batch_size=3, workers=0, seed=0)
     loader.set_epoch(0)
     loader.sampler.drop_last = False
@@ -65,13 +65,15 @@ def test_mixed_folder_yields_every_good_clip_and_names_bad_ones(mixed_folder):
         indices = [i for batch in loader for i in batch["index"].tolist()]
     assert sorted(train.records[i].id for i in indices) == [
         "a/good1.mp4", "a/good2.webm", "b/good3.avi", "b/good4.mp4"]
-    names = {"truncated.mp4", "empty.mp4", "readme.txt"}
-    assert len(caught) == 3 and all(any(n in str(w.message) for n in names) for w in caught)
-    assert loader.skip_report.count == 3
+    names = {"truncated.mp4", "empty.mp4"}
+    assert len(caught) == 2 and all(any(n in str(w.message) for n in names) for w in caught)
+    assert loader.skip_report.count == 2
     assert all(n in loader.last_summary for n in names)
+    assert list(loader.skip_report.left_out) == [str(mixed_folder / "b" / "readme.txt")]
+    assert "readme.txt (not a video file" in loader.last_summary
     with pytest.warns(RuntimeWarning):
-        strict = make_loader(train, batch_size=7, workers=0, skip_limit=1)
-        with pytest.raises(TooManySkippedFiles, match="more than the limit of 1"):
+        strict = make_loader(train, batch_size=7, workers=0, skip_limit=0)
+        with pytest.raises(TooManySkippedFiles, match="more than the limit of 0"):
             list(strict)
 
 
@@ -104,7 +106,8 @@ def test_epic_segment_frames(tmp_path):
     path.rename(tmp_path / "P01_01.MP4")
     csv = tmp_path / "EPIC_100_train.csv"
     csv.write_text("narration_id,participant_id,video_id,start_timestamp,stop_timestamp,verb,"
-                   "verb_class,noun,noun_class\nn0,P01,P01_01,00:00:00.40,00:00:00.60,open,1,door,2\n")
+                   "verb_class,noun,noun_class\nn0,P01,P01_01,00:00:00.40,00:00:00.60,open,1,door,2\n"
+                   "n1,P01,P01_01,00:00:00.00,00:00:00.30,take,0,cup,1\n")
     train, _ = build_datasets(csv, clip=ClipConfig(num_frames=4, stride=1, size=32))
     item = train[(0, 0)]
     assert item["label"].tolist() == [1, 2] and train.head_names == ("verb", "noun")

@@ -7,6 +7,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from .formats import FORMATS
+
 
 def register(subparsers) -> None:
     data = subparsers.add_parser("data", help="video datasets: the built-in one, inspecting yours",
@@ -38,14 +40,22 @@ def register(subparsers) -> None:
     synth.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
     synth.set_defaults(func=_cmd_synth)
 
-    inspect = sub.add_parser("inspect", help="detected format, videos per class, undecodable files",
-                             description="Read a data spec (class folder, list file, Kinetics / "
-                                         "EPIC-KITCHENS CSV, SSv2 JSON, or a dataset folder with "
-                                         "both splits), count videos per class and try to index "
-                                         "every file.")
+    inspect = sub.add_parser("inspect", help="detected layout, videos per class, files left out",
+                             description="Read a data spec (a class folder, an annotation file, or "
+                                         "a dataset folder as downloaded: Kinetics, "
+                                         "Something-Something v2, EPIC-KITCHENS-100, Moments in "
+                                         "Time, UCF101 / HMDB51 split lists, train/ + val/ "
+                                         "folders), count videos per class, and index every file "
+                                         "the way the loaders do.")
     inspect.add_argument("path")
-    inspect.add_argument("--format", choices=["folder", "list", "kinetics", "ssv2", "epic"])
-    inspect.add_argument("--root", help="folder the annotation's video paths are relative to")
+    inspect.add_argument("--val", help="validation annotation file or class folder (default: the "
+                                       "dataset folder's own)")
+    inspect.add_argument("--format", choices=list(FORMATS))
+    inspect.add_argument("--root", help="folder the videos are under (default: the dataset "
+                                        "folder's, or beside the annotation file)")
+    inspect.add_argument("--missing", choices=["error", "skip"], default="skip",
+                         help="a video the annotations list but that does not exist: stop, or "
+                              "list it and go on (default: skip)")
     inspect.add_argument("--no-probe", action="store_true", help="skip opening every video")
     inspect.set_defaults(func=_cmd_inspect)
 
@@ -83,47 +93,56 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from ..errors import UsageError
+    from .dataset import check_training_labels, load_splits
     from .decode import DecodeError, index_video
-    from .formats import AnnotationError, find_split, read_annotations, read_class_names
+    from .formats import AnnotationError
 
     path = Path(args.path)
     if not path.exists():
         raise UsageError(f"{path} does not exist")
-    splits = {"all": path}
-    class_names = None
-    if path.is_dir() and find_split(path, "train") is not None:
-        splits = {s: find_split(path, s) for s in ("train", "val") if find_split(path, s)}
-        names_file = next((path / n for n in ("classes.txt", "class_names.txt") if (path / n).is_file()), None)
-        class_names = read_class_names(names_file) if names_file else None
     try:
-        for split, spec in splits.items():
-            ann = read_annotations(spec, args.format, args.root, class_names, missing="skip")
-            if class_names is None and ann.format != "epic":
-                class_names = ann.class_names[0]
-            print(f"{split}: {spec} ({ann.format} format), {len(ann.records)} videos, "
-                  f"{', '.join(str(n) for n in ann.num_classes)} classes")
-            for head, names in enumerate(ann.class_names):
-                counts = Counter(r.label[head] if isinstance(r.label, tuple) else r.label
-                                 for r in ann.records)
-                shown = [f"  {i:>4} {names[i] if i < len(names) else '?'}: {counts[i]}"
-                         for i in sorted(counts)]
-                print("\n".join(shown[:50]) + (f"\n  ... {len(shown) - 50} more" if len(shown) > 50 else ""))
-            for missing in ann.missing:
-                print(f"  missing: {missing}")
-            if args.no_probe:
-                continue
-            bad, frames = [], []
-            for video in sorted({r.path for r in ann.records}):
-                try:
-                    frames.append(index_video(video).num_frames)
-                except (DecodeError, FileNotFoundError) as e:
-                    bad.append(str(e))
-            if frames:
-                print(f"  frames per video: min {min(frames)}, median {sorted(frames)[len(frames) // 2]}, "
-                      f"max {max(frames)}")
-            print(f"  {len(bad)} file(s) cannot be decoded" + (":" if bad else ""))
-            for line in bad:
-                print(f"    {line}")
+        train, val, layout = load_splits(path, args.val, format=args.format, root=args.root,
+                                         missing=args.missing)
     except AnnotationError as e:
         raise UsageError(str(e)) from None
+    if layout is not None:
+        print(f"{path}: {layout.name} layout")
+    elif val is None:
+        print(f"{path}: no validation split (tubelet train takes --val PATH or --val-split 0.1)")
+    for split, ann in (("train", train), ("val", val)):
+        if ann is None:
+            continue
+        print(f"{split}: {ann.source} ({ann.format} format), {len(ann.records)} videos, "
+              f"{', '.join(str(n) for n in ann.num_classes)} classes")
+        for head, names in enumerate(ann.class_names):
+            counts = Counter(r.label[head] if isinstance(r.label, tuple) else r.label
+                             for r in ann.records)
+            shown = [f"  {i:>4} {names[i] if i < len(names) else '?'}: {counts[i]}"
+                     for i in sorted(counts)]
+            print("\n".join(shown[:50]) + (f"\n  ... {len(shown) - 50} more" if len(shown) > 50 else ""))
+        if split == "train":
+            try:
+                check_training_labels(ann)
+            except AnnotationError as e:
+                print(f"  cannot train on this: {e}")
+        for name in ann.empty_classes:
+            print(f"  empty class folder: {name} (no video; the class gets no example)")
+        for missing in ann.missing:
+            print(f"  missing: {missing}")
+        for ignored in ann.ignored:
+            print(f"  ignored (not a video file): {ignored}")
+        if args.no_probe:
+            continue
+        bad, frames = [], []
+        for video in sorted({r.path for r in ann.records}):
+            try:
+                frames.append(index_video(video).num_frames)  # the loaders' own index
+            except DecodeError as e:
+                bad.append(str(e))
+        if frames:
+            print(f"  frames per video: min {min(frames)}, median {sorted(frames)[len(frames) // 2]}, "
+                  f"max {max(frames)}")
+        print(f"  {len(bad)} file(s) cannot be decoded" + (" (the loaders skip them):" if bad else ""))
+        for line in bad:
+            print(f"    {line}")
     return 0

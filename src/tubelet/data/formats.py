@@ -3,32 +3,45 @@
 Formats (``format=`` names; :func:`detect_format` guesses from the path):
 
 ``folder``    ``ROOT/<class>/<video>``; classes in sorted order.
-``list``      text lines ``<path> <label>`` (label: an integer or a class name), paths relative to
-              the list file; ``#`` starts a comment.
+``list``      text lines ``<path> <label>`` (label: an integer or a class name, spaces allowed in
+              both: the path ends at its video extension), paths relative to the list file;
+              ``#`` starts a comment. Without class names, names come from the labels.
 ``kinetics``  CSV ``label,youtube_id,time_start,time_end,split``; clips named
               ``<youtube_id>_<start:06d>_<end:06d>.mp4`` in ROOT, ROOT/<label>, ROOT/<split> or
               ROOT/<split>/<label>.
-``ssv2``      Something-Something v2: ``labels.json`` (template -> id) beside a
-              ``train.json`` / ``validation.json`` list; videos ``ROOT/<id>.webm``.
+``ssv2``      Something-Something v2: ``something-something-v2-labels.json`` (or ``labels.json``;
+              template -> id) beside a ``...-train.json`` / ``...-validation.json`` list; videos
+              ``ROOT/<id>.webm`` or ``ROOT/20bn-something-something-v2/<id>.webm``.
 ``epic``      EPIC-KITCHENS-100 CSV (``EPIC_100_train.csv``): segments of long videos by
               ``start_timestamp`` / ``stop_timestamp``, two labels (``verb_class``, ``noun_class``);
               videos ``ROOT/<participant>/videos/<video_id>.MP4`` (or ``ROOT/<participant>/``,
               ``ROOT/``).
+``mit``       Moments in Time: ``trainingSet.csv`` / ``validationSet.csv`` rows
+              ``<label>/<file>.mp4,<label>,...`` (no header), names from ``moments_categories.txt``
+              (``name,id``); videos in ``ROOT/``, ``ROOT/training/`` or ``ROOT/validation/``.
+``ucf``       UCF101 / HMDB51 split lists: ``trainlist01.txt`` (``<class>/<video> <id>``, ids from
+              1), ``testlist01.txt`` (``<class>/<video>``: the class is the folder), class names
+              from ``classInd.txt`` (``<id> <name>``); videos in ``ROOT/`` or ``ROOT/UCF-101/``.
 
 Every reader raises :class:`AnnotationError` naming the file and line of a malformed line, an
-unknown label or (with ``missing="error"``, the default) a missing video.
+unknown label or (with ``missing="error"``, the default) a missing video; the advice names the
+command-line flag (``--missing skip``). Files that are not videos by their extension are listed in
+``Annotations.ignored``, never decoded.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
 from ..errors import DataError
+
+log = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = {".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".ogv",
                     ".flv", ".wmv", ".3gp", ".ts"}
@@ -62,6 +75,8 @@ class Annotations:
     format: str
     source: str
     missing: list[str] = field(default_factory=list)  # videos not found, with missing="skip"
+    ignored: list[str] = field(default_factory=list)  # files that are not videos by extension
+    empty_classes: list[str] = field(default_factory=list)  # class folders without a video
 
     @property
     def num_classes(self) -> list[int]:
@@ -77,7 +92,7 @@ def read_class_names(path: str | Path) -> list[str]:
     a JSON list, a JSON ``{name: id}`` object, or an EPIC-style CSV with ``id,key`` columns."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"class-names file {path} does not exist")
+        raise AnnotationError(f"class-names file {path} does not exist")
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".json":
         data = json.loads(text)
@@ -90,11 +105,14 @@ def read_class_names(path: str | Path) -> list[str]:
             return [r["key"] for r in sorted(rows, key=lambda r: int(r["id"]))]
         raise AnnotationError(f"{path}: a class-names CSV needs 'id' and 'key' columns")
     names = [line.strip() for line in text.splitlines() if line.strip()]
-    numbered = [re.match(r"^(\d+)[\s,]+(.+)$", n) for n in names]
-    if names and all(numbered):
-        pairs = sorted((int(m.group(1)), m.group(2).strip()) for m in numbered)
-        if [i for i, _ in pairs] == list(range(len(pairs))):
-            return [name for _, name in pairs]
+    for pattern, id_first in ((r"^(\d+)[\s,]+(.+)$", True), (r"^(.+?)\s*[,\t]\s*(\d+)$", False)):
+        numbered = [re.match(pattern, n) for n in names]
+        if names and all(numbered):  # "<id> <name>" (classInd.txt) or "<name>,<id>" (MiT)
+            pairs = sorted((int(m.group(1 if id_first else 2)), m.group(2 if id_first else 1).strip())
+                           for m in numbered)
+            ids = [i for i, _ in pairs]
+            if ids in (list(range(len(pairs))), list(range(1, len(pairs) + 1))):  # from 0 or 1
+                return [name for _, name in pairs]
     return names
 
 
@@ -116,58 +134,114 @@ def _check_exists(path: Path, where: str, missing: str, missing_list: list[str])
     if missing == "skip":
         missing_list.append(str(path))
         return False
-    raise AnnotationError(f"{where}: video {path} does not exist (pass missing='skip' to leave "
-                          "out missing videos)")
+    raise AnnotationError(f"{where}: video {path} does not exist ({MISSING_ADVICE})")
+
+
+MISSING_ADVICE = ("check --root, or pass --missing skip (missing='skip' in Python) to leave out "
+                  "missing videos")
+
+
+def is_video(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_EXTENSIONS
 
 
 # -- folder -----------------------------------------------------------------------------------
 def read_folder(root: str | Path, class_names: list[str] | None = None) -> Annotations:
-    """``ROOT/<class>/<video>``: every video file below a class folder, classes sorted by name."""
+    """``ROOT/<class>/<video>``: every video file below a class folder, classes sorted by name.
+
+    Files that are not videos by their extension are listed in ``ignored``; a dangling symbolic
+    link stays a record, so the loader reports it by name; a class folder without a video is
+    listed in ``empty_classes`` (and logged): its class gets no training example.
+    """
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"{root} is not a folder")
+        raise AnnotationError(f"{root} is not a folder")
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     names = class_names or [p.name for p in folders]
     ids = {name: i for i, name in enumerate(names)}
-    records = []
+    records, ignored, empty = [], [], []
     for folder in folders:
         if folder.name not in ids:
-            raise AnnotationError(f"{folder}: folder name {folder.name!r} is not a known class")
+            raise AnnotationError(f"{folder}: folder name {folder.name!r} is not a known class "
+                                  f"({len(ids)} classes known; check the class-names file)")
+        count = 0
         for path in sorted(folder.rglob("*")):
-            if path.is_file() and not path.name.startswith("."):
-                # Every file counts, so non-videos show up in the skipped-file report.
-                records.append(Record(path, ids[folder.name], str(path.relative_to(root))))
+            if path.name.startswith(".") or path.is_dir():
+                continue
+            if not is_video(path):
+                ignored.append(str(path))
+                continue
+            records.append(Record(path, ids[folder.name], str(path.relative_to(root))))
+            count += 1
+        if count == 0:
+            empty.append(folder.name)
+            log.warning("%s: the class folder holds no video; class %r gets no example", folder,
+                        folder.name)
     if not records:
-        raise AnnotationError(f"{root}: no files in class folders (expected ROOT/<class>/<video>)")
-    return Annotations(records, [list(names)], "folder", str(root))
+        raise AnnotationError(f"{root}: no video files in class folders (expected "
+                              "ROOT/<class>/<video>.mp4)")
+    return Annotations(records, [list(names)], "folder", str(root), ignored=ignored,
+                       empty_classes=empty)
 
 
 # -- list file --------------------------------------------------------------------------------
+def split_list_line(line: str, root: Path) -> tuple[str, str] | None:
+    """``<path> <label>`` -> (path, label), spaces allowed in both.
+
+    A tab separates them when there is one; otherwise the path ends at the first word that ends
+    with a video extension, else at the longest prefix that exists under ``root``, else at the
+    last space.
+    """
+    if "\t" in line:
+        path, _, label = line.rpartition("\t")
+        return (path.strip(), label.strip()) if path.strip() and label.strip() else None
+    words = line.split(" ")
+    cuts = [i for i in range(1, len(words)) if words[i - 1] and "".join(words[i:]).strip()]
+    for i in cuts:
+        if Path(words[i - 1]).suffix.lower() in VIDEO_EXTENSIONS:
+            return " ".join(words[:i]), " ".join(words[i:]).strip()
+    for i in reversed(cuts):
+        if (root / " ".join(words[:i])).exists():
+            return " ".join(words[:i]), " ".join(words[i:]).strip()
+    parts = line.rsplit(maxsplit=1)
+    return (parts[0], parts[1]) if len(parts) == 2 else None
+
+
 def read_list(path: str | Path, root: str | Path | None = None, class_names: list[str] | None = None,
               missing: str = "error") -> Annotations:
-    """Lines ``<path> <label>``; paths relative to ``root`` (default: the list file's folder)."""
+    """Lines ``<path> <label>``; paths relative to ``root`` (default: the list file's folder).
+
+    Labels are class names or integers. Without ``class_names``: integers are class ids if every
+    label is one, else every label is a name and the classes are the names, sorted.
+    """
     path = Path(path)
     root = Path(root) if root is not None else path.parent
-    ids = {name: i for i, name in enumerate(class_names or [])}
-    records, missing_list = [], []
-    max_label = -1
+    lines = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         line = line.split("#", 1)[0].strip()
         if not line:
             continue
-        parts = line.rsplit(maxsplit=1)
-        if len(parts) != 2:
+        parts = split_list_line(line, root)
+        if parts is None:
             raise AnnotationError(f"{_where(path, number)}: expected '<path> <label>', got {line!r}")
-        video, label = parts
+        lines.append((number, *parts))
+    if class_names is None and any(not label.lstrip("-").isdigit() for _, _, label in lines):
+        class_names = sorted({label for _, _, label in lines})
+    ids = {name: i for i, name in enumerate(class_names or [])}
+    records, missing_list, ignored = [], [], []
+    max_label = -1
+    for number, video, label in lines:
         label_id = _label_id(label, ids, _where(path, number))
         if not ids and label_id < 0:
             raise AnnotationError(f"{_where(path, number)}: negative label {label_id}")
         max_label = max(max_label, label_id)
         video_path = root / video
-        if _check_exists(video_path, _where(path, number), missing, missing_list):
+        if not is_video(video_path):
+            ignored.append(str(video_path))
+        elif _check_exists(video_path, _where(path, number), missing, missing_list):
             records.append(Record(video_path, label_id, video))
     names = list(class_names) if class_names else [str(i) for i in range(max_label + 1)]
-    return Annotations(records, [names], "list", str(path), missing_list)
+    return Annotations(records, [names], "list", str(path), missing_list, ignored)
 
 
 # -- Kinetics ---------------------------------------------------------------------------------
@@ -189,12 +263,24 @@ def _require_columns(path: Path, columns: Iterable[str], needed: Iterable[str]) 
                               f"(found {', '.join(columns or [])})")
 
 
+# The same split under the names the Kinetics releases and their mirrors give its folder.
+_SPLIT_ALIASES = {"validate": ("val", "validation"), "val": ("validate", "validation"),
+                  "train": ("training",), "test": ("testing",)}
+
+
+def dataset_folder(annotation: Path) -> Path:
+    """Where the videos of an annotation file are: its folder, or the folder above an
+    ``annotations/`` / ``labels/`` folder (the layout of the Kinetics and SSv2 downloads)."""
+    folder = annotation.parent
+    return folder.parent if folder.name.lower() in ("annotations", "labels") else folder
+
+
 def read_kinetics(path: str | Path, root: str | Path | None = None,
                   class_names: list[str] | None = None, missing: str = "error") -> Annotations:
     """Kinetics CSV. Without ``class_names`` the classes are this file's labels, sorted: pass the
     training file's names when reading the validation file."""
     path = Path(path)
-    root = Path(root) if root is not None else path.parent
+    root = Path(root) if root is not None else dataset_folder(path)
     with open(path, newline="", encoding="utf-8") as f:
         columns = csv.DictReader(f).fieldnames
     _require_columns(path, columns, ["label", "youtube_id", "time_start", "time_end"])
@@ -214,8 +300,10 @@ def read_kinetics(path: str | Path, root: str | Path | None = None,
             raise AnnotationError(f"{where}: unknown label {label!r} ({len(ids)} classes known)")
         name = kinetics_clip_name(row["youtube_id"], start, end)
         split = row.get("split") or ""
-        candidates = [root / name, root / label / name, root / split / label / name, root / split / name]
-        found = next((c for c in candidates if c.exists()), None)
+        splits = [split] + [s for s in _SPLIT_ALIASES.get(split, ()) if s != split]
+        candidates = [root / name, root / label / name,
+                      *(root / s / label / name for s in splits), *(root / s / name for s in splits)]
+        found = next((c for c in candidates if c.exists() or c.is_symlink()), None)
         if found is None:
             if not _check_exists(candidates[0], where, missing, missing_list):
                 continue
@@ -225,16 +313,34 @@ def read_kinetics(path: str | Path, root: str | Path | None = None,
 
 
 # -- Something-Something v2 -------------------------------------------------------------------
-def read_ssv2(path: str | Path, root: str | Path | None = None, labels: str | Path | None = None,
-              missing: str = "error") -> Annotations:
-    """SSv2 ``train.json`` / ``validation.json``; ``labels`` defaults to ``labels.json`` beside it."""
+SSV2_LABELS = ("something-something-v2-labels.json", "labels.json")
+SSV2_VIDEOS = "20bn-something-something-v2"
+
+
+def ssv2_class_name(template: str) -> str:
+    """The class of an SSv2 item: its template with the ``[something]`` placeholders filled in
+    as the word itself ("Putting [something] on [something]" -> "Putting something on something")."""
+    return re.sub(r"\[([^\]]*)\]", r"\1", template).strip()
+
+
+def read_ssv2(path: str | Path, root: str | Path | None = None,
+              class_names: list[str] | str | Path | None = None, missing: str = "error") -> Annotations:
+    """SSv2 ``...-train.json`` / ``...-validation.json``; class names from ``class_names`` (a list
+    or the labels file), else ``something-something-v2-labels.json`` / ``labels.json`` beside it."""
     path = Path(path)
-    root = Path(root) if root is not None else path.parent
-    labels = Path(labels) if labels is not None else path.parent / "labels.json"
-    if not labels.exists():
-        raise FileNotFoundError(f"{labels} does not exist: SSv2 needs labels.json (template -> id) "
-                                "beside the split file, or pass labels=")
-    names = read_class_names(labels)
+    folder = dataset_folder(path)
+    if root is None:
+        root = folder / SSV2_VIDEOS if (folder / SSV2_VIDEOS).is_dir() else folder
+    root = Path(root)
+    if class_names is None:
+        labels = next((path.parent / n for n in SSV2_LABELS if (path.parent / n).is_file()), None)
+        if labels is None:
+            raise AnnotationError(f"{path}: SSv2 needs {SSV2_LABELS[0]} (template -> id) beside "
+                                  "the split file")
+        class_names = labels
+    if isinstance(class_names, (str, Path)):
+        class_names = read_class_names(class_names)
+    names = list(class_names)
     ids = {name: i for i, name in enumerate(names)}
     try:
         items = json.loads(path.read_text(encoding="utf-8"))
@@ -248,9 +354,10 @@ def read_ssv2(path: str | Path, root: str | Path | None = None, labels: str | Pa
         if not isinstance(item, dict) or "id" not in item or "template" not in item:
             raise AnnotationError(f"{where}: expected an object with 'id' and 'template', got "
                                   f"{str(item)[:80]}")
-        template = item["template"].replace("[", "").replace("]", "")
+        template = ssv2_class_name(item["template"])
         if template not in ids:
-            raise AnnotationError(f"{where}: unknown label {template!r} (not in {labels})")
+            raise AnnotationError(f"{where}: unknown label {template!r} ({len(ids)} classes known; "
+                                  "check the labels file)")
         video = root / f"{item['id']}.webm"
         if _check_exists(video, where, missing, missing_list):
             records.append(Record(video, ids[template], str(item["id"])))
@@ -325,8 +432,89 @@ def read_epic(path: str | Path, root: str | Path | None = None,
     return Annotations(records, [list(n) for n in class_names], "epic", str(path), missing_list)
 
 
+# -- Moments in Time ---------------------------------------------------------------------------
+MIT_CATEGORIES = "moments_categories.txt"
+
+
+def read_mit(path: str | Path, root: str | Path | None = None,
+             class_names: list[str] | None = None, missing: str = "error") -> Annotations:
+    """Moments in Time ``trainingSet.csv`` / ``validationSet.csv``: rows ``<label>/<file>,<label>,
+    ...`` without a header. Names from ``class_names``, else ``moments_categories.txt`` beside the
+    file, else the labels, sorted. Videos in ``root`` or its ``training/`` / ``validation/``."""
+    path = Path(path)
+    root = Path(root) if root is not None else path.parent
+    if class_names is None and (path.parent / MIT_CATEGORIES).is_file():
+        class_names = read_class_names(path.parent / MIT_CATEGORIES)
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = [(number, row) for number, row in enumerate(csv.reader(f), start=1) if row]
+    for number, row in rows:
+        if len(row) < 2:
+            raise AnnotationError(f"{_where(path, number)}: expected '<label>/<file>,<label>,...', "
+                                  f"got {','.join(row)!r}")
+    names = list(class_names) if class_names else sorted({row[1] for _, row in rows})
+    ids = {name: i for i, name in enumerate(names)}
+    subfolders = ("training", "validation") if "train" in path.name.lower() else ("validation", "training")
+    records, missing_list = [], []
+    for number, row in rows:
+        where = _where(path, number)
+        label = row[1].strip()
+        if label not in ids:
+            raise AnnotationError(f"{where}: unknown label {label!r} ({len(ids)} classes known; "
+                                  f"check {MIT_CATEGORIES})")
+        candidates = [root / row[0], *(root / sub / row[0] for sub in subfolders)]
+        video = next((c for c in candidates if c.exists() or c.is_symlink()), candidates[0])
+        if _check_exists(video, where, missing, missing_list):
+            records.append(Record(video, ids[label], row[0]))
+    return Annotations(records, [names], "mit", str(path), missing_list)
+
+
+# -- UCF101 / HMDB51 split lists --------------------------------------------------------------------
+UCF_CLASSES = "classInd.txt"
+UCF_VIDEOS = ("UCF-101", "UCF101", "hmdb51", "HMDB51", "videos")
+
+
+def read_ucf(path: str | Path, root: str | Path | None = None,
+             class_names: list[str] | None = None, missing: str = "error") -> Annotations:
+    """UCF101-style split lists: ``trainlist01.txt`` lines ``<class>/<video> <id>`` (ids from 1,
+    as in ``classInd.txt``), ``testlist01.txt`` lines ``<class>/<video>`` (the class is the folder).
+    Videos in ``root``, or a ``UCF-101/`` (``hmdb51/``, ``videos/``) folder beside the lists or
+    one level up."""
+    path = Path(path)
+    if class_names is None:
+        classes = path.parent / UCF_CLASSES
+        if not classes.is_file():
+            raise AnnotationError(f"{path}: UCF101-style split lists need {UCF_CLASSES} beside them")
+        class_names = read_class_names(classes)
+    if root is None:
+        places = [path.parent, path.parent.parent]
+        root = next((p / n for p in places for n in UCF_VIDEOS if (p / n).is_dir()), path.parent)
+    root = Path(root)
+    ids = {name: i for i, name in enumerate(class_names)}
+    records, missing_list = [], []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        line = line.strip()
+        if not line:
+            continue
+        where = _where(path, number)
+        video, _, label = line.partition(" ") if Path(line.split(" ")[0]).suffix else (line, "", "")
+        if label.strip():
+            if not label.strip().isdigit() or not 1 <= int(label) <= len(class_names):
+                raise AnnotationError(f"{where}: unknown class id {label.strip()!r} (ids 1-"
+                                      f"{len(class_names)} from {UCF_CLASSES})")
+            label_id = int(label) - 1
+        else:
+            folder = Path(video).parts[0] if len(Path(video).parts) > 1 else ""
+            if folder not in ids:
+                raise AnnotationError(f"{where}: the folder of {video!r} is not a class of "
+                                      f"{UCF_CLASSES}")
+            label_id = ids[folder]
+        if _check_exists(root / video, where, missing, missing_list):
+            records.append(Record(root / video, label_id, video))
+    return Annotations(records, [list(class_names)], "ucf", str(path), missing_list)
+
+
 # -- detection --------------------------------------------------------------------------------
-FORMATS = ("folder", "list", "kinetics", "ssv2", "epic")
+FORMATS = ("folder", "list", "kinetics", "ssv2", "epic", "mit", "ucf")
 
 
 def detect_format(path: str | Path) -> str:
@@ -336,18 +524,23 @@ def detect_format(path: str | Path) -> str:
     if path.is_dir():
         return "folder"
     if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist")
+        raise AnnotationError(f"{path} does not exist")
     if path.suffix == ".json":
         return "ssv2"
     if path.suffix == ".csv":
         with open(path, newline="", encoding="utf-8") as f:
-            columns = set(csv.DictReader(f).fieldnames or [])
+            first = next(csv.reader(f), [])
+        columns = set(first)
         if {"verb_class", "noun_class"} <= columns:
             return "epic"
         if {"youtube_id", "label"} <= columns:
             return "kinetics"
+        if first and Path(first[0]).suffix.lower() in VIDEO_EXTENSIONS:
+            return "mit"
         raise AnnotationError(f"{_where(path, 1)}: cannot tell the CSV format from its columns "
-                              f"({', '.join(sorted(columns))}); pass format='kinetics' or 'epic'")
+                              f"({', '.join(sorted(columns))}); pass --format kinetics, epic or mit")
+    if (path.parent / UCF_CLASSES).is_file() and re.match(r"(train|test)list\d+\.txt$", path.name):
+        return "ucf"
     return "list"
 
 
@@ -361,7 +554,7 @@ def read_annotations(path: str | Path, format: str | None = None, root: str | Pa
     if format not in FORMATS:
         raise AnnotationError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
     if missing not in ("error", "skip"):
-        raise ValueError(f"missing must be 'error' or 'skip', got {missing!r}")
+        raise AnnotationError(f"missing must be 'error' or 'skip', got {missing!r}")
     if format == "folder":
         return read_folder(path, class_names)
     if format == "list":
@@ -369,28 +562,11 @@ def read_annotations(path: str | Path, format: str | None = None, root: str | Pa
     if format == "kinetics":
         return read_kinetics(path, root, class_names, missing)
     if format == "ssv2":
-        return read_ssv2(path, root, missing=missing)
+        return read_ssv2(path, root, class_names, missing)
+    if format == "mit":
+        return read_mit(path, root, class_names, missing)
+    if format == "ucf":
+        return read_ucf(path, root, class_names, missing)
     if class_names is not None and class_names and isinstance(class_names[0], str):
         raise AnnotationError("EPIC-KITCHENS has two heads: pass class_names as [verbs, nouns]")
     return read_epic(path, root, class_names, missing)
-
-
-# Annotation files a dataset folder may hold, by split, in the order they are tried.
-SPLIT_FILES = {
-    "train": ["train.csv", "train.json", "train.txt", "EPIC_100_train.csv"],
-    "val": ["validate.csv", "val.csv", "validation.csv", "validation.json", "val.json",
-            "val.txt", "validation.txt", "EPIC_100_validation.csv"],
-}
-SPLIT_FOLDERS = {"train": ["train"], "val": ["val", "validation", "validate"]}
-
-
-def find_split(root: str | Path, split: str) -> Path | None:
-    """The annotation file or class folder of ``split`` ('train' or 'val') in a dataset folder."""
-    root = Path(root)
-    for name in SPLIT_FILES[split]:
-        if (root / name).is_file():
-            return root / name
-    for name in SPLIT_FOLDERS[split]:
-        if (root / name).is_dir():
-            return root / name
-    return None

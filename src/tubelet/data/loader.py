@@ -81,68 +81,91 @@ class TooManySkippedFiles(DataError):
 
 
 class SkipReport:
-    """Files that could not be decoded: one warning per file, a count, and a summary per epoch.
+    """Files left out of one loader: one warning per file, a count, and a summary per pass.
 
-    ``limit`` is the number of distinct bad files tolerated (``None``: no limit; 0: none);
-    past it :meth:`add` raises :class:`TooManySkippedFiles` naming them.
+    ``files`` (path -> reason) lists every file that failed to decode during the current pass (or
+    the last finished one), each once, whatever the batch size and number of workers: items come
+    back to the main process one by one, also from batches whose every clip failed. ``run_files``
+    keeps them over every pass. ``left_out`` lists what the dataset left out before decoding
+    (missing videos with ``missing="skip"``, non-video files, with the reason). ``limit`` is the
+    number of distinct bad files tolerated (``None``: no limit; 0: none); past it :meth:`add`
+    raises :class:`TooManySkippedFiles` naming them.
     """
 
-    def __init__(self, limit: int | None = None, total: int | None = None):
+    def __init__(self, limit: int | None = None, total: int | None = None,
+                 left_out: dict[str, str] | None = None):
         self.limit = limit
         self.total = total  # files in the dataset, for the messages
-        self.files: dict[str, str] = {}  # path -> reason, over the whole run
-        self.epoch_files: dict[str, str] = {}
+        self.left_out: dict[str, str] = dict(left_out or {})
+        self.run_files: dict[str, str] = {}  # path -> reason, over every pass
+        self.files: dict[str, str] = {}  # path -> reason, this pass
 
     @property
     def count(self) -> int:
-        """Distinct files skipped so far in the run."""
+        """Distinct files that failed to decode in this pass."""
         return len(self.files)
 
+    def start_pass(self) -> None:
+        """Forget the previous pass's list (the run's list keeps growing)."""
+        self.files = {}
+
     def add(self, path: str, reason: str) -> None:
-        self.epoch_files.setdefault(path, reason)
-        if path in self.files:
+        self.files.setdefault(path, reason)
+        if path in self.run_files:
             return
-        self.files[path] = reason
+        self.run_files[path] = reason
         of = f" of {self.total:,}" if self.total else ""
-        warnings.warn(f"cannot decode {path}: {reason} (skipped; {len(self.files)}{of} files "
+        warnings.warn(f"cannot decode {path}: {reason} (skipped; {len(self.run_files)}{of} files "
                       "skipped so far)", RuntimeWarning, stacklevel=3)
-        if self.limit is not None and len(self.files) > self.limit:
-            names = "\n  ".join(f"{p}: {r}" for p, r in self.files.items())
+        if self.limit is not None and len(self.run_files) > self.limit:
+            names = "\n  ".join(f"{p}: {r}" for p, r in self.run_files.items())
             raise TooManySkippedFiles(
-                f"{len(self.files)} files could not be decoded, more than the limit of "
-                f"{self.limit} (raise the limit or remove them):\n  {names}")
+                f"{len(self.run_files)} files could not be decoded, more than the limit of "
+                f"{self.limit} (remove them or raise the limit):\n  {names}")
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: ``{"count", "files": [{"path", "reason"}], "left_out": [...]}``."""
+        return {"count": self.count,
+                "files": [{"path": p, "reason": r} for p, r in sorted(self.files.items())],
+                "left_out": [{"path": p, "reason": r} for p, r in sorted(self.left_out.items())]}
 
     def summary(self, epoch: int | None = None) -> str:
-        """One line naming this epoch's skipped files (or the run's, when no epoch is open)."""
-        files = self.epoch_files or self.files
+        """One line naming this pass's skipped files and what the dataset left out."""
         where = f"epoch {epoch}: " if epoch is not None else ""
-        if not files:
-            return f"{where}no files skipped"
-        return (f"{where}skipped {len(files)} file(s) that could not be decoded: "
-                + "; ".join(f"{p} ({r})" for p, r in sorted(files.items())))
+        parts = []
+        if self.files:
+            parts.append(f"skipped {len(self.files)} file(s) that could not be decoded: "
+                         + "; ".join(f"{p} ({r})" for p, r in sorted(self.files.items())))
+        if self.left_out:
+            parts.append(f"left out {len(self.left_out)} file(s): "
+                         + "; ".join(f"{p} ({r})" for p, r in sorted(self.left_out.items())))
+        return where + ("; ".join(parts) if parts else "no files skipped")
 
     def end_epoch(self, epoch: int) -> str | None:
-        """Log and return the summary of this epoch's skipped files (None if there were none);
-        the next epoch starts a new list."""
-        if not self.epoch_files:
+        """Log and return the summary of this pass's skipped files (None if there were none)."""
+        if not self.files:
             return None
         summary = self.summary(epoch)
         log.warning(summary)
-        self.epoch_files = {}
         return summary
 
 
 class ClipLoader:
     """A DataLoader over (index, epoch) keys that times data waits and reports skipped files.
 
-    Iterating yields the batches of :func:`tubelet.data.dataset.collate_clips` (batches whose items
-    were all skipped are left out); ``batch["data_wait"]`` is the seconds the caller waited for it
-    and :attr:`wait_times` lists them for the epoch; :attr:`skip_report` is the
-    :class:`SkipReport`, summarised at the end of each pass.
+    Iterating yields the batches of :func:`tubelet.data.dataset.collate_clips`. A training loader
+    leaves out batches whose every clip was skipped (their files move to the next batch's
+    ``"skipped"``); an evaluation loader (``keep_empty``) yields them with ``video`` None, so a
+    consumer counting ``batch["skipped"]`` sees every file. ``batch["data_wait"]`` is the seconds
+    the caller waited for it and :attr:`wait_times` lists them for the pass; :attr:`skip_report`
+    is the :class:`SkipReport`: after a pass, ``skip_report.files`` / ``.count`` are exactly the
+    files that failed in it, each once.
     """
 
-    def __init__(self, loader: DataLoader, sampler: ClipSampler, skip_report: SkipReport):
+    def __init__(self, loader: DataLoader, sampler: ClipSampler, skip_report: SkipReport,
+                 keep_empty: bool = False):
         self.loader, self.sampler, self.skip_report = loader, sampler, skip_report
+        self.keep_empty = keep_empty
         self.wait_times: list[float] = []
         self.last_summary: str | None = None
 
@@ -155,7 +178,9 @@ class ClipLoader:
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         self.wait_times = []
+        self.skip_report.start_pass()
         iterator = iter(self.loader)
+        pending: list[tuple[str, str]] = []  # skipped files of batches left out
         while True:
             start = time.perf_counter()
             try:
@@ -165,8 +190,11 @@ class ClipLoader:
             wait = time.perf_counter() - start
             for path, reason in batch["skipped"]:
                 self.skip_report.add(path, reason)
-            if batch["video"] is None:
+            if batch["video"] is None and not self.keep_empty:
+                pending += batch["skipped"]
                 continue
+            batch["skipped"] = pending + batch["skipped"]
+            pending = []
             self.wait_times.append(wait)
             batch["data_wait"] = wait
             yield batch
@@ -183,7 +211,8 @@ def make_loader(dataset, sampler: ClipSampler | None = None, *, batch_size: int,
     Without a ``sampler``, one is made for the dataset: shuffled and even over ranks for training,
     in order and exactly once for evaluation. ``skip_batches`` resumes an epoch after that many
     batches; ``pin_memory`` defaults to CUDA being available; ``skip_limit`` is the number of bad
-    files tolerated before :class:`TooManySkippedFiles` (``None``: no limit).
+    files tolerated before :class:`TooManySkippedFiles` (``None``: no limit). An evaluation
+    loader yields batches whose every clip was skipped too (``video`` None).
     """
     train = getattr(dataset, "train", True)
     if sampler is None:
@@ -197,4 +226,6 @@ def make_loader(dataset, sampler: ClipSampler | None = None, *, batch_size: int,
                         collate_fn=collate_clips,
                         pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
                         **extra)
-    return ClipLoader(loader, sampler, SkipReport(skip_limit, total=len(dataset)))
+    left_out = dataset.left_out() if hasattr(dataset, "left_out") else {}
+    report = SkipReport(skip_limit, total=len(dataset), left_out=left_out)
+    return ClipLoader(loader, sampler, report, keep_empty=not train)

@@ -5,8 +5,9 @@ stride 2 by default), so it spans ``(F - 1) * s + 1`` frames of the video.
 
 * Training: one clip at a uniformly random start (:func:`training_clip`).
 * Evaluation: ``V`` clips ("views", 4 in the paper) at evenly spaced starts
-  (:func:`evaluation_clips`), each cut into 3 spatial crops (:func:`crop_boxes`): left / centre /
-  right for landscape video, top / middle / bottom for portrait video.
+  (:func:`evaluation_clips`), each resized to cover the crop and cut into 3 spatial crops
+  (:func:`crop_boxes`): left / centre / right for landscape video, top / middle / bottom for
+  portrait video. Crops may be non-square, ``(height, width)``.
 
 A video shorter than one clip's span is padded by looping: frame indices wrap around modulo the
 video's length, so a 10-frame video sampled at 16 frames, stride 1, reads frames 0..9 then 0..5.
@@ -56,49 +57,76 @@ def evaluation_clips(num_frames: int, stride: int, first: int, stop: int, views:
     return np.stack([clip_indices(int(s), num_frames, stride, first, stop) for s in starts])
 
 
-def resized_shape(height: int, width: int, short_side: int) -> tuple[int, int]:
+Size = tuple[int, int]  # (height, width) of a crop
+
+
+def crop_size(size: int | Size) -> Size:
+    """``size`` as (height, width): an int is a square crop."""
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def cover_shape(height: int, width: int, crop: int | Size) -> Size:
+    """(height, width) of the frame resized, keeping its aspect, to the smallest size that covers
+    ``crop``: for a square crop the short side becomes the crop's side."""
+    ch, cw = crop_size(crop)
+    scale = max(ch / height, cw / width)
+    return max(ch, round(height * scale)), max(cw, round(width * scale))
+
+
+def resized_shape(height: int, width: int, short_side: int) -> Size:
     """(height, width) after resizing so the short side is ``short_side``, keeping the aspect."""
-    if height <= width:
-        return short_side, max(short_side, round(width * short_side / height))
-    return max(short_side, round(height * short_side / width)), short_side
+    return cover_shape(height, width, short_side)
 
 
-def crop_boxes(height: int, width: int, size: int, crops: int = 3) -> list[tuple[int, int, int, int]]:
-    """``crops`` square boxes ``(top, left, size, size)`` spread along the long side.
+def crop_boxes(height: int, width: int, size: int | Size, crops: int = 3) -> list[tuple[int, int, int, int]]:
+    """``crops`` boxes ``(top, left, h, w)`` of the crop size, spread along the frame's long side.
 
-    With 3 crops: left / centre / right for landscape frames, top / middle / bottom for portrait
-    frames; with 1 crop: the centre. The frame must already be at least ``size`` on each side.
+    With 3 crops: left / centre / right when the frame has room to spare across, top / middle /
+    bottom when it has room down (portrait frames, or a crop wider than the frame's aspect);
+    with 1 crop: the centre. The frame must already cover the crop.
     """
-    if min(height, width) < size:
-        raise ValueError(f"a {height}x{width} frame is smaller than a {size}x{size} crop")
+    ch, cw = crop_size(size)
+    if height < ch or width < cw:
+        raise ValueError(f"a {height}x{width} frame is smaller than a {ch}x{cw} crop")
     if crops == 1:
-        return [((height - size) // 2, (width - size) // 2, size, size)]
-    along = np.round(np.linspace(0, max(height, width) - size, crops)).astype(int).tolist()
-    if width >= height:
-        top = (height - size) // 2
-        return [(top, left, size, size) for left in along]
-    left = (width - size) // 2
-    return [(top, left, size, size) for top in along]
+        return [((height - ch) // 2, (width - cw) // 2, ch, cw)]
+    if width - cw >= height - ch:  # room across: left / centre / right
+        top = (height - ch) // 2
+        return [(top, int(left), ch, cw)
+                for left in np.round(np.linspace(0, width - cw, crops)).astype(int)]
+    left = (width - cw) // 2
+    return [(int(top), left, ch, cw) for top in np.round(np.linspace(0, height - ch, crops)).astype(int)]
 
 
-def scale_jitter_box(height: int, width: int, size: int, scale: tuple[float, float],
+def train_scale(height: int, width: int, size: int | Size, short_side: int) -> float:
+    """Scale of the reference's first resize before scale jitter: the frame covers the crop
+    enlarged by ``short_side / min(crop)`` (for a square 224 crop, the short side becomes 256)."""
+    ch, cw = crop_size(size)
+    margin = short_side / min(ch, cw)
+    return max(ch * margin / height, cw * margin / width)
+
+
+def scale_jitter_box(height: int, width: int, size: int | Size, scale: tuple[float, float],
                      rng: np.random.Generator, short_side: int | None = None
                      ) -> tuple[int, int, int, int]:
-    """A random square box ``(top, left, h, w)`` for the paper's scale jitter plus random crop.
+    """A random box ``(top, left, h, w)`` for the paper's scale jitter plus random crop.
 
-    The reference resizes the video so its short side is ``short_side`` (default ``size``),
-    scales it by a factor drawn uniformly from ``scale`` (0.9-1.33 in the paper), and crops
-    ``size`` x ``size`` at a random position. In the frame's own pixels that is a box of side
-    ``size / (factor * short_side / min(height, width))``, clipped to the frame, which is then
-    resized to ``size``: one resize instead of two.
+    The reference resizes the video so its short side is ``short_side`` (default: the crop's
+    short side), scales it by a factor drawn uniformly from ``scale`` (0.9-1.33 in the paper), and
+    crops ``size`` at a random position. In the frame's own pixels that is a box of the crop's
+    shape divided by ``factor * train_scale``, shrunk (keeping its shape) to fit the frame, which
+    is then resized to ``size``: one resize instead of two.
     """
-    short_side = short_side or size
+    ch, cw = crop_size(size)
+    short_side = short_side or min(ch, cw)
     factor = float(rng.uniform(scale[0], scale[1]))
-    side = size * min(height, width) / (factor * short_side)
-    side = max(1, min(int(round(side)), height, width))
-    top = int(rng.integers(0, height - side + 1))
-    left = int(rng.integers(0, width - side + 1))
-    return top, left, side, side
+    s = factor * train_scale(height, width, (ch, cw), short_side)
+    bh, bw = ch / s, cw / s
+    fit = min(1.0, height / bh, width / bw)
+    bh, bw = max(1, min(int(round(bh * fit)), height)), max(1, min(int(round(bw * fit)), width))
+    top = int(rng.integers(0, height - bh + 1))
+    left = int(rng.integers(0, width - bw + 1))
+    return top, left, bh, bw
 
 
 def item_seed(seed: int, epoch: int, index: int) -> np.random.Generator:
