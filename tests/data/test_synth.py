@@ -34,7 +34,7 @@ def test_generate_writes_a_readable_deterministic_dataset(tmp_path):
     assert (out / "classes.txt").read_text().splitlines() == CLASSES
     train, val = build_datasets(out, clip=ClipConfig(num_frames=8, stride=1, size=32, views=2, crops=1))
     assert (len(train), len(val)) == (2 * len(CLASSES), len(CLASSES))
-    assert train.class_names == [CLASSES]
+    assert train.class_names == (tuple(CLASSES),)
     video = next(r.path for r in train.records if r.label == 3)
     assert video.parent.name == "moving down" and video.name.endswith("_000000_000002.mp4")  # 12 frames at 8 fps
     frames = read_frames(video, range(12))
