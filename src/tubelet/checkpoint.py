@@ -118,16 +118,17 @@ def head_layout(cfg: ViViTConfig) -> dict[str, int]:
 
 
 def check_head_layout(recorded: Mapping[str, Any], cfg: ViViTConfig, source: str) -> None:
-    """Raise :class:`ConfigError` when ``cfg``'s heads differ from the ``recorded`` layout."""
+    """Raise :class:`ConfigError` when ``cfg``'s heads differ from the ``recorded`` layout (of
+    the weights: safetensors metadata, Flax kernel shapes, the config they were trained with)."""
     want = head_layout(cfg)
-    for key in HEAD_LAYOUT_KEYS:
-        if key in recorded and int(recorded[key]) != want[key]:
-            raise ConfigError(f"{source}: the weights were trained with {key}={int(recorded[key])} but the "
-                              f"config says {key}={want[key]}; set num_heads={int(recorded['num_heads'])}"
-                              + (f", num_kv_heads={int(recorded['num_kv_heads'])}"
-                                 if "num_kv_heads" in recorded else "")
-                              + " (heads cannot be changed on load; use `tubelet convert --to-gqa` "
-                              "for fewer key/value heads)")
+    wrong = [k for k in HEAD_LAYOUT_KEYS if k in recorded and int(recorded[k]) != want[k]]
+    if wrong:
+        have = ", ".join(f"{k}={int(recorded[k])}" for k in HEAD_LAYOUT_KEYS if k in recorded)
+        asked = ", ".join(f"{k}={want[k]}" for k in HEAD_LAYOUT_KEYS if k in recorded)
+        fix = ", ".join(f"{k}={int(recorded[k])}" for k in ("num_heads", "num_kv_heads") if k in recorded)
+        raise ConfigError(f"{source}: the weights have {have} but the config asks for {asked}; set {fix} "
+                          "(a head count cannot change on load; `tubelet convert --to-gqa G` makes fewer "
+                          "key/value heads)")
 
 
 # ---------------------------------------------------------------------------- state dicts

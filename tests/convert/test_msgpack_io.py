@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from tubelet.convert.msgpack_io import read_flax_params, read_msgpack
+from tubelet.errors import CheckpointError
 
 
 def _ext(a: np.ndarray) -> msgpack.ExtType:  # what flax.serialization writes for an ndarray
@@ -44,5 +45,5 @@ def test_fixture_has_released_checkpoint_layout(scenic_fixtures):
 def test_not_a_msgpack_file_is_named(tmp_path):
     bad = tmp_path / "bad.msgpack"
     bad.write_bytes(b"\xc1 not msgpack")
-    with pytest.raises(ValueError, match="bad.msgpack"):
+    with pytest.raises(CheckpointError, match="bad.msgpack"):
         read_msgpack(bad)

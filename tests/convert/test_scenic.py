@@ -54,7 +54,7 @@ def test_missing_parameter_is_named(scenic_fixtures):
     cfg, z, _, _ = _case(scenic_fixtures, CASES[0])
     params = {k[len("params/"):]: z[k] for k in z.files if k.startswith("params/")}
     del params["Transformer/encoderblock_1/LayerNorm_0/scale"]
-    with pytest.raises(KeyError, match="encoderblock_1/LayerNorm_0/scale"):
+    with pytest.raises(ConfigError, match="encoderblock_1/LayerNorm_0/scale.*num_layers=2"):
         convert_scenic_params(params, cfg)
 
 

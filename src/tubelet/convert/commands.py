@@ -14,7 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..errors import UsageError
+from ..errors import ConfigError, UsageError
+from ..models.info import ModelInfo
 from ..models.commands import parse_size
 from ..models.config import ViViTConfig
 from ..models.registry import get_config
@@ -39,14 +40,19 @@ def _parse_set(items: list[str]) -> dict[str, Any]:
 
 def _read_config_file(path: Path) -> ViViTConfig:
     """A tubelet config.json, a bare ViViTConfig dict, or (scenic) a reference model description."""
+    from ..checkpoint import MissingCheckpointError, read_json
+
     if not path.is_file():
-        raise FileNotFoundError(f"--config {path} does not exist")
-    d = json.loads(path.read_text())
+        raise MissingCheckpointError(f"--config {path} does not exist")
+    d = read_json(path)
     if d.get("format") == "tubelet":
         return ViViTConfig.from_dict(d["config"])
     if "type" in d and "hidden" in d:  # the reference's description (fixtures' NAME.json)
         from .scenic import config_from_scenic
-        return config_from_scenic(d)
+        try:
+            return config_from_scenic(d)
+        except (KeyError, ValueError) as e:
+            raise ConfigError(f"--config {path}: not a complete reference model description ({e})") from None
     return ViViTConfig.from_dict(d)
 
 
@@ -70,21 +76,21 @@ def _target_config(args: argparse.Namespace, trained: ViViTConfig | None = None)
         if overrides:
             raise UsageError("--num-frames/--image-size/--num-classes/--set need --model or --config")
         return None
-    try:
-        return base.replace(**overrides)
-    except TypeError as e:
-        raise UsageError(f"--set: {e}") from None
+    from ..checkpoint import replace_config
+    return replace_config(base, overrides, "--set")
 
 
 def _convert(args: argparse.Namespace) -> ViViT:
+    """The model ``args`` describe, its ``info`` (classes, preprocessing, provenance) filled."""
     src = Path(args.src)
-    if not src.exists():
-        raise FileNotFoundError(f"{src} does not exist")
     if args.source == "tubelet":  # re-save at another clip size, or export with --to hf
         from ..checkpoint import load_model
         if args.model or args.config:
             raise UsageError("--from tubelet takes the model from the checkpoint; drop --model/--config")
-        return load_model(src, **_overrides(args))
+        return load_model(src, **_overrides(args))  # a checkpoint, run or export folder
+    if not src.exists():
+        from ..checkpoint import MissingCheckpointError
+        raise MissingCheckpointError(f"{src} does not exist")
     if args.source == "scenic":
         from .scenic import load_scenic
         # --config describes the checkpoint as trained; the overrides then change the clip size
@@ -92,51 +98,78 @@ def _convert(args: argparse.Namespace) -> ViViT:
         cfg = _target_config(args)
         if cfg is None:
             raise UsageError("--from scenic needs the model the checkpoint holds: --model NAME (e.g. "
-                               "vivit_b16x2, vivit_l16x2_fe) or --config FILE.json")
-        try:
-            return load_scenic(src, cfg, trained=trained)
-        except (KeyError, ValueError) as e:
-            raise UsageError(str(e).strip('"')) from None
+                             "vivit_b16x2, vivit_l16x2_fe) or --config FILE.json")
+        model = load_scenic(src, cfg, trained=trained)
+        model.info = ModelInfo(provenance={"source": f"scenic {src}"})
+        return model
     if args.source == "hf":
         from .hf import config_from_hf, load_hf, read_hf_config
         trained = config_from_hf(read_hf_config(src))
-        return load_hf(src, cfg=_target_config(args, trained))
+        model = load_hf(src, cfg=_target_config(args, trained))
+        _report_hf_import(model.info, src)
+        return model
     # --from vit
     from .vit import read_image_vit, vivit_from_image_vit
     cfg = _target_config(args)
     if cfg is None:
         raise UsageError("--from vit needs the video model to build: --model NAME (e.g. vivit_b16x2_fe)")
-    try:
-        vit = read_image_vit(src)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    vit = read_image_vit(src)
     print(f"image ViT: {vit.naming} naming, {vit.depth} layers, width {vit.hidden_size}, patch "
           f"{vit.patch_size}, {vit.grid[0]}x{vit.grid[1]} grid, "
           f"{'a' if vit.has_cls_token else 'no'} CLS token, GELU {vit.gelu}, eps {vit.layer_norm_eps:g}")
-    return vivit_from_image_vit(vit, cfg, kernel_init=args.kernel_init,
-                                temporal_attention_init=args.temporal_attention_init)
+    model = vivit_from_image_vit(vit, cfg, kernel_init=args.kernel_init,
+                                 temporal_attention_init=args.temporal_attention_init)
+    model.info = ModelInfo(provenance={"source": f"image ViT {src}", "kernel_init": args.kernel_init})
+    return model
+
+
+def _report_hf_import(info: ModelInfo, src: Path) -> None:
+    """Say what the transformers folder told about the model's identity."""
+    names = info.names_of_head(0)
+    print(f"{src}: " + (f"{len(names)} class names from id2label ({', '.join(names[:3])}"
+                        f"{', ...' if len(names) > 3 else ''})" if names else
+                        "no class names (id2label holds transformers' placeholders LABEL_i)"))
+    pre = info.preprocessing
+    if pre is None:
+        print(f"{src}: no processor config; preprocessing left at the reference's pixels in [-1, 1]")
+    elif pre.is_reference_pixels:
+        print(f"{src}: the processor config feeds the reference's pixels in [-1, 1]")
+    else:
+        lo, hi = pre.pixel_range
+        print(f"{src}: the processor config maps pixels to [{lo:g}, {hi:g}] (x / 255 - mean) / std with "
+              f"mean {list(pre.pixel_mean)}, std {list(pre.pixel_std)}"
+              + (" (the hub's Vivit processor: rescale to [-1, 1], then normalise with mean = std = 0.5)"
+                 if (round(lo, 6), round(hi, 6)) == (-3, 1) else "")
+              + "; recorded in the checkpoint's preprocessing so tubelet feeds the model what transformers "
+              "fed it (the reference ViViT feeds [-1, 1])")
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
     model = _convert(args)
     if args.to_gqa is not None:
         from .gqa import to_gqa
-        heads = model.config.num_heads
-        model = to_gqa(model, args.to_gqa, inplace=True)
+        heads, kv = model.config.num_heads, model.config.kv_heads
+        model = to_gqa(model, args.to_gqa, inplace=True)  # the same model object: its info stays
+        model.info.provenance["gqa"] = {"num_kv_heads_before": kv, "num_kv_heads": args.to_gqa}
         print(f"grouped-query attention: {heads} query heads share {args.to_gqa} key/value head(s) "
               "(mean-pooled); uptrain it with `tubelet train --init OUT --uptrain-fraction 0.05`")
     out = Path(args.out)
+    names = model.info.class_names
+    kept = (f"class names of {len(names)} head(s) kept" if names else "no class names known")
     if args.to == "hf":
         from .hf import save_hf
         save_hf(model, out)
-        print(f"wrote {out} (transformers VivitForVideoClassification: config.json + model.safetensors)")
+        print(f"wrote {out} (transformers VivitForVideoClassification: config.json with id2label, "
+              f"model.safetensors, preprocessor_config.json feeding "
+              f"{model.info.preprocessing_for(model.config).describe()}; {kept}); load it with "
+              f"transformers.pipeline('video-classification', model={str(out)!r})")
         return 0
     from ..checkpoint import save_model
     save_model(model, out)
     cfg = model.config
     t, h, w = cfg.grid
     print(f"wrote {out} ({cfg.name or cfg.kind}, {count_parameters(model):,} parameters, "
-          f"{cfg.num_frames} frames at {cfg.image_size[0]}x{cfg.image_size[1]}, token grid {t}x{h}x{w}); "
+          f"{cfg.num_frames} frames at {cfg.image_size[0]}x{cfg.image_size[1]}, token grid {t}x{h}x{w}; {kept}); "
           f"load it with tubelet.load_model({str(out)!r})")
     return 0
 
@@ -148,7 +181,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--from", dest="source", choices=SOURCES, required=True,
                    help="scenic: the reference's Flax .msgpack checkpoint or .npz of Flax paths; hf: a "
                         "transformers Vivit folder; vit: an image ViT (timm / transformers / Flax .npz "
-                        "naming, detected) to initialise from; tubelet: a tubelet checkpoint folder")
+                        "naming, detected) to initialise from; tubelet: a tubelet checkpoint, training run "
+                        "or transformers Vivit folder")
     p.add_argument("src", help="the file or folder to convert")
     p.add_argument("--out", required=True, help="the folder to write")
     p.add_argument("--to", choices=("tubelet", "hf"), default="tubelet",

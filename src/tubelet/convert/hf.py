@@ -10,106 +10,54 @@ against ``transformers`` 5.x with a tiny random model (``tests/convert/test_hf.p
 - two namings of the same tensors: ``save_pretrained`` writes the one of the released
   checkpoints (``vivit.encoder.layer.{i}.attention.attention.query``, ...), while the module
   tree of transformers 5 (``model.state_dict()``) says ``vivit.layers.{i}.attention.q_proj``.
-  Both maps are written out below; import detects which one a state dict uses, export writes
-  the released naming, which every transformers version loads.
+  Both maps are written out in :func:`tubelet.convert.rules.transformers_layer` (shared with
+  the image ViT import); import detects which one a state dict uses, export writes the
+  released naming, which every transformers version loads.
+- class names: ``id2label`` (transformers' placeholders ``LABEL_i`` mean "unknown");
+- pixels: the processor config. The hub's Vivit processors rescale to [-1, 1] and then
+  normalise with mean = std = 0.5, so the model sees [-3, 1]; the reference feeds [-1, 1].
+  Import records what the processor does (:func:`pixels_from_processor`), export writes a
+  processor that feeds what tubelet feeds (:func:`processor_for`).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import torch
 from torch import Tensor
 
-from ..checkpoint import (MissingCheckpointError, adapt_pos_embeds, info_for, load_state, read_json, read_weights,
-                          replace_config)
+from ..checkpoint import (MissingCheckpointError, adapt_pos_embeds, check_head_layout, head_layout, info_for,
+                          load_state, read_json, read_weights, replace_config)
 from ..models.blocks import fold_time_embed
 from ..models.config import ConfigError, ViViTConfig
 from ..models.info import ModelInfo, Preprocessing
-from ..models.vivit import ViViT
 from ..models.posembed import fit_pos_embeds
-
-# tubelet name, transformers name(s), import (HF tensors -> tubelet), export (tubelet -> HF tensors)
-Rule = tuple[str, tuple[str, ...], Callable[..., Tensor], Callable[[Tensor], tuple[Tensor, ...]]]
-
-
-def _same(w: Tensor) -> Tensor:
-    return w
-
-
-def _one(w: Tensor) -> tuple[Tensor, ...]:
-    return (w,)
-
-
-def _cat_qkv(q: Tensor, k: Tensor, v: Tensor) -> Tensor:  # 3 x (D, D) -> (3D, D); also biases
-    return torch.cat([q, k, v], dim=0)
-
-
-def _split_qkv(qkv: Tensor) -> tuple[Tensor, ...]:  # (3D, D) -> 3 x (D, D)
-    return tuple(qkv.chunk(3, dim=0))
-
-
-def _pair(dst: str, src: str) -> list[Rule]:
-    return [(f"{dst}.weight", (f"{src}.weight",), _same, _one),
-            (f"{dst}.bias", (f"{src}.bias",), _same, _one)]
-
-
-def _qkv(dst: str, q: str, k: str, v: str) -> list[Rule]:
-    return [(f"{dst}.weight", (f"{q}.weight", f"{k}.weight", f"{v}.weight"), _cat_qkv, _split_qkv),
-            (f"{dst}.bias", (f"{q}.bias", f"{k}.bias", f"{v}.bias"), _cat_qkv, _split_qkv)]
-
-
-def _released_layer(dst: str, i: int) -> list[Rule]:
-    """One layer as ``save_pretrained`` writes it (and the hub checkpoints hold it)."""
-    src = f"vivit.encoder.layer.{i}"
-    a = f"{src}.attention.attention"
-    return (_pair(f"{dst}.norm1", f"{src}.layernorm_before")
-            + _qkv(f"{dst}.attn.qkv", f"{a}.query", f"{a}.key", f"{a}.value")
-            + _pair(f"{dst}.attn.proj", f"{src}.attention.output.dense")
-            + _pair(f"{dst}.norm2", f"{src}.layernorm_after")
-            + _pair(f"{dst}.mlp.fc1", f"{src}.intermediate.dense")
-            + _pair(f"{dst}.mlp.fc2", f"{src}.output.dense"))
-
-
-def _module_layer(dst: str, i: int) -> list[Rule]:
-    """One layer as transformers 5's module tree names it (``model.state_dict()``)."""
-    src = f"vivit.layers.{i}"
-    a = f"{src}.attention"
-    return (_pair(f"{dst}.norm1", f"{src}.layernorm_before")
-            + _qkv(f"{dst}.attn.qkv", f"{a}.q_proj", f"{a}.k_proj", f"{a}.v_proj")
-            + _pair(f"{dst}.attn.proj", f"{a}.o_proj")
-            + _pair(f"{dst}.norm2", f"{src}.layernorm_after")
-            + _pair(f"{dst}.mlp.fc1", f"{src}.mlp.fc1")
-            + _pair(f"{dst}.mlp.fc2", f"{src}.mlp.fc2"))
-
-
-_LAYERS = {"released": _released_layer, "module": _module_layer}
+from ..models.vivit import ViViT
+from .rules import Rule, apply_rules, export_rules, one, same, torch_pair, transformers_layer, transformers_naming
 
 
 def hf_rules(cfg: ViViTConfig, naming: str = "released") -> list[Rule]:
     """The complete name map between tubelet and ``VivitForVideoClassification``."""
-    layer = _LAYERS[naming]
     rules: list[Rule] = [
-        ("encoder.cls_token", ("vivit.embeddings.cls_token",), _same, _one),
-        ("encoder.pos_embed", ("vivit.embeddings.position_embeddings",), _same, _one),
-        *_pair("tokeniser.proj", "vivit.embeddings.patch_embeddings.projection"),
+        Rule("encoder.cls_token", ("vivit.embeddings.cls_token",), same, one),
+        Rule("encoder.pos_embed", ("vivit.embeddings.position_embeddings",), same, one),
+        *torch_pair("tokeniser.proj", "vivit.embeddings.patch_embeddings.projection"),
     ]
     for i in range(cfg.num_layers):
-        rules += layer(f"encoder.blocks.{i}", i)
-    return rules + _pair("encoder.norm", "vivit.layernorm") + _pair("head", "classifier")
+        rules += transformers_layer(f"encoder.blocks.{i}", "vivit.", i, naming)
+    return rules + torch_pair("encoder.norm", "vivit.layernorm") + torch_pair("head", "classifier")
 
 
 def detect_naming(keys: Any) -> str:
     """'released' or 'module': which of transformers' namings a Vivit state dict uses."""
-    keys = set(keys)
-    if any(k.startswith("vivit.encoder.layer.") for k in keys):
-        return "released"
-    if any(k.startswith("vivit.layers.") for k in keys):
-        return "module"
-    raise ConfigError("not a VivitForVideoClassification state dict: no 'vivit.encoder.layer.*' "
-                      "or 'vivit.layers.*' tensors")
+    naming = transformers_naming(keys, "vivit.")
+    if naming is None:
+        raise ConfigError("not a VivitForVideoClassification state dict: no 'vivit.encoder.layer.*' "
+                          "or 'vivit.layers.*' tensors")
+    return naming
 
 
 # ---------------------------------------------------------------------------- configs
@@ -175,23 +123,11 @@ def config_to_hf(cfg: ViViTConfig, class_names: tuple[str, ...] | None = None) -
 
 
 # ---------------------------------------------------------------------------- weights
-def convert_hf_state_dict(state: Mapping[str, Tensor], cfg: ViViTConfig) -> dict[str, Tensor]:
+def convert_hf_state_dict(state: Mapping[str, Tensor], cfg: ViViTConfig,
+                          source: str = "the transformers state dict") -> dict[str, Tensor]:
     """A ``VivitForVideoClassification`` state dict (either naming) -> tubelet state dict."""
-    rules = hf_rules(cfg, detect_naming(state))
-    out: dict[str, Tensor] = {}
-    used: set[str] = set()
-    for name, sources, to_tubelet, _ in rules:
-        missing = [s for s in sources if s not in state]
-        if missing:
-            raise ConfigError(f"transformers tensor {missing[0]!r} (for {name}) is not in the state "
-                              f"dict; does num_layers={cfg.num_layers} match its num_hidden_layers?")
-        used.update(sources)
-        out[name] = to_tubelet(*(state[s] for s in sources)).detach().float().contiguous()
-    unused = sorted(k for k in set(state) - used if not k.startswith("vivit.pooler."))
-    if unused:
-        raise ConfigError(f"{len(unused)} transformers tensor(s) not described by the config, e.g. "
-                          f"{unused[0]!r}; check num_layers")
-    return out
+    return apply_rules(hf_rules(cfg, detect_naming(state)), state, source, ignored=("vivit.pooler.",),
+                       hint=f"; does num_layers={cfg.num_layers} match its num_hidden_layers?")
 
 
 def to_hf_state_dict(model: ViViT, naming: str = "released") -> dict[str, Tensor]:
@@ -201,11 +137,7 @@ def to_hf_state_dict(model: ViViT, naming: str = "released") -> dict[str, Tensor
     if "encoder.time_embed" in state:  # transformers has one table: fold the rows over time into it
         time = state.pop("encoder.time_embed")
         state["encoder.pos_embed"] = fold_time_embed(state["encoder.pos_embed"], time, prefix=1)
-    out: dict[str, Tensor] = {}
-    for name, targets, _, to_hf in hf_rules(model.config, naming):
-        for target, tensor in zip(targets, to_hf(state[name])):
-            out[target] = tensor.detach().cpu().contiguous()
-    return out
+    return export_rules(hf_rules(model.config, naming), state)
 
 
 def read_hf_config(folder: str | Path) -> dict[str, Any]:
@@ -255,7 +187,9 @@ def load_hf(source: str | Path | Mapping[str, Tensor], config: Mapping[str, Any]
     cfg = cfg or trained
     if changes:
         cfg = replace_config(cfg, changes, name)
-    tubelet_state = convert_hf_state_dict(state, cfg)
+    if trained is not None:
+        check_head_layout(head_layout(trained), cfg, name)
+    tubelet_state = convert_hf_state_dict(state, cfg, name)
     tubelet_state = (adapt_pos_embeds(tubelet_state, trained, cfg) if trained
                      else fit_pos_embeds(tubelet_state, cfg))
     model = load_state(ViViT(cfg), tubelet_state, name).eval()

@@ -14,6 +14,8 @@ from typing import Any, Mapping
 import msgpack
 import numpy as np
 
+from ..errors import CheckpointError
+
 _EXT_NDARRAY = 1  # flax.serialization._MsgpackExtType.ndarray
 _EXT_NATIVE_COMPLEX = 2
 _EXT_NPSCALAR = 3
@@ -48,9 +50,10 @@ def read_msgpack(path: str | Path) -> dict[str, Any]:
     try:
         tree = msgpack.unpackb(raw, ext_hook=_decode_ext, raw=False, strict_map_key=False)
     except Exception as e:  # msgpack raises several types for a file that is not msgpack
-        raise ValueError(f"cannot read {path} as a Flax msgpack checkpoint: {e}") from None
+        raise CheckpointError(f"cannot read {path} as a Flax msgpack checkpoint ({e}); the file is damaged "
+                              "or not a Flax checkpoint: download or copy it again") from None
     if not isinstance(tree, dict):
-        raise ValueError(f"{path} holds a msgpack {type(tree).__name__}, not a Flax state dict")
+        raise CheckpointError(f"{path} holds a msgpack {type(tree).__name__}, not a Flax state dict")
     return _restore_lists(tree)
 
 
@@ -65,7 +68,7 @@ def params_of(tree: Mapping[str, Any], source: str = "checkpoint") -> Mapping[st
     if isinstance(tree.get("params"), Mapping) and len(tree) == 1:  # target = {'params': ...}
         tree = tree["params"]
     if not tree:
-        raise ValueError(f"{source} has no parameters (looked under ['optimizer']['target'], "
+        raise CheckpointError(f"{source} has no parameters (looked under ['optimizer']['target'], "
                          "['params'] and the top level)")
     return tree
 

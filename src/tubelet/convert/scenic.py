@@ -1,10 +1,9 @@
 """Weights of the reference ViViT (google-research/scenic, Flax) -> tubelet.
 
-The map is written out rule by rule: each tubelet tensor names the Flax parameter(s) it comes
-from and the layout change, so every mapping can be checked by eye. Flax layouts: Dense
-kernels are (in, out); attention q/k/v kernels (D, heads, head_dim), their biases (heads,
-head_dim); the attention ``out`` kernel (heads, head_dim, D); the tubelet kernel
-(t, h, w, C_in, D); the 2D patch kernel (h, w, C_in, D).
+The map is written out rule by rule (:mod:`tubelet.convert.rules`): each tubelet tensor names
+the Flax parameter(s) it comes from and the layout change, so every mapping can be checked by
+eye. The attention kernels (D, heads, head_dim) show the head count, which is checked against
+the config.
 """
 
 from __future__ import annotations
@@ -15,116 +14,69 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from ..models.config import ViViTConfig
+from ..checkpoint import MissingCheckpointError, adapt_pos_embeds, check_head_layout, load_state
+from ..errors import CheckpointError
+from ..models.config import ConfigError, ViViTConfig
+from ..models.posembed import fit_pos_embeds
 from ..models.vivit import ViViT
 from .msgpack_io import params_of, read_msgpack
-from ..models.posembed import fit_pos_embeds
+from .rules import (Rule, apply_rules, flax_attention, flax_block, flax_conv2d, flax_conv3d, flax_dense,
+                    flax_layer_norm, same)
 
 Array = np.ndarray
-# tubelet name -> (Flax paths, function of those arrays giving the torch tensor)
-Rule = tuple[str, tuple[str, ...], Callable[..., Array]]
-
-
-def _dense(w: Array) -> Array:  # (in, out) -> (out, in)
-    return w.T
-
-
-def _same(w: Array) -> Array:
-    return w
-
-
-def _qkv_kernel(q: Array, k: Array, v: Array) -> Array:  # 3 x (D, heads, d) -> ((H+2G)*d, D)
-    return np.concatenate([w.reshape(w.shape[0], -1).T for w in (q, k, v)], axis=0)
-
-
-def _qkv_bias(q: Array, k: Array, v: Array) -> Array:  # 3 x (heads, d) -> ((H+2G)*d,)
-    return np.concatenate([b.reshape(-1) for b in (q, k, v)])
-
-
-def _out_kernel(w: Array) -> Array:  # (heads, d, D) -> (D, heads*d)
-    return w.reshape(-1, w.shape[-1]).T
-
-
-def _conv3d(w: Array) -> Array:  # (t, h, w, C_in, D) -> (D, C_in, t, h, w)
-    return w.transpose(4, 3, 0, 1, 2)
-
-
-def _conv2d(w: Array) -> Array:  # (h, w, C_in, D) -> (D, C_in, h, w)
-    return w.transpose(3, 2, 0, 1)
-
-
-def _cls(w: Array) -> Array:  # (1, 1, D)
-    return w
-
-
-def _layer_norm(dst: str, src: str) -> list[Rule]:
-    return [(f"{dst}.weight", (f"{src}/scale",), _same), (f"{dst}.bias", (f"{src}/bias",), _same)]
-
-
-def _linear(dst: str, src: str) -> list[Rule]:
-    return [(f"{dst}.weight", (f"{src}/kernel",), _dense), (f"{dst}.bias", (f"{src}/bias",), _same)]
-
-
-def _attention(dst: str, src: str) -> list[Rule]:
-    qkv = tuple(f"{src}/{n}/kernel" for n in ("query", "key", "value"))
-    qkv_b = tuple(f"{src}/{n}/bias" for n in ("query", "key", "value"))
-    return [
-        (f"{dst}.qkv.weight", qkv, _qkv_kernel),
-        (f"{dst}.qkv.bias", qkv_b, _qkv_bias),
-        (f"{dst}.proj.weight", (f"{src}/out/kernel",), _out_kernel),
-        (f"{dst}.proj.bias", (f"{src}/out/bias",), _same),
-    ]
-
-
-def _mlp(dst: str, src: str) -> list[Rule]:
-    return _linear(f"{dst}.fc1", f"{src}/Dense_0") + _linear(f"{dst}.fc2", f"{src}/Dense_1")
-
-
-def _block(dst: str, src: str) -> list[Rule]:
-    """Models 1, 2, 4: EncoderBlock."""
-    return (_layer_norm(f"{dst}.norm1", f"{src}/LayerNorm_0")
-            + _attention(f"{dst}.attn", f"{src}/MultiHeadDotProductAttention_0")
-            + _layer_norm(f"{dst}.norm2", f"{src}/LayerNorm_1")
-            + _mlp(f"{dst}.mlp", f"{src}/MlpBlock_0"))
 
 
 def _factorised_block(dst: str, src: str) -> list[Rule]:
     """Model 3: EncoderFactorizedSelfAttentionBlock."""
     rules: list[Rule] = []
     for axis in ("space", "time"):
-        rules += _layer_norm(f"{dst}.norm_{axis}", f"{src}/LayerNorm_{axis}")
-        rules += _attention(f"{dst}.attn_{axis}", f"{src}/MultiHeadDotProductAttention_{axis}")
-    return rules + _layer_norm(f"{dst}.norm_mlp", f"{src}/LayerNorm_mlp") + _mlp(f"{dst}.mlp", f"{src}/MlpBlock")
+        rules += flax_layer_norm(f"{dst}.norm_{axis}", f"{src}/LayerNorm_{axis}")
+        rules += flax_attention(f"{dst}.attn_{axis}", f"{src}/MultiHeadDotProductAttention_{axis}")
+    return (rules + flax_layer_norm(f"{dst}.norm_mlp", f"{src}/LayerNorm_mlp")
+            + flax_dense(f"{dst}.mlp.fc1", f"{src}/MlpBlock/Dense_0")
+            + flax_dense(f"{dst}.mlp.fc2", f"{src}/MlpBlock/Dense_1"))
 
 
 def _encoder(dst: str, src: str, depth: int, block: Callable[[str, str], list[Rule]],
              cls_src: str | None) -> list[Rule]:
-    rules: list[Rule] = [(f"{dst}.pos_embed", (f"{src}/posembed_input/pos_embedding",), _same)]
+    rules: list[Rule] = [Rule(f"{dst}.pos_embed", (f"{src}/posembed_input/pos_embedding",), same)]
     if cls_src is not None:
-        rules.append((f"{dst}.cls_token", (cls_src,), _cls))
+        rules.append(Rule(f"{dst}.cls_token", (cls_src,), same))  # (1, 1, D)
     for i in range(depth):
         rules += block(f"{dst}.blocks.{i}", f"{src}/encoderblock_{i}")
-    return rules + _layer_norm(f"{dst}.norm", f"{src}/encoder_norm")
+    return rules + flax_layer_norm(f"{dst}.norm", f"{src}/encoder_norm")
 
 
 def scenic_rules(cfg: ViViTConfig) -> list[Rule]:
     """The complete name map for ``cfg``: (tubelet name, Flax paths, layout change)."""
     token = cfg.classifier == "token"
-    conv = _conv3d if cfg.tokeniser == "tubelet" else _conv2d
-    rules: list[Rule] = [("tokeniser.proj.weight", ("embedding/kernel",), conv),
-                         ("tokeniser.proj.bias", ("embedding/bias",), _same)]
+    conv = flax_conv3d if cfg.tokeniser == "tubelet" else flax_conv2d
+    rules: list[Rule] = [Rule("tokeniser.proj.weight", ("embedding/kernel",), conv),
+                         Rule("tokeniser.proj.bias", ("embedding/bias",), same)]
     if cfg.kind in ("factorised_encoder", "average_pool"):
-        rules += _encoder("spatial", "SpatialTransformer", cfg.num_layers, _block,
+        rules += _encoder("spatial", "SpatialTransformer", cfg.num_layers, flax_block,
                           "cls_SpatialTransformer" if token else None)
         if cfg.kind == "factorised_encoder":
-            rules += _encoder("temporal", "TemporalTransformer", cfg.temporal_layers, _block,
+            rules += _encoder("temporal", "TemporalTransformer", cfg.temporal_layers, flax_block,
                               "cls_TemporalTransformer" if token else None)
     else:
-        block = _factorised_block if cfg.kind == "factorised_self_attention" else _block
+        block = _factorised_block if cfg.kind == "factorised_self_attention" else flax_block
         rules += _encoder("encoder", "Transformer", cfg.num_layers, block, "cls" if token else None)
     if cfg.representation_size:
-        rules += _linear("pre_logits.0", "pre_logits")
-    return rules + _linear("head", "output_projection")
+        rules += flax_dense("pre_logits.0", "pre_logits")
+    return rules + flax_dense("head", "output_projection")
+
+
+def flax_head_layout(flat: Mapping[str, Array]) -> dict[str, int]:
+    """{num_heads, num_kv_heads, head_dim} read off the first Flax attention's q / k kernels
+    (D, heads, head_dim); {} when there are none."""
+    for path in sorted(flat):
+        if path.endswith("/query/kernel") and np.ndim(flat[path]) == 3:
+            key = flat.get(path[:-len("query/kernel")] + "key/kernel")
+            _, heads, head_dim = np.shape(flat[path])
+            kv = np.shape(key)[1] if key is not None and np.ndim(key) == 3 else heads
+            return {"num_heads": int(heads), "num_kv_heads": int(kv), "head_dim": int(head_dim)}
+    return {}
 
 
 def flatten_tree(tree: Mapping, prefix: str = "") -> dict[str, Array]:
@@ -139,27 +91,23 @@ def flatten_tree(tree: Mapping, prefix: str = "") -> dict[str, Array]:
     return flat
 
 
-def convert_scenic_params(params: Mapping, cfg: ViViTConfig) -> dict[str, torch.Tensor]:
+def _flat(params: Mapping) -> dict[str, Array]:
+    return flatten_tree(params) if any(isinstance(v, Mapping) for v in params.values()) else dict(params)
+
+
+def convert_scenic_params(params: Mapping, cfg: ViViTConfig, source: str = "the reference checkpoint"
+                          ) -> dict[str, torch.Tensor]:
     """Flax parameters (nested, or flat with '/' paths) -> tubelet state dict for ``cfg``.
 
-    Raises ``KeyError`` naming the missing Flax parameter; unused Flax parameters are an error
-    too, since they mean the config does not describe the checkpoint.
+    Raises :class:`ConfigError` naming a missing Flax parameter, an unused one (the config does
+    not describe the checkpoint) or a head count the kernels contradict.
     """
-    flat = flatten_tree(params) if any(isinstance(v, Mapping) for v in params.values()) else dict(params)
-    state: dict[str, torch.Tensor] = {}
-    used: set[str] = set()
-    for name, sources, fn in scenic_rules(cfg):
-        missing = [s for s in sources if s not in flat]
-        if missing:
-            raise KeyError(f"reference parameter {missing[0]!r} (for {name}) is not in the checkpoint; "
-                           f"does the config (kind={cfg.kind}, classifier={cfg.classifier}, "
-                           f"num_layers={cfg.num_layers}) match it?")
-        used.update(sources)
-        state[name] = torch.from_numpy(np.ascontiguousarray(fn(*(flat[s] for s in sources)), dtype=np.float32))
-    unused = sorted(set(flat) - used)
-    if unused:
-        raise KeyError(f"{len(unused)} reference parameter(s) not described by the config, e.g. "
-                       f"{unused[0]!r}; check kind, classifier, num_layers and temporal_layers")
+    flat = _flat(params)
+    hint = (f"; does the config (kind={cfg.kind}, classifier={cfg.classifier}, num_layers={cfg.num_layers}"
+            + (f", temporal_layers={cfg.temporal_layers}" if cfg.kind == "factorised_encoder" else "")
+            + ") match the checkpoint?")
+    state = apply_rules(scenic_rules(cfg), flat, source, hint=hint)
+    check_head_layout(flax_head_layout(flat), cfg, source)
     return state
 
 
@@ -174,15 +122,24 @@ def read_scenic_params(path: str | Path) -> dict[str, Array]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is a folder; expected a Flax .msgpack checkpoint or an .npz"
-                                if path.is_dir() else f"{path} does not exist")
+        raise MissingCheckpointError(f"{path} is a folder; expected a Flax .msgpack checkpoint or an .npz"
+                                     if path.is_dir() else f"{path} does not exist")
     if path.suffix == ".npz":
-        with np.load(path) as z:
-            arrays = {k: z[k] for k in z.files}
+        arrays = read_npz(path)
         prefixed = {k[len("params/"):]: v for k, v in arrays.items() if k.startswith("params/")}
         return prefixed or arrays
     # anything else is read as msgpack: released checkpoints are named checkpoint_<step>
     return flatten_tree(params_of(read_msgpack(path), str(path)))
+
+
+def read_npz(path: Path) -> dict[str, Array]:
+    """The arrays of an ``.npz`` file; a damaged one is a :class:`CheckpointError`."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except Exception as e:  # zipfile / numpy raise several types for a damaged archive
+        raise CheckpointError(f"cannot read {path} as an .npz archive ({type(e).__name__}: {e}); the file is "
+                              "truncated or damaged: copy it again") from None
 
 
 def load_scenic(source: str | Path | Mapping[str, Any], cfg: ViViTConfig,
@@ -195,11 +152,11 @@ def load_scenic(source: str | Path | Mapping[str, Any], cfg: ViViTConfig,
     inferred from their length (:func:`~tubelet.convert.posembed.infer_grid`). Any other
     mismatch is a :class:`ConfigError` naming the tensor, both shapes and the config field.
     """
-    from ..checkpoint import adapt_pos_embeds, load_state  # checkpoint imports convert
-
     name = str(source) if isinstance(source, (str, Path)) else "the reference parameters"
     params = read_scenic_params(source) if isinstance(source, (str, Path)) else source
-    state = convert_scenic_params(params, trained or cfg)
+    flat = _flat(params)
+    state = convert_scenic_params(flat, trained or cfg, name)
+    check_head_layout(flax_head_layout(flat), cfg, name)  # the model built has the kernels' heads
     state = adapt_pos_embeds(state, trained, cfg) if trained else fit_pos_embeds(state, cfg)
     return load_state(ViViT(cfg), state, name).eval()
 

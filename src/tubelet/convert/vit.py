@@ -43,10 +43,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..checkpoint import MissingCheckpointError, load_state, read_weights
+from ..errors import CheckpointError, UsageError
 from ..models.config import ConfigError, ViViTConfig
-from ..models.vivit import ViViT
 from ..models.posembed import pos_embed_grids, repeat_pos_embed_in_time, resize_pos_embed
-from .scenic import _conv2d, _dense, _out_kernel, _qkv_bias, _qkv_kernel, _same
+from ..models.vivit import ViViT
+from .rules import (FLAX_BLOCKS, Rule, apply_rules, flax_block, flax_conv2d, same, torch_pair, transformers_layer,
+                    transformers_naming)
 
 KERNEL_INITS = ("central_frame", "filter_inflation")
 TEMPORAL_ATTENTION_INITS = ("zero_proj", "zero_all")
@@ -108,94 +111,42 @@ class ImageViT:
         return side, side
 
 
-# (canonical name, source name(s), layout change)
-Rule = tuple[str, tuple[str, ...], Callable[..., Any]]
-
-
-def _pair(dst: str, src: str, sep: str = ".") -> list[Rule]:
-    return [(f"{dst}.weight", (f"{src}{sep}weight",), _same), (f"{dst}.bias", (f"{src}{sep}bias",), _same)]
-
-
-def _cat(*ws: Tensor) -> Tensor:  # separate q, k, v (weights or biases) -> fused qkv rows
-    return torch.cat(ws, dim=0)
+# Canonical names are tubelet's Block names under ``blocks.{i}``, so the same layer maps serve.
+_BLOCK_PARTS = ("norm1", "attn.qkv", "attn.proj", "norm2", "mlp.fc1", "mlp.fc2")
 
 
 def timm_rules(depth: int, cls_token: bool) -> list[Rule]:
     """timm naming -> canonical (the same names; the map says which tensors are used)."""
-    rules: list[Rule] = [("pos_embed", ("pos_embed",), _same), *_pair("patch_embed.proj", "patch_embed.proj")]
+    rules: list[Rule] = [Rule("pos_embed", ("pos_embed",), same), *torch_pair("patch_embed.proj", "patch_embed.proj")]
     if cls_token:
-        rules.append(("cls_token", ("cls_token",), _same))
+        rules.append(Rule("cls_token", ("cls_token",), same))
     for i in range(depth):
-        b = f"blocks.{i}"
-        for part in ("norm1", "attn.qkv", "attn.proj", "norm2", "mlp.fc1", "mlp.fc2"):
-            rules += _pair(f"{b}.{part}", f"{b}.{part}")
-    return rules + _pair("norm", "norm")
-
-
-def _hf_released_block(i: int) -> list[Rule]:
-    s = f"encoder.layer.{i}"
-    a = f"{s}.attention.attention"
-    return [*_pair(f"blocks.{i}.norm1", f"{s}.layernorm_before"),
-            (f"blocks.{i}.attn.qkv.weight", (f"{a}.query.weight", f"{a}.key.weight", f"{a}.value.weight"), _cat),
-            (f"blocks.{i}.attn.qkv.bias", (f"{a}.query.bias", f"{a}.key.bias", f"{a}.value.bias"), _cat),
-            *_pair(f"blocks.{i}.attn.proj", f"{s}.attention.output.dense"),
-            *_pair(f"blocks.{i}.norm2", f"{s}.layernorm_after"),
-            *_pair(f"blocks.{i}.mlp.fc1", f"{s}.intermediate.dense"),
-            *_pair(f"blocks.{i}.mlp.fc2", f"{s}.output.dense")]
-
-
-def _hf_module_block(i: int) -> list[Rule]:
-    s = f"layers.{i}"
-    a = f"{s}.attention"
-    return [*_pair(f"blocks.{i}.norm1", f"{s}.layernorm_before"),
-            (f"blocks.{i}.attn.qkv.weight", (f"{a}.q_proj.weight", f"{a}.k_proj.weight", f"{a}.v_proj.weight"), _cat),
-            (f"blocks.{i}.attn.qkv.bias", (f"{a}.q_proj.bias", f"{a}.k_proj.bias", f"{a}.v_proj.bias"), _cat),
-            *_pair(f"blocks.{i}.attn.proj", f"{a}.o_proj"),
-            *_pair(f"blocks.{i}.norm2", f"{s}.layernorm_after"),
-            *_pair(f"blocks.{i}.mlp.fc1", f"{s}.mlp.fc1"),
-            *_pair(f"blocks.{i}.mlp.fc2", f"{s}.mlp.fc2")]
+        for part in _BLOCK_PARTS:
+            rules += torch_pair(f"blocks.{i}.{part}", f"blocks.{i}.{part}")
+    return rules + torch_pair("norm", "norm")
 
 
 def hf_vit_rules(depth: int, naming: str = "released") -> list[Rule]:
     """transformers ViT naming (``vit.`` prefix removed) -> canonical."""
-    block = _hf_released_block if naming == "released" else _hf_module_block
-    rules: list[Rule] = [("cls_token", ("embeddings.cls_token",), _same),
-                         ("pos_embed", ("embeddings.position_embeddings",), _same),
-                         *_pair("patch_embed.proj", "embeddings.patch_embeddings.projection")]
+    rules: list[Rule] = [Rule("cls_token", ("embeddings.cls_token",), same),
+                         Rule("pos_embed", ("embeddings.position_embeddings",), same),
+                         *torch_pair("patch_embed.proj", "embeddings.patch_embeddings.projection")]
     for i in range(depth):
-        rules += block(i)
-    return rules + _pair("norm", "layernorm")
-
-
-# Flax block names: (attention, first LayerNorm, second LayerNorm, MLP) of the original ViT
-# release (vision_transformer) and of big_vision / scenic.
-FLAX_BLOCKS = {"vit": ("MultiHeadDotProductAttention_1", "LayerNorm_0", "LayerNorm_2", "MlpBlock_3"),
-               "big_vision": ("MultiHeadDotProductAttention_0", "LayerNorm_0", "LayerNorm_1", "MlpBlock_0")}
+        rules += transformers_layer(f"blocks.{i}", "", i, naming)
+    return rules + torch_pair("norm", "layernorm")
 
 
 def flax_vit_rules(depth: int, cls_token: bool, blocks: str, pos_path: str) -> list[Rule]:
     """Reference ViT / big_vision Flax paths -> canonical (numpy in, layout changed)."""
-    attn, ln1, ln2, mlp = FLAX_BLOCKS[blocks]
-    rules: list[Rule] = [("pos_embed", (pos_path,), _same),
-                         ("patch_embed.proj.weight", ("embedding/kernel",), _conv2d),
-                         ("patch_embed.proj.bias", ("embedding/bias",), _same)]
+    rules: list[Rule] = [Rule("pos_embed", (pos_path,), same),
+                         Rule("patch_embed.proj.weight", ("embedding/kernel",), flax_conv2d),
+                         Rule("patch_embed.proj.bias", ("embedding/bias",), same)]
     if cls_token:
-        rules.append(("cls_token", ("cls",), _same))
+        rules.append(Rule("cls_token", ("cls",), same))
     for i in range(depth):
-        s, b = f"Transformer/encoderblock_{i}", f"blocks.{i}"
-        rules += [
-            (f"{b}.norm1.weight", (f"{s}/{ln1}/scale",), _same), (f"{b}.norm1.bias", (f"{s}/{ln1}/bias",), _same),
-            (f"{b}.attn.qkv.weight", tuple(f"{s}/{attn}/{n}/kernel" for n in ("query", "key", "value")), _qkv_kernel),
-            (f"{b}.attn.qkv.bias", tuple(f"{s}/{attn}/{n}/bias" for n in ("query", "key", "value")), _qkv_bias),
-            (f"{b}.attn.proj.weight", (f"{s}/{attn}/out/kernel",), _out_kernel),
-            (f"{b}.attn.proj.bias", (f"{s}/{attn}/out/bias",), _same),
-            (f"{b}.norm2.weight", (f"{s}/{ln2}/scale",), _same), (f"{b}.norm2.bias", (f"{s}/{ln2}/bias",), _same),
-            (f"{b}.mlp.fc1.weight", (f"{s}/{mlp}/Dense_0/kernel",), _dense),
-            (f"{b}.mlp.fc1.bias", (f"{s}/{mlp}/Dense_0/bias",), _same),
-            (f"{b}.mlp.fc2.weight", (f"{s}/{mlp}/Dense_1/kernel",), _dense),
-            (f"{b}.mlp.fc2.bias", (f"{s}/{mlp}/Dense_1/bias",), _same)]
-    return rules + [("norm.weight", ("Transformer/encoder_norm/scale",), _same),
-                    ("norm.bias", ("Transformer/encoder_norm/bias",), _same)]
+        rules += flax_block(f"blocks.{i}", f"Transformer/encoderblock_{i}", blocks)
+    return rules + [Rule("norm.weight", ("Transformer/encoder_norm/scale",), same),
+                    Rule("norm.bias", ("Transformer/encoder_norm/bias",), same)]
 
 
 # Tensors of an image classifier that a video model does not take (heads, poolers).
@@ -204,22 +155,8 @@ _IGNORED = ("head.", "head/", "pre_logits", "classifier.", "pooler.", "embedding
 
 
 def _apply(rules: list[Rule], state: Mapping[str, Any], naming: str) -> dict[str, Tensor]:
-    out: dict[str, Tensor] = {}
-    used: set[str] = set()
-    for name, sources, fn in rules:
-        missing = [s for s in sources if s not in state]
-        if missing:
-            raise ConfigError(f"image ViT ({naming} naming): tensor {missing[0]!r} (for {name}) is missing")
-        used.update(sources)
-        value = fn(*(state[s] for s in sources))
-        value = torch.from_numpy(np.ascontiguousarray(value)) if isinstance(value, np.ndarray) else value
-        out[name] = value.detach().float().contiguous()
-    unused = sorted(k for k in set(state) - used if not k.startswith(_IGNORED))
-    if unused:
-        raise ConfigError(f"image ViT ({naming} naming): {len(unused)} tensor(s) have no place in a "
-                          f"plain ViT, e.g. {unused[0]!r} (layer scale, register tokens and attention "
-                          "pooling are not supported)")
-    return out
+    return apply_rules(rules, state, f"image ViT ({naming} naming)", ignored=_IGNORED,
+                       hint=" (layer scale, register tokens and attention pooling are not supported)")
 
 
 def unstack_scanned_blocks(state: Mapping[str, Any]) -> dict[str, Any]:
@@ -270,7 +207,7 @@ def image_vit_from_state_dict(state: Mapping[str, Any], hf_config: Mapping[str, 
     if naming == "hf":
         prefix = "vit."  # ViTForImageClassification nests ViTModel under `vit.`
         state = {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state.items()}
-        sub = "released" if any(k.startswith("encoder.layer.") for k in state) else "module"
+        sub = transformers_naming(state) or "released"
         depth = _count(state, "encoder.layer.{}." if sub == "released" else "layers.{}.")
         cfg = dict(hf_config or {})
         act = cfg.get("hidden_act", "gelu")
@@ -298,24 +235,28 @@ def read_image_vit(path: str | Path) -> ImageViT:
     transformers folder (``config.json`` + weights)."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist")
+        raise MissingCheckpointError(f"{path} does not exist")
     if path.is_dir():
         from .hf import read_hf_folder
         config, state = read_hf_folder(path)
         return image_vit_from_state_dict(state, config)
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        return image_vit_from_state_dict(load_file(str(path)))
+        return image_vit_from_state_dict(read_weights(path)[0])
     if path.suffix == ".npz":
-        with np.load(path) as z:
-            return image_vit_from_state_dict({k: z[k] for k in z.files})
+        from .scenic import read_npz
+        return image_vit_from_state_dict(read_npz(path))
     if path.suffix in (".pth", ".pt", ".bin", ".ckpt"):
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)  # tensors only: no code runs
+        except Exception as e:
+            raise CheckpointError(f"cannot read {path} as a torch state dict ({type(e).__name__}: "
+                                  f"{str(e).splitlines()[0] if str(e) else 'no detail'}); only plain tensor "
+                                  "files are read (no pickled code): save it as .safetensors") from None
         for key in ("model", "state_dict", "model_state"):
             if isinstance(obj, dict) and isinstance(obj.get(key), dict):
                 obj = obj[key]
         return image_vit_from_state_dict(obj)
-    raise ValueError(f"{path}: expected .safetensors, .pth/.pt/.bin, .npz or a transformers folder")
+    raise UsageError(f"{path}: expected .safetensors, .pth/.pt/.bin, .npz or a transformers folder")
 
 
 # ---------------------------------------------------------------------------- ViT -> ViViT
@@ -407,8 +348,6 @@ def vivit_from_image_vit(vit: ImageViT, cfg: ViViTConfig, *, kernel_init: str = 
     else:
         state.update(_encoder_from_vit(vit, "encoder", grids["encoder.pos_embed"], token, BLOCK_MAP,
                                        cfg.num_layers))
-    from ..checkpoint import load_state  # checkpoint imports convert: import at use
-
     return load_state(model, state, f"the image ViT ({vit.naming} naming)").eval()
 
 

@@ -32,6 +32,10 @@ def _triple(name: str, value: Any) -> tuple[float, float, float]:
     return out  # type: ignore[return-value]
 
 
+def _fmt(values: tuple[float, ...]) -> str:
+    return f"{values[0]:g}" if len(set(values)) == 1 else "(" + ", ".join(f"{v:g}" for v in values) + ")"
+
+
 @dataclass(frozen=True)
 class Preprocessing:
     """How clips are made for the model: frames, stride, size and pixel normalisation."""
@@ -71,6 +75,30 @@ class Preprocessing:
     def is_reference_pixels(self) -> bool:
         """Pixels mapped to [-1, 1] as the reference does (x * 2 / 255 - 1)."""
         return self.pixel_mean == REFERENCE_MEAN and self.pixel_std == REFERENCE_STD
+
+    @property
+    def pixel_range(self) -> tuple[float, float]:
+        """The range the model's input pixels span, (lowest, highest) over the channels."""
+        lo = min((0 - m) / s for m, s in zip(self.pixel_mean, self.pixel_std))
+        hi = max((1 - m) / s for m, s in zip(self.pixel_mean, self.pixel_std))
+        return lo, hi
+
+    def describe(self) -> str:
+        """One line: frames, stride, size and pixels."""
+        lo, hi = self.pixel_range
+        pixels = ("the reference's x * 2 / 255 - 1" if self.is_reference_pixels else
+                  f"(x / 255 - {_fmt(self.pixel_mean)}) / {_fmt(self.pixel_std)}")
+        return (f"{self.num_frames} frames at stride {self.frame_stride}, {self.image_size[0]}x"
+                f"{self.image_size[1]} pixels, {pixels} (in [{lo:g}, {hi:g}])")
+
+    def normalise(self, video: Any) -> Any:
+        """uint8 or float [0, 255] frames (..., T, H, W, C) -> float32 (..., C, T, H, W) model input."""
+        import torch
+
+        mean = torch.tensor(self.pixel_mean, dtype=torch.float32, device=video.device)
+        std = torch.tensor(self.pixel_std, dtype=torch.float32, device=video.device)
+        x = (video.float() / 255 - mean) / std  # channels last: broadcasts over (..., C)
+        return x.movedim(-1, -4)  # (..., T, H, W, C) -> (..., C, T, H, W)
 
     def to_dict(self) -> dict[str, Any]:
         return {"num_frames": self.num_frames, "image_size": list(self.image_size),
