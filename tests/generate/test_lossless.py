@@ -42,7 +42,7 @@ TARGET_TABLE, DRAFT_TABLE = _tables()
 
 
 # ---- negative controls: wrong verification steps -----------------------------------------
-def verify_deterministic(draft_tokens, p, q, r, u):
+def verify_deterministic(draft_tokens, p, q, r, u, num_drafted=None):
     """Wrong: accept whenever q(x) >= p(x), with no randomness."""
     B, K = draft_tokens.shape
     idx = draft_tokens.unsqueeze(-1)
@@ -55,16 +55,16 @@ def verify_deterministic(draft_tokens, p, q, r, u):
     return n, sample(res, u)
 
 
-def verify_residual_from_q(draft_tokens, p, q, r, u):
+def verify_residual_from_q(draft_tokens, p, q, r, u, num_drafted=None):
     """Wrong: on rejection, sample from q instead of max(0, q - p)."""
-    n, _ = speculative.__dict__["_true_verify"](draft_tokens, p, q, r, u)
+    n, _ = speculative.__dict__["_true_verify"](draft_tokens, p, q, r, u, num_drafted)
     return n, sample(q[torch.arange(q.shape[0]), n], u)
 
 
-def verify_shifted(draft_tokens, p, q, r, u):
+def verify_shifted(draft_tokens, p, q, r, u, num_drafted=None):
     """Wrong: the target's distributions off by one position (a misaligned mask or offset)."""
     shifted = torch.cat([q[:, 1:], q[:, -1:]], dim=1)
-    return speculative.__dict__["_true_verify"](draft_tokens, p, shifted, r, u)
+    return speculative.__dict__["_true_verify"](draft_tokens, p, shifted, r, u, num_drafted)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -7,16 +7,17 @@ from collections.abc import Callable, Sequence
 import torch
 
 from .models import CausalLM
-from .rows import Rows, row_generators, uniforms
+from .rows import EOS, Rows, row_generators, uniforms
 from .sampling import Sampling, probabilities, sample
 from .stats import Generation, Stats
 
 
 def autoregressive_generate(model: CausalLM, prompts: Sequence[Sequence[int]], max_new_tokens: int, *,
                             sampling: Sampling = Sampling(), seed: int | Sequence[int] = 0,
-                            eos_token_id: int | None = None,
+                            eos_token_id: EOS = None,
                             on_step: Callable[[Rows], None] | None = None) -> Generation:
-    """Sample up to ``max_new_tokens`` after each prompt, one token per row per model call."""
+    """Sample up to ``max_new_tokens`` after each prompt, one token per row per model call.
+    ``eos_token_id``: a token or a list of tokens, any of which ends a row."""
     rows = Rows(prompts, getattr(model, "device", "cpu"))
     B = rows.batch_size
     model.reset(B)

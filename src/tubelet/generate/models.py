@@ -18,6 +18,9 @@ from ..models.decoder import Decoder
 
 
 class CausalLM(Protocol):
+    """A causal LM with a cache. ``lengths[b]`` tokens of row b are in the cache: the first
+    ``lengths[b]`` tokens of the row, in order, and nothing else."""
+
     vocab_size: int
     lengths: Tensor  # (B,) tokens held in the cache per row
 
@@ -31,7 +34,12 @@ class CausalLM(Protocol):
         (right padding) are meaningless."""
 
     def crop(self, lengths: Tensor) -> None:
-        """Keep the first ``lengths[b]`` tokens of each row's cache."""
+        """Keep exactly the first ``lengths[b]`` tokens of each row's cache.
+
+        Callers never ask for more than a row holds (``lengths[b] <= self.lengths[b]``): a crop
+        only forgets. Speculative sampling crops the target to every token of a row but the
+        last, and the draft to the smaller of that and what the draft holds (after a step that
+        accepted all K drafts, the draft never saw its own last proposal)."""
 
     def cached(self, row: int) -> list[tuple[Tensor, Tensor]]:
         """Each layer's (keys, values) (G, lengths[row], d) of one row: for checks and tests."""
@@ -78,6 +86,7 @@ class HFCausalLM:
 
     def __init__(self, model) -> None:
         self.model = model.eval()
+        self.cache_argument = cache_argument(model)
         self.vocab_size = model.config.vocab_size
         self.device = next(model.parameters()).device
         self.calls = 0
@@ -100,7 +109,7 @@ class HFCausalLM:
         positions = self.lengths[:, None] + steps
         self.valid = torch.cat([self.valid, steps < num_valid[:, None]], dim=1)
         out = self.model(input_ids=tokens, attention_mask=self.valid.long(), position_ids=positions,
-                         past_key_values=self.cache, use_cache=True)
+                         use_cache=True, **{self.cache_argument: self.cache})
         self.lengths = self.lengths + num_valid
         return out.logits
 
@@ -122,3 +131,12 @@ class HFCausalLM:
         else:  # transformers < 4.56
             kv = list(zip(self.cache.key_cache, self.cache.value_cache))
         return [(k[row][:, valid], v[row][:, valid]) for k, v in kv]
+
+
+def cache_argument(model) -> str:
+    """The name under which ``model.forward`` takes its cache in the installed transformers:
+    ``cache`` since 5.x (``past_key_values`` is deprecated there and removed in 5.40), and
+    ``past_key_values`` before."""
+    import inspect
+    parameters = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"

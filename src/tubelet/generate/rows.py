@@ -13,6 +13,17 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+EOS = int | Sequence[int] | None  # one end-of-sequence token, several (any of them ends a row), or none
+
+
+def eos_ids(eos_token_id: EOS) -> tuple[int, ...]:
+    """The end-of-sequence tokens as a tuple: ``2`` -> (2,), ``[2, 3]`` -> (2, 3), None -> ()."""
+    if eos_token_id is None:
+        return ()
+    if isinstance(eos_token_id, (list, tuple, set, frozenset)):
+        return tuple(int(t) for t in eos_token_id)
+    return (int(eos_token_id),)
+
 
 class Rows:
     def __init__(self, prompts: Sequence[Sequence[int]], device: torch.device | str = "cpu") -> None:
@@ -49,8 +60,9 @@ class Rows:
         self.buffer[self.arange, self.lengths + num_kept] = token
         self.lengths = self.lengths + num_kept + 1
 
-    def pending(self, cached: Tensor, extra: int = 0) -> tuple[Tensor, Tensor]:
-        """Tokens of each row past ``cached[b]`` (plus ``extra`` put ones), right-padded.
+    def pending(self, cached: Tensor, extra: int | Tensor = 0) -> tuple[Tensor, Tensor]:
+        """Tokens of each row past ``cached[b]`` (plus ``extra`` (or ``extra[b]``) put ones),
+        right-padded.
 
         Returns tokens (B, n) and num_valid (B,) with n = max(num_valid)."""
         stop = self.lengths + extra
@@ -59,25 +71,27 @@ class Rows:
         index = (cached[:, None] + torch.arange(n, device=self.device)).clamp_(max=self.buffer.shape[1] - 1)
         return self.buffer.gather(1, index), num_valid
 
-    def generated(self, max_new_tokens: int, eos_token_id: int | None = None) -> list[list[int]]:
+    def generated(self, max_new_tokens: int, eos_token_id: EOS = None) -> list[list[int]]:
         """Each row's new tokens: at most ``max_new_tokens``, ending at the first EOS if any."""
+        eos = set(eos_ids(eos_token_id))
         out = []
         for b in range(self.batch_size):
             start = int(self.prompt_lengths[b])
             stop = min(int(self.lengths[b]), start + max_new_tokens)
             toks = self.buffer[b, start:stop].tolist()
-            if eos_token_id is not None and eos_token_id in toks:
-                toks = toks[:toks.index(eos_token_id) + 1]
-            out.append(toks)
+            first_eos = next((i for i, t in enumerate(toks) if t in eos), None)
+            out.append(toks if first_eos is None else toks[:first_eos + 1])
         return out
 
-    def finished(self, max_new_tokens: int, eos_token_id: int | None = None) -> Tensor:
+    def finished(self, max_new_tokens: int, eos_token_id: EOS = None) -> Tensor:
         """(B,) True for rows with ``max_new_tokens`` new tokens or an EOS among them."""
         done = self.lengths - self.prompt_lengths >= max_new_tokens
-        if eos_token_id is not None:
+        eos = eos_ids(eos_token_id)
+        if eos:
             cols = torch.arange(self.buffer.shape[1], device=self.device)
             new = (cols >= self.prompt_lengths[:, None]) & (cols < self.lengths[:, None])
-            done |= ((self.buffer == eos_token_id) & new).any(1)
+            is_eos = torch.isin(self.buffer, torch.tensor(eos, device=self.device))
+            done |= (is_eos & new).any(1)
         return done
 
     def tokens(self, row: int) -> list[int]:

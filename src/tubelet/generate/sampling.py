@@ -66,30 +66,42 @@ def probabilities(logits: Tensor, sampling: Sampling = Sampling()) -> Tensor:
 
 def sample(weights: Tensor, u: Tensor) -> Tensor:
     """Inverse-CDF sampling: (..., V) non-negative weights (need not sum to 1), (...) uniforms
-    in [0, 1) -> (...) token ids. A token of weight 0 is never drawn."""
-    cdf = weights.cumsum(-1)
-    target = (u.to(cdf.dtype) * cdf[..., -1]).unsqueeze(-1)
+    in [0, 1) -> (...) token ids. A token of weight 0 is never drawn, whatever u.
+
+    The cumulative sums and ``u * total`` are computed in float64 (a float32 uniform rounds to
+    1.0 for u >= 1 - 2^-25), and an index past the end (``u * total`` rounding to the total)
+    falls back to the last token of positive weight, never to token V-1.
+    """
+    cdf = weights.double().cumsum(-1)
+    target = (u.double() * cdf[..., -1]).unsqueeze(-1)
     index = torch.searchsorted(cdf, target, right=True).squeeze(-1)
-    return index.clamp_(max=weights.shape[-1] - 1)
+    positive = weights > 0
+    last_positive = positive.shape[-1] - 1 - positive.flip(-1).int().argmax(-1)
+    return torch.minimum(index, last_positive)
 
 
-def verify(draft_tokens: Tensor, p: Tensor, q: Tensor, r: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+def verify(draft_tokens: Tensor, p: Tensor, q: Tensor, r: Tensor, u: Tensor,
+           num_drafted: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """The modified rejection sampling of speculative sampling, for a batch of rows.
 
     draft_tokens: (B, K) tokens the draft sampled; p: (B, K, V) the distributions it sampled
     them from; q: (B, K+1, V) the target's distributions at the same K positions and one more;
-    r: (B, K) uniforms for the acceptance tests; u: (B,) a uniform for the final token.
+    r: (B, K) uniforms for the acceptance tests; u: (B,) a uniform for the final token;
+    num_drafted: (B,) how many of the K tokens row b drafted (default: all K); the columns
+    past it are padding, never accepted.
 
     Draft token t is accepted when ``r_t < min(1, q_t(x_t) / p_t(x_t))``, written
     ``r_t * p_t(x_t) < q_t(x_t)``; the first rejection ends the step and the next token is drawn
-    from ``max(0, q_t - p_t)`` renormalised; if all K are accepted it is a bonus token drawn from
-    ``q_{K+1}``. Returns (num_accepted (B,), next_token (B,)).
+    from ``max(0, q_t - p_t)`` renormalised; if all drafted tokens are accepted it is a bonus
+    token drawn from ``q`` at the next position. Returns (num_accepted (B,), next_token (B,)).
     """
     B, K = draft_tokens.shape
+    if num_drafted is not None:  # p = 0 past a row's drafts: nothing accepted, the bonus from q
+        p = p * (torch.arange(K, device=p.device) < num_drafted[:, None])[..., None]
     idx = draft_tokens.unsqueeze(-1)
     p_x = p.gather(-1, idx).squeeze(-1)  # (B, K)
     q_x = q[:, :K].gather(-1, idx).squeeze(-1)
-    accepted = r * p_x < q_x
+    accepted = (r * p_x < q_x) & (p_x > 0)
     num_accepted = accepted.long().cumprod(-1).sum(-1)  # leading run of acceptances
     rows = torch.arange(B, device=draft_tokens.device)
     q_n = q[rows, num_accepted]  # (B, V): target at the first rejected position, or the bonus one

@@ -17,8 +17,10 @@ def expected_tokens_per_step(acceptance: float, k: int) -> float:
 class Stats:
     """Counts over the steps of a generation; rows that have finished are not counted.
 
-    ``acceptance_rate`` is per token that reaches the acceptance test (the accepted ones and the
-    first rejected one of a step): the a of :func:`expected_tokens_per_step`.
+    Two acceptance rates: ``acceptance_rate`` is per *tested* draft token (the accepted ones and
+    the first rejected one of a step; the tokens after a rejection are never tested): the a of
+    :func:`expected_tokens_per_step`. ``accepted_per_drafted`` is per *drafted* token (every
+    proposal, tested or not): the share of the draft's work that was kept.
     """
 
     k: int
@@ -26,6 +28,7 @@ class Stats:
     target_calls: int = 0  # batched model calls of the target (a step = one call)
     draft_calls: int = 0
     row_steps: int = 0  # (row, step) pairs
+    drafted: int = 0  # draft tokens proposed (up to K per row and step)
     tested: int = 0  # draft tokens that reached the acceptance test
     accepted: int = 0
     generated: int = 0  # tokens emitted, before truncation to max_new_tokens
@@ -34,6 +37,10 @@ class Stats:
     @property
     def acceptance_rate(self) -> float:
         return self.accepted / self.tested if self.tested else float("nan")
+
+    @property
+    def accepted_per_drafted(self) -> float:
+        return self.accepted / self.drafted if self.drafted else float("nan")
 
     @property
     def tokens_per_step(self) -> float:
@@ -49,7 +56,9 @@ class Stats:
                "generated": self.generated, "tokens_per_step": self.tokens_per_step,
                "target_calls_per_token": self.target_calls_per_token}
         if self.k:
-            out.update(acceptance_rate=self.acceptance_rate, draft_calls=self.draft_calls,
+            out.update(acceptance_rate=self.acceptance_rate,
+                       accepted_per_drafted=self.accepted_per_drafted, drafted=self.drafted,
+                       tested=self.tested, accepted=self.accepted, draft_calls=self.draft_calls,
                        expected_tokens_per_step=expected_tokens_per_step(self.acceptance_rate, self.k),
                        accepted_histogram=self.accepted_histogram)
         return out

@@ -1,0 +1,154 @@
+"""Drafts: what proposes the tokens that speculative sampling tests against the target.
+
+A :class:`Draft` proposes up to K tokens per row, with the distributions it drew them from:
+
+- :class:`ModelDraft`: any :class:`~tubelet.generate.models.CausalLM` (a distilled decoder, the
+  target's first layers ``truncated:L``), sampling K tokens one call at a time; with a
+  ``threshold`` it stops a row's drafting as soon as its top probability falls below it
+  (dynamic draft length);
+- :class:`NGramDraft`: prompt lookup, no model: the latest earlier occurrence of the row's last
+  n tokens in its own context proposes the tokens that followed it. The proposal is
+  deterministic, so the distribution it was "sampled" from is one-hot: with p one-hot the
+  acceptance test keeps token x with probability q(x), and the residual is q without x, which
+  keeps the output exactly the target's distribution under sampling too.
+
+Rows may propose fewer than K tokens (none at all when the n-gram finds no match): the target
+then verifies only what was proposed, and the step ends with a token from the target.
+Whether to stop drafting may depend on anything the draft knows (its own distributions and
+the context), never on the target: that keeps the verification exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from .models import CausalLM
+from .rows import Rows
+from .sampling import Sampling, probabilities, sample
+
+
+@dataclass
+class Proposal:
+    tokens: Tensor  # (B, K) proposed tokens; columns past num_drafted[b] are padding
+    p: Tensor  # (B, K, V) the distribution each token was drawn from
+    num_drafted: Tensor  # (B,) tokens row b proposes, 0..K
+    calls: int = 0  # draft model calls this step (batched)
+
+
+class Draft(Protocol):
+    vocab_size: int
+
+    def reset(self, batch_size: int) -> None:
+        """Forget everything, for a new batch of ``batch_size`` rows."""
+
+    def propose(self, rows: Rows, k: int, sampling: Sampling, u: Tensor) -> Proposal:
+        """Up to ``k`` tokens after each row's end, drawn with the (B, k) uniforms ``u``
+        (row b uses only ``u[b]``, so rows stay independent) from ``sampling``'s filtered
+        distributions."""
+
+    def commit(self, rows: Rows) -> None:
+        """After verification: ``rows`` hold the accepted tokens and the target's next token;
+        drop whatever was computed past them."""
+
+
+class ModelDraft:
+    """A causal LM as a draft: K sampled tokens, one call each (the first also feeds what the
+    draft has not seen yet). ``threshold`` > 0 stops drafting a row when the top probability of
+    its next-token distribution is below it."""
+
+    def __init__(self, lm: CausalLM, threshold: float = 0.0) -> None:
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"draft threshold must be in [0, 1], got {threshold}")
+        self.lm = lm
+        self.threshold = threshold
+        self.vocab_size = lm.vocab_size
+
+    def reset(self, batch_size: int) -> None:
+        self.lm.reset(batch_size)
+
+    def propose(self, rows: Rows, k: int, sampling: Sampling, u: Tensor) -> Proposal:
+        B = rows.batch_size
+        tokens, num_valid = rows.pending(self.lm.lengths)
+        drafted = torch.zeros(B, k, dtype=torch.long, device=rows.device)
+        p = []
+        drafting = torch.ones(B, dtype=torch.bool, device=rows.device)
+        num_drafted = torch.zeros(B, dtype=torch.long, device=rows.device)
+        calls = 0
+        for t in range(k):
+            logits = self.lm.extend(tokens, num_valid)
+            calls += 1
+            p_t = probabilities(logits[rows.arange, (num_valid - 1).clamp(min=0)], sampling)  # (B, V)
+            p_t = p_t.to(rows.device)
+            if self.threshold > 0:
+                drafting &= p_t.max(-1).values >= self.threshold
+                if not drafting.any():
+                    break
+            drafted[:, t] = sample(p_t, u[:, t])
+            p.append(p_t)
+            num_drafted += drafting.long()
+            tokens, num_valid = drafted[:, t:t + 1], drafting.long()  # a stopped row feeds nothing
+        V = self.vocab_size
+        p_all = torch.stack(p, 1) if p else torch.zeros(B, 0, V, device=rows.device)
+        return Proposal(drafted[:, :p_all.shape[1]], p_all, num_drafted, calls)
+
+    def commit(self, rows: Rows) -> None:
+        self.lm.crop(torch.minimum(self.lm.lengths, rows.lengths - 1))
+
+
+def prompt_lookup(buffer: Tensor, lengths: Tensor, max_ngram: int, k: int) -> tuple[Tensor, Tensor]:
+    """Prompt-lookup proposals for right-padded rows: buffer (B, L), lengths (B,).
+
+    For n = max_ngram, ..., 1 (the longest match wins), find the latest earlier occurrence of
+    the row's last n tokens that is followed by at least one token, and propose up to k tokens
+    that followed it (never past the row's end). Returns tokens (B, k) and num_drafted (B,):
+    0 where nothing matches.
+    """
+    B, L = buffer.shape
+    continuation = torch.zeros(B, dtype=torch.long, device=buffer.device)
+    found = torch.zeros(B, dtype=torch.bool, device=buffer.device)
+    for n in range(max_ngram, 0, -1):
+        if L < n + 1:
+            continue
+        suffix = buffer.gather(1, (lengths[:, None] - n + torch.arange(n, device=buffer.device)).clamp(min=0))
+        windows = buffer.unfold(1, n, 1)  # (B, L-n+1, n): window i = tokens i .. i+n-1
+        starts = torch.arange(windows.shape[1], device=buffer.device)
+        # a match ending before the last token: it is not the suffix itself, and a token follows
+        match = (windows == suffix[:, None, :]).all(-1) & (starts[None] + n < lengths[:, None])
+        latest = torch.where(match, starts[None], -1).max(-1).values
+        new = ~found & (latest >= 0)
+        continuation = torch.where(new, latest + n, continuation)
+        found |= new
+    index = (continuation[:, None] + torch.arange(k, device=buffer.device)).clamp(max=L - 1)
+    num_drafted = torch.where(found, (lengths - continuation).clamp(max=k), 0)
+    return buffer.gather(1, index), num_drafted
+
+
+class NGramDraft:
+    """Prompt lookup (``ngram:N``): continuations of the latest match of the row's last
+    N..1 tokens in its own context, proposed with a one-hot distribution."""
+
+    def __init__(self, max_ngram: int, vocab_size: int) -> None:
+        if max_ngram < 1:
+            raise ValueError(f"ngram:N needs N >= 1 tokens to match, got {max_ngram}")
+        self.max_ngram = max_ngram
+        self.vocab_size = vocab_size
+
+    def reset(self, batch_size: int) -> None:
+        pass  # the context is the rows themselves: nothing to keep
+
+    def propose(self, rows: Rows, k: int, sampling: Sampling, u: Tensor) -> Proposal:
+        tokens, num_drafted = prompt_lookup(rows.buffer, rows.lengths, self.max_ngram, k)
+        p = torch.nn.functional.one_hot(tokens, self.vocab_size).float()  # (B, k, V)
+        return Proposal(tokens, p, num_drafted)
+
+    def commit(self, rows: Rows) -> None:
+        pass
+
+
+def as_draft(draft: Draft | CausalLM) -> Draft:
+    """A Draft as is; a bare CausalLM as a :class:`ModelDraft`."""
+    return draft if hasattr(draft, "propose") else ModelDraft(draft)
