@@ -53,6 +53,11 @@ class VideoNotFound(DecodeError, FileNotFoundError):
 _AV_ERRORS = (av.FFmpegError, OSError, EOFError, ValueError, IndexError)
 
 
+def _why(error: Exception) -> str:
+    """FFmpeg's own words for ``error``, without the file name (the message names it once)."""
+    return getattr(error, "strerror", None) or str(error)
+
+
 @dataclass(frozen=True)
 class VideoIndex:
     """Where the frames of one video are, from demuxing alone.
@@ -114,7 +119,7 @@ def _open(path: str | Path) -> tuple[av.container.InputContainer, av.video.strea
     try:
         container = av.open(str(path), mode="r")
     except _AV_ERRORS as e:
-        raise DecodeError(path, f"not a readable video ({e})") from None
+        raise DecodeError(path, f"not a readable video ({_why(e)})") from None
     if not container.streams.video:
         container.close()
         raise DecodeError(path, "no video stream")
@@ -168,7 +173,7 @@ def _demux(path: str | Path) -> tuple[list[int], list[int], StreamInfo]:
                     key_pts.append(int(p))
     except _AV_ERRORS as e:
         if not pts:
-            raise DecodeError(path, f"demuxing failed ({e})") from None
+            raise DecodeError(path, f"demuxing failed ({_why(e)})") from None
         # A truncated file: keep the packets before the damage; the tail check decodes them.
     return pts, key_pts, info
 
@@ -219,7 +224,7 @@ def index_video(path: str | Path) -> VideoIndex:
     try:
         tail = _decoded_tail(path, last_key)
     except _AV_ERRORS as e:
-        raise DecodeError(path, f"decoding the last frames failed ({e})") from None
+        raise DecodeError(path, f"decoding the last frames failed ({_why(e)})") from None
     head = order[order < last_key]
     if tail is not None and None not in tail and set(tail) <= set(order.tolist()):
         order = np.concatenate([head, np.unique(np.asarray(tail, dtype=np.int64))])
@@ -227,7 +232,7 @@ def index_video(path: str | Path) -> VideoIndex:
         try:
             count = _decoded_count(path)
         except _AV_ERRORS as e:
-            raise DecodeError(path, f"decoding failed ({e})") from None
+            raise DecodeError(path, f"decoding failed ({_why(e)})") from None
         order = order[:count]
     if len(order) == 0:
         raise DecodeError(path, "no frame decodes")
@@ -338,7 +343,7 @@ class VideoReader:
                 self._read_sequential(wanted_list, out)
         except _AV_ERRORS as e:
             self.close()
-            raise DecodeError(self.path, f"decoding failed ({e})") from None
+            raise DecodeError(self.path, f"decoding failed ({_why(e)})") from None
         return out
 
     def _read_seeking(self, wanted: list[int], out: np.ndarray) -> bool:
