@@ -137,3 +137,65 @@ def test_resolve_run_folder_checkpoint_and_export(tmp_path):
     assert resolve_model_path(run) == (run / "final", "tubelet")
     assert resolve_model_path(run / "final" / "model.safetensors") == (run / "final", "tubelet")
     assert load_model(run).config == model.config
+
+
+# ------------------------------------------------------------------ checks on load
+def _edit_config(folder, **changes):
+    header = json.loads((folder / "config.json").read_text())
+    header["config"].update(changes)
+    (folder / "config.json").write_text(json.dumps(header))
+
+
+def test_an_edited_head_count_is_refused(tmp_path):
+    """(3D, D) qkv matrices look the same for 2 or 4 heads: the recorded layout tells."""
+    save_model(ViViT(ViViTConfig(**{**TINY, "num_heads": 4})), tmp_path)
+    _edit_config(tmp_path, num_heads=2)
+    with pytest.raises(ConfigError, match=r"num_heads=4.*asks for num_heads=2.*set num_heads=4"):
+        load_model(tmp_path)
+    _edit_config(tmp_path, num_heads=4)
+    with pytest.raises(ConfigError, match="set num_heads=4"):
+        load_model(tmp_path, num_heads=2)
+    assert load_model(tmp_path).config.num_heads == 4
+
+
+def test_an_edited_grid_names_the_fields(tmp_path):
+    save_model(ViViT(ViViTConfig(**TINY)), tmp_path)
+    _edit_config(tmp_path, num_frames=8)
+    with pytest.raises(ConfigError, match=r"'encoder.pos_embed' has 9 rows.*4 x 2 x 2.*num_frames"):
+        load_model(tmp_path)
+
+
+@pytest.mark.parametrize("damage,match", [
+    (lambda b: b[: len(b) // 2], "truncated or damaged"),
+    (lambda b: b"\x00garbage" * 50, "truncated or damaged"),
+    (lambda b: b"", r"empty \(0 bytes\)"),
+])
+def test_damaged_weights_are_one_line_errors(tmp_path, damage, match):
+    save_model(ViViT(ViViTConfig(**TINY)), tmp_path)
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(damage(weights.read_bytes()))
+    with pytest.raises(CheckpointError, match=match) as err:
+        load_model(tmp_path)
+    assert "model.safetensors" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_damaged_or_missing_files(tmp_path):
+    save_model(ViViT(ViViTConfig(**TINY)), tmp_path)
+    (tmp_path / "model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="model.safetensors does not exist"):
+        load_model(tmp_path)
+    (tmp_path / "config.json").write_text('{"format": "tubelet", "config": {')
+    with pytest.raises(CheckpointError, match="config.json is not valid JSON"):
+        load_model(tmp_path)
+    (tmp_path / "config.json").write_text("")
+    with pytest.raises(CheckpointError, match="config.json is not valid JSON"):
+        read_info(tmp_path)
+
+
+def test_non_finite_weights_are_refused_naming_the_tensor(tmp_path):
+    model = ViViT(ViViTConfig(**TINY))
+    with torch.no_grad():
+        model.encoder.blocks[0].mlp.fc1.weight[0, 0] = float("nan")
+    save_model(model, tmp_path)
+    with pytest.raises(CheckpointError, match=r"'encoder.blocks.0.mlp.fc1.weight' holds 1 NaN/Inf"):
+        load_model(tmp_path)

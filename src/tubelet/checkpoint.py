@@ -132,11 +132,25 @@ def check_head_layout(recorded: Mapping[str, Any], cfg: ViViTConfig, source: str
 
 
 # ---------------------------------------------------------------------------- state dicts
-def adapt_pos_embeds(state: dict[str, torch.Tensor], trained: ViViTConfig,
-                     target: ViViTConfig) -> dict[str, torch.Tensor]:
-    """Resize every position embedding of ``state`` from ``trained``'s grid to ``target``'s."""
+def adapt_pos_embeds(state: dict[str, torch.Tensor], trained: ViViTConfig, target: ViViTConfig,
+                     source: str = "the checkpoint") -> dict[str, torch.Tensor]:
+    """Resize every position embedding of ``state`` from ``trained``'s grid to ``target``'s.
+
+    An embedding whose rows do not fit ``trained``'s grid means the config does not describe
+    the weights (e.g. an edited ``num_frames``): a :class:`ConfigError` naming the fields.
+    """
     old, new = pos_embed_grids(trained), pos_embed_grids(target)
     state = dict(state)
+    for name, grid in old.items():
+        if name not in state or state[name].dim() != 3:
+            continue
+        t, h, w = grid
+        rows = state[name].shape[1]
+        if rows - t * h * w not in (0, 1):
+            raise ConfigError(f"{source}: tensor {name!r} has {rows} rows but the config's token grid is "
+                              f"{t} x {h} x {w} = {t * h * w} (+ CLS); the config's num_frames / image_size / "
+                              "patch_size / tubelet_size are not the ones the weights were trained with: "
+                              "set them to those")
     for name, grid in new.items():
         if name in state and name in old and old[name] != grid:
             state[name] = resize_pos_embed(state[name], old[name], grid)
@@ -271,13 +285,22 @@ def _info_from_header(header: Mapping[str, Any], directory: Path) -> ModelInfo:
     return info
 
 
-def read_info(path: str | Path) -> ModelInfo:
-    """The :class:`ModelInfo` of a model folder (any folder :func:`resolve_model_path` takes)."""
+def read_model_config(path: str | Path) -> tuple[ViViTConfig, ModelInfo]:
+    """(config, info) of a model folder (any folder :func:`resolve_model_path` takes), read from
+    its ``config.json`` alone: the weights are not opened."""
     folder, kind = resolve_model_path(path)
     if kind == "hf":
-        from .convert.hf import info_from_hf, read_hf_config  # convert imports checkpoint
-        return info_from_hf(read_hf_config(folder), folder)
-    return _info_from_header(read_header(folder), folder)
+        from .convert.hf import config_from_hf, info_from_hf, read_hf_config  # convert imports checkpoint
+        hf = read_hf_config(folder)
+        cfg = config_from_hf(hf)
+        return cfg, info_for(info_from_hf(hf, folder), cfg, str(folder / CONFIG_FILE))
+    cfg = read_config(folder)
+    return cfg, info_for(_info_from_header(read_header(folder), folder), cfg, str(folder / CONFIG_FILE))
+
+
+def read_info(path: str | Path) -> ModelInfo:
+    """The :class:`ModelInfo` of a model folder (any folder :func:`resolve_model_path` takes)."""
+    return read_model_config(path)[1]
 
 
 def read_weights(path: str | Path, device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor],
@@ -359,7 +382,7 @@ def load_model(path: str | Path, *, num_frames: int | None = None,
     weights = folder / WEIGHTS_FILE
     state, metadata = read_weights(weights, map_location)
     check_head_layout(recorded_head_layout(metadata), cfg, str(weights))
-    state = adapt_pos_embeds(state, trained, cfg)
+    state = adapt_pos_embeds(state, trained, cfg, str(weights))
     model = load_state(ViViT(cfg), state, str(weights))
     model.info = info_for(info, cfg, str(folder / CONFIG_FILE))
     return model.to(map_location).eval()
@@ -385,4 +408,4 @@ def info_for(info: ModelInfo, cfg: ViViTConfig, source: str) -> ModelInfo:
 
 __all__ = ["CheckpointError", "ModelInfo", "Preprocessing", "adapt_pos_embeds", "check_finite",
            "check_head_layout", "check_state_dict", "field_hint", "head_layout", "load_model", "load_state",
-           "read_config", "read_header", "read_info", "read_weights", "resolve_model_path", "save_model"]
+           "read_config", "read_header", "read_info", "read_model_config", "read_weights", "resolve_model_path", "save_model"]

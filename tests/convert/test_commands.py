@@ -92,3 +92,72 @@ def test_image_vit_naming_is_detected_and_reported(tmp_path, capsys):
     assert (model.config.kind, model.config.gelu, model.config.layer_norm_eps) == \
         ("factorised_self_attention", "exact", 1e-12)
     assert model.head.out_features == 7 and model.head.weight.abs().sum() == 0
+
+
+# ------------------------------------------------------------------ heads, identity, paths, damage
+TINY8 = dict(num_frames=4, image_size=(16, 16), patch_size=8, hidden_size=32, num_layers=1, num_heads=8,
+             mlp_dim=32, num_classes=3)
+
+
+def _tiny(tmp_path, name="ckpt", **changes):
+    from tubelet import ModelInfo, ViViT, ViViTConfig, save_model
+
+    model = ViViT(ViViTConfig(**{**TINY8, **changes}))
+    model.info = ModelInfo(class_names=(("sit", "stand", "wave"),), provenance={"preset": "tiny"})
+    return save_model(model, tmp_path / name), model
+
+
+def test_set_num_heads_on_8_head_weights_is_an_error(tmp_path, capsys):
+    src, _ = _tiny(tmp_path)
+    rc = main(["convert", "--from", "tubelet", str(src), "--set", "num_heads=4", "--out", str(tmp_path / "x")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "num_heads=8" in err and "set num_heads=8" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()
+
+
+def test_set_num_heads_against_reference_kernels(scenic_fixtures, tmp_path, capsys):
+    name = CASES[0]
+    heads = json.loads((scenic_fixtures / f"{name}.json").read_text())["num_heads"]
+    rc = main(["convert", "--from", "scenic", str(scenic_fixtures / f"{name}.npz"), "--config",
+               str(scenic_fixtures / f"{name}.json"), "--set", f"num_heads={heads // 2}",
+               "--out", str(tmp_path / "x")])
+    assert rc == 2
+    assert f"set num_heads={heads}" in capsys.readouterr().err
+
+
+def test_set_num_heads_against_a_transformers_config(tmp_path, capsys):
+    transformers = pytest.importorskip("transformers")
+    transformers.VivitForVideoClassification(transformers.VivitConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64, image_size=32,
+        num_frames=4, tubelet_size=[2, 8, 8], num_labels=3)).save_pretrained(tmp_path / "hf")
+    rc = main(["convert", "--from", "hf", str(tmp_path / "hf"), "--set", "num_heads=2", "--out", str(tmp_path / "x")])
+    assert rc == 2 and "set num_heads=4" in capsys.readouterr().err
+
+
+def test_to_gqa_and_from_tubelet_keep_the_identity(tmp_path):
+    src, model = _tiny(tmp_path, "run/final")
+    run = tmp_path / "run"
+    header = json.loads((src / "config.json").read_text())  # a version-1 folder with classes.json
+    (src / "config.json").write_text(json.dumps({"format": "tubelet", "version": 1, "config": header["config"]}))
+    (src / "classes.json").write_text(json.dumps({"class_names": [["sit", "stand", "wave"]], "head_names": None}))
+    assert main(["convert", "--from", "tubelet", str(run), "--to-gqa", "2", "--out", str(tmp_path / "gqa")]) == 0
+    gqa = load_model(tmp_path / "gqa")
+    assert gqa.config.num_kv_heads == 2 and gqa.info.class_names == (("sit", "stand", "wave"),)
+    assert gqa.info.provenance["gqa"] == {"num_kv_heads_before": 8, "num_kv_heads": 2}
+    assert main(["convert", "--from", "tubelet", str(tmp_path / "gqa"), "--num-frames", "8",
+                 "--out", str(tmp_path / "long")]) == 0
+    info = load_model(tmp_path / "long").info
+    assert info.class_names == (("sit", "stand", "wave"),) and info.provenance["gqa"]["num_kv_heads"] == 2
+
+
+def test_damaged_source_is_a_one_line_error(tmp_path, capsys):
+    src, _ = _tiny(tmp_path)
+    (src / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    assert main(["convert", "--from", "tubelet", str(src), "--out", str(tmp_path / "x")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "model.safetensors" in err and "damaged" in err
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"PK\x03\x04 truncated")
+    assert main(["convert", "--from", "scenic", str(bad), "--model", "vivit_ti16x2", "--out", str(tmp_path / "y")]) == 1
+    assert "bad.npz" in capsys.readouterr().err

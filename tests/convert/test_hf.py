@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -92,3 +93,97 @@ def test_wrong_depth_is_named(hf_model):
     cfg = config_from_hf(hf_model.config).replace(num_layers=3)
     with pytest.raises(ConfigError, match="layer.2|layers.2"):
         load_hf(hf_model.state_dict(), cfg=cfg)
+
+
+# ------------------------------------------------------------------ the model's identity
+NAMES = ("archery", "bowling", "cooking", "dancing", "eating", "fencing")
+
+
+def _named_model():
+    from tubelet import ModelInfo, ViViTConfig
+
+    torch.manual_seed(0)
+    model = ViViT(ViViTConfig(num_frames=4, image_size=32, patch_size=16, tubelet_size=2, hidden_size=32,
+                              num_layers=1, num_heads=2, mlp_dim=64, num_classes=len(NAMES))).eval()
+    torch.nn.init.normal_(model.head.weight, std=0.5)
+    model.info = ModelInfo(class_names=(NAMES,))
+    return model
+
+
+def test_export_keeps_names_and_the_reference_pixels(tmp_path):
+    save_hf(_named_model(), tmp_path)
+    config = transformers.AutoConfig.from_pretrained(tmp_path)
+    assert [config.id2label[i] for i in range(len(NAMES))] == list(NAMES)
+    assert config.label2id["fencing"] == 5
+    processor = transformers.AutoImageProcessor.from_pretrained(tmp_path)
+    frames = [np.random.default_rng(i).integers(0, 256, (32, 32, 3), dtype=np.uint8) for i in range(4)]
+    pixels = processor(frames, return_tensors="pt")["pixel_values"][0]  # (T, C, H, W)
+    want = torch.from_numpy(np.stack(frames)).float() * 2 / 255 - 1  # the reference: x * 2 / 255 - 1
+    torch.testing.assert_close(pixels, want.permute(0, 3, 1, 2), atol=1e-6, rtol=0)
+
+
+def test_import_reads_id2label_and_the_hub_processor(tmp_path):
+    """The hub's Vivit processor maps pixels to [-3, 1]; the import records exactly what it does."""
+    _named_model_hf = transformers.VivitForVideoClassification(transformers.VivitConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=32,
+        num_frames=4, tubelet_size=[2, 16, 16], id2label=dict(enumerate(NAMES)),
+        label2id={n: i for i, n in enumerate(NAMES)}))
+    _named_model_hf.save_pretrained(tmp_path)
+    hub = transformers.VivitImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    hub.save_pretrained(tmp_path)  # the hub's defaults: rescale 1/127.5 with offset, mean = std = 0.5
+    model = load_hf(tmp_path)
+    assert model.info.class_names == (NAMES,)
+    pre = model.info.preprocessing
+    assert pre.pixel_range == pytest.approx((-3.0, 1.0))
+    frames = [np.random.default_rng(i).integers(0, 256, (32, 32, 3), dtype=np.uint8) for i in range(4)]
+    want = hub(frames, return_tensors="pt")["pixel_values"][0].permute(1, 0, 2, 3)  # -> (C, T, H, W)
+    got = pre.normalise(torch.from_numpy(np.stack(frames)))
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
+def _write_video(path, frames, fps=10):
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.height, stream.width = frames.shape[1:3]
+        stream.pix_fmt = "yuv420p"
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def test_pipeline_agrees_with_tubelet_on_the_same_frames(tmp_path):
+    """transformers' own pipeline("video-classification") on the export gives tubelet's top 5."""
+    from tubelet.cli import main
+    from tubelet.checkpoint import save_model
+    from tubelet.data.decode import read_frames
+
+    model = _named_model()
+    save_model(model, tmp_path / "ckpt")
+    assert main(["convert", "--from", "tubelet", str(tmp_path / "ckpt"), "--to", "hf",
+                 "--out", str(tmp_path / "export")]) == 0
+    # A real H.264 file, 12 frames of 32x48 (the pipeline resizes the short side to 32: unchanged,
+    # then centre-crops 32x32): moving gradients with noise.
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:32, 0:48]
+    frames = np.stack([np.stack([(xx * 5 + 20 * t) % 256, (yy * 7) % 256, (xx + yy + 30 * t) % 256], -1)
+                       for t in range(12)]).astype(np.int64)
+    frames = np.clip(frames + rng.integers(-20, 20, frames.shape), 0, 255).astype(np.uint8)
+    video = tmp_path / "clip.mp4"
+    _write_video(video, frames)
+
+    pipe = transformers.pipeline("video-classification", model=str(tmp_path / "export"))
+    got = pipe(str(video), frame_sampling_rate=2, top_k=5)
+
+    # The pipeline's frames: np.linspace(0, num_frames * frame_sampling_rate - 1, num_frames) as
+    # int64 from the start of the video ([0, 2, 4, 7] here), then the processor's centre crop.
+    indices = np.linspace(0, 4 * 2 - 1, 4).astype(np.int64)
+    clip = torch.from_numpy(read_frames(video, indices))[:, :, 8:40]  # (T, H, W, C), centre 32x32
+    with torch.no_grad():
+        probs = model(model.info.preprocessing_for(model.config).normalise(clip)[None]).softmax(-1)[0]
+    scores, ids = probs.topk(5)
+    assert [g["label"] for g in got] == [NAMES[i] for i in ids]
+    assert max(abs(g["score"] - s) for g, s in zip(got, scores.tolist())) < 1e-4

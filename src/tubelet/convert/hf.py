@@ -190,7 +190,7 @@ def load_hf(source: str | Path | Mapping[str, Tensor], config: Mapping[str, Any]
     if trained is not None:
         check_head_layout(head_layout(trained), cfg, name)
     tubelet_state = convert_hf_state_dict(state, cfg, name)
-    tubelet_state = (adapt_pos_embeds(tubelet_state, trained, cfg) if trained
+    tubelet_state = (adapt_pos_embeds(tubelet_state, trained, cfg, name) if trained
                      else fit_pos_embeds(tubelet_state, cfg))
     model = load_state(ViViT(cfg), tubelet_state, name).eval()
     if hf_config is not None:

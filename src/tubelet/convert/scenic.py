@@ -157,7 +157,7 @@ def load_scenic(source: str | Path | Mapping[str, Any], cfg: ViViTConfig,
     flat = _flat(params)
     state = convert_scenic_params(flat, trained or cfg, name)
     check_head_layout(flax_head_layout(flat), cfg, name)  # the model built has the kernels' heads
-    state = adapt_pos_embeds(state, trained, cfg) if trained else fit_pos_embeds(state, cfg)
+    state = adapt_pos_embeds(state, trained, cfg, name) if trained else fit_pos_embeds(state, cfg)
     return load_state(ViViT(cfg), state, name).eval()
 
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
+from pathlib import Path
 
 import torch
 
+from ..fileio import dumps_json
 from .config import MODEL_KINDS, ViViTConfig
+from .info import ModelInfo
 from .flops import count_macs
 from .registry import get_config, list_models
 from .vivit import ViViT, count_parameters
@@ -59,7 +63,7 @@ def model_info(cfg: ViViTConfig, batch: int = 1) -> dict:
 def _cmd_models(args: argparse.Namespace) -> int:
     names = list_models(args.filter)
     if args.json:
-        print(json.dumps(names))
+        print(dumps_json(names))
         return 0
     print(f"{'name':<26} {'model':<28} {'backbone':<18} classifier")
     for name in names:
@@ -72,17 +76,33 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_path(name: str) -> bool:
+    return "/" in name or os.sep in name or Path(name).exists()
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
-    overrides = {"num_frames": args.frames, "image_size": args.size, "num_classes": args.classes,
-                 "num_kv_heads": args.kv_heads}
-    cfg = get_config(args.name, **overrides)
+    overrides = {k: v for k, v in {"num_frames": args.frames, "image_size": args.size,
+                                   "num_classes": args.classes, "num_kv_heads": args.kv_heads}.items()
+                 if v is not None}
+    identity = None
+    if _is_path(args.name):  # a checkpoint, run or transformers folder
+        from ..checkpoint import read_model_config, replace_config, resolve_model_path
+        cfg, identity = read_model_config(args.name)
+        cfg = replace_config(cfg, overrides, "tubelet info")
+        title = str(resolve_model_path(args.name)[0])
+    else:
+        cfg = get_config(args.name, **overrides)
+        title = args.name
     start = time.perf_counter()
     info = model_info(cfg)
+    if identity is not None:
+        info.update({"source": title, **identity.to_dict(),
+                     "preprocessing": identity.preprocessing_for(cfg).to_dict()})
     if args.json:
-        print(json.dumps(info))
+        print(dumps_json(info))
         return 0
     t, h, w = info["grid"]
-    print(f"{args.name}: {MODEL_KINDS[cfg.kind]}")
+    print(f"{title}: {MODEL_KINDS[cfg.kind]}")
     print(f"  input        {cfg.in_channels} x {cfg.num_frames} frames x {cfg.image_size[0]}x{cfg.image_size[1]}"
           f" ({cfg.tokeniser}, patch {cfg.patch_size}"
           + (f", tubelet {cfg.tubelet_size})" if cfg.tokeniser == "tubelet" else ")"))
@@ -94,11 +114,29 @@ def _cmd_info(args: argparse.Namespace) -> int:
           + (f" ({cfg.kv_heads} key/value heads)" if cfg.kv_heads != cfg.num_heads else "")
           + (f", {cfg.temporal_layers} temporal layers" if cfg.kind == "factorised_encoder" else ""))
     print(f"  classes      {cfg.num_classes}")
+    if identity is not None:
+        _print_identity(identity, cfg)
     print(f"  parameters   {info['params']:,} ({info['params'] / 1e6:.1f}M)")
     print(f"  compute      {info['gmacs']:.1f} GMACs per clip "
           f"({info['matmul_gmacs']:.1f} in matrix products; counted in "
           f"{time.perf_counter() - start:.1f}s on the meta device)")
     return 0
+
+
+def _print_identity(identity: ModelInfo, cfg: ViViTConfig) -> None:
+    """The classes, heads, preprocessing and provenance lines of a model folder."""
+    heads = identity.head_names or tuple(f"head {i}" for i in range(len(cfg.class_splits)))
+    for h, size in enumerate(cfg.class_splits):
+        names = identity.names_of_head(h)
+        label = f"{heads[h]}: " if len(cfg.class_splits) > 1 or identity.head_names else ""
+        shown = (", ".join(names[:6]) + (f", ... ({size})" if size > 6 else "")) if names else "names unknown"
+        print(f"  {'names' if h == 0 else '':<12} {label}{shown}")
+    pre = identity.preprocessing_for(cfg)
+    recorded = "" if identity.preprocessing is not None else " (not recorded: the default)"
+    print(f"  preprocess   {pre.describe()}{recorded}")
+    for key, value in identity.provenance.items():
+        print(f"  {'provenance' if key == next(iter(identity.provenance)) else '':<12} {key}: "
+              f"{json.dumps(value) if not isinstance(value, str) else value}")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -109,12 +147,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_models)
 
     p = sub.add_parser(
-        "info", help="parameters, tokens and compute of a model",
+        "info", help="parameters, tokens and compute of a model (a registry name or a model folder)",
         description="Parameters, token counts and the compute of one forward pass, counted from a "
                     "real forward on the meta device in GMACs (multiply-accumulates, the paper's "
                     "unit: matrix products plus elementwise ops at half weight, as the reference "
                     "counts with XLA).")
-    p.add_argument("name", help="a model name from `tubelet models`, e.g. vivit_b16x2")
+    p.add_argument("name", help="a model name from `tubelet models` (e.g. vivit_b16x2), or a model folder: "
+                                "a checkpoint, a training run or a transformers Vivit export (then its "
+                                "classes, preprocessing and provenance are shown too)")
     p.add_argument("--frames", type=int, help="input frames (default: the model's, 32)")
     p.add_argument("--size", type=parse_size, help="frame size S or HxW (default 224)")
     p.add_argument("--classes", type=int, help="number of classes (default 400)")
