@@ -116,3 +116,41 @@ def test_epic_segment_frames(tmp_path):
     red = item["video"][..., 0].float().flatten(1).median(1).values  # (T,)
     frame_numbers = ((red - 40) / 9).round()
     assert frame_numbers.min() >= 10 and frame_numbers.max() <= 14, frame_numbers  # (H.264: +-1)
+
+
+def test_empty_tail_clip_has_one_length_everywhere(tmp_path, capsys):
+    """The B-frame tail case (31 packets, 30 frames): training items, evaluation items, predict's
+    load_eval_views and `tubelet data inspect` all accept it and agree that it has 30 frames."""
+    from tubelet.cli import main
+    from tubelet.data.decode import index_video
+
+    from .video_helpers import write_empty_tail
+    for cls in ("box", "ball"):
+        (tmp_path / cls).mkdir()
+        write_empty_tail(tmp_path / cls / "box", frames=30)
+    clip = ClipConfig(num_frames=8, stride=4, size=32, views=2, crops=3)  # spans 29 of 30 frames
+    train, val = build_datasets(tmp_path, tmp_path, clip=clip)
+    assert index_video(train.records[0].path).num_frames == 30
+    for epoch in range(4):  # random clips reaching the last frame
+        assert "skipped" not in train[(0, epoch)]
+    assert val[0]["video"].shape == (6, 8, 32, 32, 3)
+    assert torch.equal(load_eval_views(tmp_path / "box" / "box.mp4", clip), val[1]["video"])
+    assert main(["data", "inspect", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "frames per video: min 30, median 30, max 30" in out and "0 file(s) cannot be decoded" in out
+
+
+def test_non_square_clips_train_and_evaluate(tmp_path, videos):
+    from .train_helpers import train_and_evaluate
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        for k in range(2):
+            shutil.copy(videos["h264"], tmp_path / cls / f"{k}.mp4")
+    clip = ClipConfig(num_frames=4, stride=2, size=(16, 32), views=2, crops=3)
+    train, val = build_datasets(tmp_path, tmp_path, clip=clip)
+    assert train[(0, 0)]["video"].shape == (4, 16, 32, 3)
+    views = val[0]["video"]
+    assert views.shape == (6, 4, 16, 32, 3)  # 64x48 frames cover 16x32 at 24x32: crops go down
+    assert not torch.equal(views[0], views[2])
+    result = train_and_evaluate(train, val, steps=2)
+    assert len(result["scored"]) == 4 and result["logits"].shape == (4, 2)

@@ -72,3 +72,20 @@ def test_shard_eval_exactly_once_and_train_padded():
     assert {len(p) for p in padded} == {3}
     with pytest.raises(ValueError, match="rank 4"):
         sampling.shard(items, 4, 4, pad=False)
+
+
+def test_non_square_crops_cover_and_spread_along_the_spare_side():
+    # a (160, 288) crop of a 4:3 frame: the width limits, so the frame becomes 216 x 288
+    assert sampling.cover_shape(480, 640, (160, 288)) == (216, 288)
+    assert sampling.cover_shape(720, 1280, (160, 288)) == (162, 288)
+    assert sampling.cover_shape(240, 320, 224) == (224, 299)  # square: the short side is the size
+    assert sampling.crop_boxes(216, 288, (160, 288)) == [(0, 0, 160, 288), (28, 0, 160, 288),
+                                                        (56, 0, 160, 288)]  # room down only
+    assert sampling.crop_boxes(160, 300, (160, 288)) == [(0, 0, 160, 288), (0, 6, 160, 288),
+                                                        (0, 12, 160, 288)]
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        top, left, h, w = sampling.scale_jitter_box(480, 640, (160, 288), (0.9, 1.33), rng)
+        assert abs(w / h - 288 / 160) < 0.02 and top + h <= 480 and left + w <= 640
+    big = sampling.scale_jitter_box(40, 200, (160, 288), (0.5, 0.5), rng)  # shrunk to fit, same shape
+    assert big[2] == 40 and abs(big[3] / big[2] - 1.8) < 0.05
