@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from tubelet.data.synth import CLASSES
+from tubelet.errors import CheckpointError
 
 from .conftest import REPO, train_args
 
@@ -48,3 +50,35 @@ def test_two_ranks_equal_one_process_with_the_same_global_batch(tiny_data, tmp_p
     num_val = len(CLASSES)  # 1 validation video per class
     assert counts[0]["count"] == counts[1]["count"] == num_val
     assert counts[0]["indices"] == list(range(num_val))
+
+
+def test_one_process_gathers_its_own_model_and_a_state_keyed_by_parameter_name():
+    from tubelet.train.distributed import Runtime, gather_model, gather_optimizer_state, load_optimizer_state
+    from tubelet.train.state import flatten_state
+
+    from .test_state import trained
+
+    model, opt, x = trained("sgd")
+    main, other = Runtime(), Runtime(rank=1, world_size=1)
+    assert gather_model(model, model, main) is model and gather_model(model, model, other) is None
+    state = gather_optimizer_state(model, opt, main)
+    names = [n for n, _ in model.named_parameters()]
+    assert sorted(state["state"]) == sorted(names)
+    assert [p for g in state["param_groups"] for p in g["params"]] == [
+        n for g in opt.param_groups for p in g["params"] for n, q in model.named_parameters() if q is p]
+    assert flatten_state(state)[1]  # storable without pickle
+    assert gather_optimizer_state(model, opt, other) is None
+
+    for saved in (state, opt.state_dict()):  # by name, and by position (older checkpoints)
+        fresh = torch.optim.SGD([{"params": g["params"]} for g in opt.param_groups], lr=1.0)
+        load_optimizer_state(model, fresh, saved, main)
+        for p in model.parameters():
+            assert torch.equal(fresh.state[p]["momentum_buffer"], opt.state[p]["momentum_buffer"])
+        assert [g["weight_decay"] for g in fresh.param_groups] == [1e-2, 0.0]
+        assert fresh.param_groups[0]["momentum"] == 0.9
+
+
+    other_model = copy.deepcopy(state)  # a state of another model: its names do not match
+    other_model["param_groups"][0]["params"][0] = "blocks.99.mlp.fc1.weight"
+    with pytest.raises(CheckpointError, match="blocks.99.mlp.fc1.weight"):
+        load_optimizer_state(model, opt, other_model, main)

@@ -132,16 +132,33 @@ def gather_optimizer_state(wrapped: nn.Module, optimizer: torch.optim.Optimizer,
 def load_optimizer_state(wrapped: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any],
                          rt: Runtime) -> None:
     """Restore a state of :func:`gather_optimizer_state` (given on every rank), each rank keeping
-    its shard. A state keyed by position (``optimizer.state_dict()``, older runs) loads as it is,
+    its shard. A state keyed by position (``optimizer.state_dict()``, older runs) loads too,
     except into a sharded model."""
-    if state.get("state") and all(isinstance(k, int) for k in state["state"]):
-        if is_sharded(wrapped):
-            raise CheckpointError(
-                "this checkpoint's optimiser state was saved by parameter position, not name, and cannot "
-                "be sharded: resume it with --parallel ddp (or on one process), then FSDP from there")
+    by_position = all(isinstance(k, int) for k in state.get("state", {}))
+    if not by_position:
+        _check_names(unwrap(wrapped), optimizer, state)
+    if not is_sharded(wrapped) or not state.get("state"):
+        # the optimiser maps the saved groups' parameter keys (names or positions) onto its own, in order
         optimizer.load_state_dict(state)
-        return
-    set_optimizer_state_dict(wrapped, optimizer, state, options=StateDictOptions(full_state_dict=True))
+    elif by_position:
+        raise CheckpointError(
+            "this checkpoint's optimiser state was saved by parameter position, not name, and cannot "
+            "be sharded: resume it with --parallel ddp (or on one process), then FSDP from there")
+    else:
+        set_optimizer_state_dict(wrapped, optimizer, state, options=StateDictOptions(full_state_dict=True))
+
+
+def _check_names(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """The saved groups name the optimiser's parameters, in its order (they are matched by position)."""
+    names = {p: n for n, p in model.named_parameters()}
+    ours = [[names.get(p) for p in g["params"]] for g in optimizer.param_groups]
+    saved = [list(g["params"]) for g in state.get("param_groups", [])]
+    if ours != saved:
+        diff = next(((a, b) for x, y in zip(ours, saved) for a, b in zip(x, y) if a != b),
+                    (sum(map(len, ours)), sum(map(len, saved))))
+        raise CheckpointError(f"the checkpoint's optimiser state does not fit this model's parameters (first "
+                              f"difference: {diff[0]!r} here, {diff[1]!r} saved): resume with the run's own "
+                              "model config, or start a new run with --init")
 
 
 def gather_objects(obj, rt: Runtime) -> list:
