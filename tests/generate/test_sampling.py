@@ -113,3 +113,52 @@ def test_greedy_verification_accepts_exactly_the_matching_prefix():
     p = torch.nn.functional.one_hot(drafted, V).float()
     n, x = verify(drafted, p, q, torch.rand(1, K), torch.rand(1))
     assert (n.item(), x.item()) == (2, 3)
+
+
+# ---- u close to 1: inverse-CDF sampling never runs past the last token of positive weight --
+NEAR_ONE = [1 - 2.0 ** -26, 1 - 2.0 ** -40, 1 - 2.0 ** -53, float(torch.tensor(1.0).nextafter(torch.tensor(0.0)))]
+
+
+@pytest.mark.parametrize("u", NEAR_ONE)
+def test_sample_near_one_never_returns_a_zero_weight_token(u):
+    """A float32 comparison rounds u >= 1 - 2^-25 to 1.0: searchsorted then ran past the end and
+    the clamp returned token V-1, whatever its weight."""
+    w = torch.tensor([0.3, 0.0, 0.5, 0.2, 0.0, 0.0])  # float32, zero-weight last tokens
+    assert sample(w, torch.tensor(u, dtype=torch.float64)).item() == 3
+    assert sample(w, torch.tensor(u).float()).item() == 3
+    big = torch.rand(49152, generator=torch.Generator().manual_seed(0))
+    big[-100:] = 0.0
+    assert sample(big, torch.tensor(u, dtype=torch.float64)).item() == 49151 - 100
+
+
+@pytest.mark.parametrize("sampling", [Sampling(0), Sampling(1.0, top_k=5), Sampling(1.0, top_p=0.5),
+                                      Sampling(0.7, top_k=50, top_p=0.9)],
+                         ids=["greedy", "top5", "top-p0.5", "T0.7-top50-p0.9"])
+def test_filtered_tokens_are_unreachable_near_one(sampling):
+    logits = torch.randn(8, 49152, generator=torch.Generator().manual_seed(1))
+    logits[:, -1] = -5.0  # the last token is never among the kept ones
+    p = probabilities(logits, sampling)
+    for u in NEAR_ONE:
+        x = sample(p, torch.full((8,), u, dtype=torch.float64))
+        assert (p.gather(-1, x[:, None]) > 0).all(), (u, x)
+
+
+def test_a_token_the_target_forbids_is_not_drawn_from_the_residual_near_one():
+    V = 6
+    p = torch.tensor([[[0.0, 1.0, 0.0, 0.0, 0.0, 0.0]]])  # the draft proposes token 1
+    q = torch.tensor([[[0.4, 0.1, 0.5, 0.0, 0.0, 0.0], [1.0 / V] * V]])  # the target forbids 3..5
+    for u in NEAR_ONE:
+        n, x = verify(torch.tensor([[1]]), p, q, torch.tensor([[0.999]]), torch.tensor([u]))
+        assert n.item() == 0 and x.item() == 2
+
+
+def test_verify_with_fewer_drafts_in_some_rows():
+    """num_drafted[b] < K: the columns past it are never accepted, and the token after the
+    last draft comes from q at that position (a bonus), not from a residual."""
+    V = 4
+    drafted = torch.tensor([[1, 2], [1, 2], [1, 2]])
+    p = torch.nn.functional.one_hot(drafted, V).float()
+    q = torch.nn.functional.one_hot(torch.tensor([[1, 2, 3], [1, 2, 3], [1, 2, 3]]), V).float()
+    n, x = verify(drafted, p, q, torch.zeros(3, 2), torch.zeros(3), torch.tensor([2, 1, 0]))
+    assert n.tolist() == [2, 1, 0]
+    assert x.tolist() == [3, 2, 1]  # q at the position after the drafts

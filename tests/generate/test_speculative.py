@@ -121,3 +121,60 @@ def test_mismatched_vocabularies_are_refused():
                                   mlp_dim=16))
     with pytest.raises(ValueError, match="vocabularies differ"):
         speculative_generate(TubeletLM(target), TubeletLM(other), [[1]], 4)
+
+
+# ---- the crop contract: a CausalLM that implements crop literally ---------------------------
+class LiteralToyLM(ToyLM):
+    """Implements the protocol literally: crop keeps exactly ``lengths[b]`` tokens (no minimum
+    with what the row holds), as a plug-in written from the protocol's docstring would."""
+
+    def crop(self, lengths: torch.Tensor) -> None:
+        self.lengths = lengths.clone()
+
+
+class StrictLM(TubeletLM):
+    """Refuses a crop to more tokens than a row holds."""
+
+    def crop(self, lengths: torch.Tensor) -> None:
+        assert (lengths <= self.lengths).all(), (lengths.tolist(), self.lengths.tolist())
+        super().crop(lengths)
+
+
+@pytest.mark.parametrize("k", [1, 4])
+def test_a_literal_crop_keeps_acceptance_one_with_a_draft_identical_to_the_target(k):
+    """Asking the draft to crop to a length it does not hold (all K accepted) made a literal
+    crop count a token it never saw: acceptance 1.000 -> about 0.92."""
+    g = torch.Generator().manual_seed(2)
+    table = torch.rand(6, 2, 6, generator=g, dtype=torch.float64) ** 3
+    table = table / table.sum(-1, keepdim=True)
+    out = speculative_generate(ToyLM(table), LiteralToyLM(table.clone()), [[0, 1]] * 500, 24, k=k, seed=3)
+    assert out.stats.acceptance_rate == 1.0
+    assert out.stats.accepted_histogram[k] == sum(out.stats.accepted_histogram)
+
+
+def test_the_draft_is_never_asked_to_crop_past_what_it_holds():
+    target, draft = decoders()
+    out = speculative_generate(StrictLM(target), StrictLM(target), PROMPTS, 16, k=3, sampling=Sampling(0))
+    assert out.stats.accepted_histogram[3] > 0  # steps that accepted every draft happened
+
+
+# ---- several end-of-sequence tokens ---------------------------------------------------------
+@pytest.mark.parametrize("speculative", [False, True])
+def test_a_list_of_eos_tokens_stops_on_either(speculative):
+    target, draft = decoders()
+    ar = autoregressive_generate(TubeletLM(target), PROMPTS, 12, sampling=Sampling(0))
+    row = ar.tokens[2]
+    first, later = row[3], row[6]
+    never = next(t for t in range(V) if t not in row)
+    expected = row[:row.index(first) + 1]
+
+    def run(eos):
+        if speculative:
+            return speculative_generate(TubeletLM(target), TubeletLM(draft), PROMPTS, 12, k=3,
+                                        sampling=Sampling(0), eos_token_id=eos).tokens[2]
+        return autoregressive_generate(TubeletLM(target), PROMPTS, 12, sampling=Sampling(0),
+                                       eos_token_id=eos).tokens[2]
+
+    assert run([never, first]) == expected
+    assert run([later, first]) == expected  # the first to occur ends the row, whatever its order
+    assert run((first,)) == run(first) == expected

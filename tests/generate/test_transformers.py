@@ -79,3 +79,19 @@ def test_transformers_cache_equals_a_fresh_prefill_after_every_step(llama):
     out = speculative_generate(T, TubeletLM(draft), PROMPTS, 16, k=3, sampling=Sampling(1.0),
                                seed=1, on_step=check)
     assert len(steps) >= 4 and sum(1 for c in out.stats.accepted_histogram if c) > 1
+
+
+def test_adapter_passes_the_cache_under_the_current_name(llama):
+    """transformers 5.x takes the cache as ``cache``; ``past_key_values`` warns that it is
+    removed in 5.40. The adapter uses the name the installed forward declares, silently."""
+    import inspect
+    import warnings
+
+    lm = HFCausalLM(llama)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        lm.extend(torch.tensor([[1, 2, 3]]), torch.tensor([3]))
+        out = lm.extend(torch.tensor([[4]]), torch.tensor([1]))
+    with torch.no_grad():
+        assert torch.allclose(out[0, 0], llama(torch.tensor([[1, 2, 3, 4]])).logits[0, -1], atol=1e-4)
+    assert lm.cache_argument in inspect.signature(llama.forward).parameters
