@@ -224,3 +224,25 @@ def test_a_damaged_state_is_a_checkpoint_error_naming_the_file(tmp_path):
     (folder / STATE_FILE).write_text("{not json")
     with pytest.raises(CheckpointError, match=STATE_FILE):
         saved_step(folder)
+
+
+@pytest.mark.slow
+def test_tubelet_train_resume_and_init_refuse_a_planted_pickle_with_a_message(tiny_data, tmp_path):
+    from .conftest import run_tubelet, train_args
+
+    run = tmp_path / "run"
+    done = run_tubelet(train_args(tiny_data, run, "--max-steps", "1"), timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    folder = latest_checkpoint(run)
+    target = tmp_path / "pwned"
+    for name in (STATE_FILE, TENSORS_FILE):  # as an old run someone sent would look
+        (folder / name).unlink()
+    torch.save({"step": 1, "optimizer": WritesAFile(target)}, folder / LEGACY_STATE_FILE)
+
+    resumed = run_tubelet(["train", "--out", str(run), "--resume"], timeout=300)
+    init = run_tubelet(train_args(tiny_data, tmp_path / "new", "--max-steps", "1", "--init", str(folder)),
+                       timeout=300)
+    for refused in (resumed, init):
+        assert refused.returncode == 1, refused.stderr[-2000:]
+        assert "refuses to unpickle" in refused.stderr and "Traceback" not in refused.stderr
+    assert not target.exists()
