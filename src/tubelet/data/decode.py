@@ -185,7 +185,7 @@ def _decoded_tail(path: str | Path, key_pts: int) -> list[int | None] | None:
     """
     container, stream = _open(path)
     with container:
-        stream.codec_context.thread_type = "SLICE"
+        _count_only(stream)
         container.seek(int(key_pts), stream=stream, backward=True, any_frame=False)
         out = []
         for frame in decoded_frames(container, stream):
@@ -200,8 +200,15 @@ def _decoded_count(path: str | Path) -> int:
     """Frames of a full decode from the start (the slow, always-right count)."""
     container, stream = _open(path)
     with container:
-        stream.codec_context.thread_type = "SLICE"
+        _count_only(stream)
         return sum(1 for _ in decoded_frames(container, stream))
+
+
+def _count_only(stream: av.video.stream.VideoStream) -> None:
+    """Decode only to see which packets give frames: skipping the deblocking filter changes the
+    pixels, never which frames come out, and saves about a fifth of the work for H.264."""
+    stream.codec_context.thread_type = "SLICE"
+    stream.codec_context.options = {"skip_loop_filter": "all"}
 
 
 def index_video(path: str | Path) -> VideoIndex:
@@ -273,13 +280,28 @@ class VideoReader:
     def __init__(self, path: str | Path, index: VideoIndex | None = None,
                  max_short_side: int | None = None, threads: int = 1):
         self.path = str(path)
-        self.index = index if index is not None else index_video(path)
-        self.width, self.height = output_size(self.index.width, self.index.height, max_short_side)
+        self._index = index
+        self.max_short_side = max_short_side
         self.threads = threads
         self.sequential = False  # set once the decoder's order is found not to match the index
         self._container = None
         self._stream = None
         self._reformatter = VideoReformatter()  # one converter per stream, reused for every frame
+
+    @property
+    def index(self) -> VideoIndex:
+        """The file's :class:`VideoIndex` (built on first use; :meth:`read_all` does not need it)."""
+        if self._index is None:
+            self._index = index_video(self.path)
+        return self._index
+
+    @property
+    def width(self) -> int:
+        return output_size(self.index.width, self.index.height, self.max_short_side)[0]
+
+    @property
+    def height(self) -> int:
+        return output_size(self.index.width, self.index.height, self.max_short_side)[1]
 
     # -- lifetime ---------------------------------------------------------------------------
     def __enter__(self) -> "VideoReader":
@@ -302,9 +324,10 @@ class VideoReader:
         return self._container, self._stream
 
     def _rgb_into(self, frame: av.VideoFrame, out: np.ndarray) -> None:
-        """Convert ``frame`` to RGB at the output size, into ``out`` (H, W, 3) uint8."""
-        if (frame.width, frame.height, frame.format.name) != (self.width, self.height, "rgb24"):
-            frame = self._reformatter.reformat(frame, width=self.width, height=self.height,
+        """Convert ``frame`` to RGB at ``out``'s size, into ``out`` (H, W, 3) uint8."""
+        height, width = out.shape[:2]
+        if (frame.width, frame.height, frame.format.name) != (width, height, "rgb24"):
+            frame = self._reformatter.reformat(frame, width=width, height=height,
                                                format="rgb24", interpolation="AREA")
         out[...] = frame.to_ndarray()
 
@@ -323,8 +346,32 @@ class VideoReader:
         return frames[slots.reshape(-1)]
 
     def read_all(self) -> np.ndarray:
-        """Every frame, (N, H, W, 3) uint8, decoded once into one preallocated array."""
-        return self.read(np.arange(self.index.num_frames))
+        """Every frame, (N, H, W, 3) uint8: one decode from the start into one preallocated array.
+
+        Without an index yet, the array is sized by the packets (demuxing is cheap) and a packet
+        that decodes to nothing leaves the last row unused: the frames are exactly those of the
+        index, without decoding the end of the file twice.
+        """
+        if self._index is not None:
+            return self.read(np.arange(self._index.num_frames))
+        pts, _, info = _demux(self.path)
+        width, height = output_size(info.width, info.height, self.max_short_side)
+        out = np.empty((len(pts), height, width, 3), np.uint8)
+        count = 0
+        try:
+            container, stream = self._reopen()
+            for frame in decoded_frames(container, stream):
+                if count == len(out):  # more frames than packets: the index counts those
+                    return self.read(np.arange(self.index.num_frames))
+                self._rgb_into(frame, out[count])
+                count += 1
+        except _AV_ERRORS as e:
+            raise DecodeError(self.path, f"decoding failed ({_why(e)})") from None
+        finally:
+            self.close()
+        if count == 0:
+            raise DecodeError(self.path, "no frame decodes")
+        return out if count == len(out) else out[:count]
 
     def _read_unique(self, wanted: np.ndarray) -> np.ndarray:
         """Sorted, distinct frames ``wanted`` into one (len(wanted), H, W, 3) uint8 array."""
