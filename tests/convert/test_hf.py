@@ -187,3 +187,29 @@ def test_pipeline_agrees_with_tubelet_on_the_same_frames(tmp_path):
     scores, ids = probs.topk(5)
     assert [g["label"] for g in got] == [NAMES[i] for i in ids]
     assert max(abs(g["score"] - s) for g, s in zip(got, scores.tolist())) < 1e-4
+
+
+def test_pipeline_agrees_with_tubelet_predict(tmp_path, capsys):
+    """On a video of exactly ``num_frames`` frames, pipeline(frame_sampling_rate=1) reads frames
+    0..F-1 and one centre crop: what `tubelet predict --stride 1 --views 1 --crops 1` reads, on
+    the tubelet checkpoint and on the transformers export alike."""
+    import json
+
+    from tubelet.checkpoint import save_model
+    from tubelet.cli import main
+
+    model = _named_model()
+    save_model(model, tmp_path / "ckpt")
+    save_hf(model, tmp_path / "export")
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 256, (4, 32, 48, 3), dtype=np.uint8)
+    video = tmp_path / "four.mp4"
+    _write_video(video, frames)
+    got = transformers.pipeline("video-classification", model=str(tmp_path / "export"))(str(video), top_k=5)
+    for folder in ("ckpt", "export"):
+        capsys.readouterr()
+        assert main(["predict", str(tmp_path / folder), str(video), "--stride", "1", "--views", "1",
+                     "--crops", "1", "--device", "cpu", "--json"]) == 0
+        top = json.loads(capsys.readouterr().out)[0]["heads"][0]["top"]
+        assert [t["label"] for t in top] == [g["label"] for g in got]
+        assert max(abs(t["score"] - g["score"]) for t, g in zip(top, got)) < 1e-4
