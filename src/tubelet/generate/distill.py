@@ -7,7 +7,9 @@ the tokens that appear in any top-k of the batch (a sampled softmax: the full 49
 the dominant cost on a CPU). The embedding / head stay frozen; the blocks and final norm train.
 The target is run once over ``label_tokens`` tokens of the corpus (its forward pass is by far
 the most expensive part) and its top-k kept; the draft then trains for ``steps`` minibatches
-drawn from those labels.
+drawn from those labels. ``max_minutes`` bounds the whole run (both evaluations, labelling and
+training): a labelling batch or a training step starts only if it is expected to end in time,
+with the time of the final evaluation kept aside.
 Evaluation on held-out files reports what decoding will see: the expected acceptance rate of
 sampling at temperature 1, sum_x min(p(x), q(x)), and the greedy agreement.
 """
@@ -24,7 +26,31 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..errors import GenerateError
 from ..models.decoder import Decoder
+
+
+class Budget:
+    """A wall-clock deadline that loops check before each step: a step starts only when the
+    longest step seen so far still fits before ``deadline - reserve``."""
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.clock = clock
+        self.start = clock()
+        self.deadline = self.start + seconds
+
+    def left(self) -> float:
+        return self.deadline - self.clock()
+
+    def steps(self, until: float) -> Iterator[None]:
+        """Yield while the next step is expected to end before the time ``until``."""
+        longest = 0.0
+        while True:
+            begin = self.clock()
+            if begin + longest > until:
+                return
+            yield
+            longest = max(longest, self.clock() - begin)
 
 
 @dataclass
@@ -33,7 +59,8 @@ class DistillConfig:
     batch_size: int = 4
     steps: int = 300
     label_tokens: int = 16384
-    max_minutes: float = 4.0  # for labelling, and again for training
+    max_minutes: float = 8.0  # the whole run: evaluations, labelling and training
+    label_share: float = 0.5  # of the time left for labelling + training, at most for labelling
     lr: float = 1e-3
     top_k: int = 32
     eval_chunks: int = 8
@@ -103,12 +130,18 @@ def evaluate(draft: Decoder, target: Callable[[Tensor], Tensor], chunks: Sequenc
 
 def distill(draft: Decoder, target: Callable[[Tensor], Tensor], tokenize: Callable[[str], list[int]],
             train: Sequence[Path], held_out: Sequence[Path], cfg: DistillConfig,
-            log: Callable[[str], None] = print) -> dict:
-    """Train ``draft`` in place; returns held-out metrics before and after, and the history."""
+            log: Callable[[str], None] = print, budget: Budget | None = None) -> dict:
+    """Train ``draft`` in place; returns held-out metrics before and after, and the history.
+
+    ``budget`` (default: ``cfg.max_minutes`` from now) is the deadline of the whole run; pass
+    one started earlier to count what came before (loading the models)."""
+    budget = budget or Budget(cfg.max_minutes * 60)
     torch.manual_seed(cfg.seed)
     eval_iter = token_chunks(held_out, tokenize, cfg.seq_len, seed=cfg.seed + 1)
     eval_set = [next(eval_iter) for _ in range(cfg.eval_chunks)]
+    t = budget.clock()
     before = evaluate(draft.eval(), target, eval_set)
+    reserve = budget.clock() - t  # the final evaluation costs the same
     log(f"held-out before: acceptance(T=1) {before['acceptance_t1']:.3f}, "
         f"greedy agreement {before['greedy_agreement']:.3f} on {before['tokens']} tokens")
     for p in draft.parameters():
@@ -120,22 +153,29 @@ def distill(draft: Decoder, target: Callable[[Tensor], Tensor], tokenize: Callab
     # 1. the target labels the corpus once: top-k distributions of (N, seq_len) chunks
     chunks = token_chunks(train, tokenize, cfg.seq_len, seed=cfg.seed)
     xs, qs, ids = [], [], []
-    start = time.perf_counter()
-    while len(xs) * cfg.batch_size * cfg.seq_len < cfg.label_tokens and \
-            time.perf_counter() - start < cfg.max_minutes * 60:
+    start = budget.clock()
+    label_until = start + cfg.label_share * (budget.deadline - reserve - start)
+    for _ in budget.steps(label_until):
+        if len(xs) * cfg.batch_size * cfg.seq_len >= cfg.label_tokens:
+            break
         x = torch.stack([next(chunks) for _ in range(cfg.batch_size)])
         q_top, top_ids = target_topk(target, x, cfg.top_k)
         xs.append(x)
         qs.append(q_top.half())
         ids.append(top_ids)
+    if not xs:
+        raise GenerateError(f"max_minutes={cfg.max_minutes}: no time left to label a single batch "
+                            "after the held-out evaluation; give the run more minutes")
     x_all, q_all, id_all = torch.cat(xs), torch.cat(qs), torch.cat(ids)
-    label_seconds = time.perf_counter() - start
+    label_seconds = budget.clock() - start
     log(f"target labelled {x_all.numel()} tokens in {label_seconds:.0f}s")
     # 2. the draft trains on minibatches of the labels
     g = torch.Generator().manual_seed(cfg.seed)
-    history, start, step = [], time.perf_counter(), 0
+    history, start, step = [], budget.clock(), 0
     draft.train()
-    while step < cfg.steps and time.perf_counter() - start < cfg.max_minutes * 60:
+    for _ in budget.steps(budget.deadline - reserve):
+        if step >= cfg.steps:
+            break
         pick = torch.randint(0, len(x_all), (cfg.batch_size,), generator=g)
         lr = cfg.lr * min(1.0, (step + 1) / 10) * (1 - step / cfg.steps * 0.9)  # warm-up, decay
         for group in opt.param_groups:
@@ -148,7 +188,8 @@ def distill(draft: Decoder, target: Callable[[Tensor], Tensor], tokenize: Callab
         step += 1
         history.append(float(loss.detach()))
         if step % 25 == 0 or step == 1:
-            log(f"step {step}: loss {history[-1]:.3f} ({time.perf_counter() - start:.0f}s)")
+            log(f"step {step}: loss {history[-1]:.3f} ({budget.clock() - start:.0f}s)")
+    train_seconds = budget.clock() - start
     draft.eval()
     for p in draft.parameters():
         p.requires_grad_(True)
@@ -156,6 +197,6 @@ def distill(draft: Decoder, target: Callable[[Tensor], Tensor], tokenize: Callab
     log(f"held-out after {step} steps on {x_all.numel()} labelled tokens: "
         f"acceptance(T=1) {after['acceptance_t1']:.3f}, greedy agreement {after['greedy_agreement']:.3f}")
     return {"before": before, "after": after, "steps": step, "labelled_tokens": x_all.numel(),
-            "label_seconds": label_seconds, "train_seconds": time.perf_counter() - start,
-            "loss": history,
+            "label_seconds": label_seconds, "train_seconds": train_seconds,
+            "seconds": budget.clock() - budget.start, "loss": history,
             "train_files": len(train), "held_out_files": len(held_out)}

@@ -5,7 +5,10 @@
 - a folder with a tubelet decoder checkpoint (``config.json`` says ``"model": "decoder"``);
 - any other folder, or a ``.gguf`` file, loaded with transformers' ``AutoModelForCausalLM``;
 - for a draft, ``truncated:N``: the first N layers of a Llama-style target copied into a tubelet
-  decoder (with the target's embedding, final norm and head), a draft with no training.
+  decoder (with the target's embedding, final norm and head), a draft with no training;
+- for a draft, ``ngram:N``: prompt lookup in the row's own context (no model at all).
+
+:func:`load_draft` turns any draft spec into a :class:`~tubelet.generate.drafts.Draft`.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import torch
 
 from ..errors import GenerateError
 from ..models.decoder import Decoder, config_from_llama, from_llama_state_dict
+from .drafts import Draft, ModelDraft, NGramDraft
 from .models import CausalLM, HFCausalLM, TubeletLM
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -110,6 +114,26 @@ def load_model(spec: str, *, target: Loaded | None = None, with_tokenizer: bool 
     model = AutoModelForCausalLM.from_pretrained(folder, **kwargs).eval()
     tokenizer = load_tokenizer(spec) if with_tokenizer else None
     return Loaded(HFCausalLM(model), model, tokenizer)
+
+
+def load_draft(spec: str, target: Loaded, threshold: float = 0.0) -> Draft:
+    """A draft for ``target``: ``ngram:N`` (prompt lookup), or any model spec of
+    :func:`load_model` (``truncated:N``, a distilled folder, ...) as a :class:`ModelDraft` that
+    stops drafting a row when its top probability falls below ``threshold``."""
+    if spec.startswith("ngram:"):
+        try:
+            n = int(spec.split(":", 1)[1])
+        except ValueError as e:
+            raise LoadError(f"{spec}: expected ngram:N with N the longest n-gram to match (e.g. ngram:3)") from e
+        if n < 1:
+            raise LoadError(f"{spec}: N must be at least 1")
+        if threshold:
+            raise LoadError(f"{spec}: --draft-threshold needs a model draft (prompt lookup has no "
+                            "probabilities to threshold)")
+        return NGramDraft(n, target.lm.vocab_size)
+    if not 0.0 <= threshold <= 1.0:
+        raise LoadError(f"draft threshold {threshold}: expected a probability in [0, 1]")
+    return ModelDraft(load_model(spec, target=target).lm, threshold)
 
 
 def truncated_draft(model: torch.nn.Module, layers: int) -> Decoder:

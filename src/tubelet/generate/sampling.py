@@ -105,7 +105,7 @@ def verify(draft_tokens: Tensor, p: Tensor, q: Tensor, r: Tensor, u: Tensor,
     num_accepted = accepted.long().cumprod(-1).sum(-1)  # leading run of acceptances
     rows = torch.arange(B, device=draft_tokens.device)
     q_n = q[rows, num_accepted]  # (B, V): target at the first rejected position, or the bonus one
-    p_n = torch.cat([p, torch.zeros_like(p[:, :1])], dim=1)[rows, num_accepted]  # 0 for the bonus
+    p_n = torch.cat([p, p.new_zeros(B, 1, q.shape[-1])], dim=1)[rows, num_accepted]  # 0 for the bonus
     residual = (q_n - p_n).clamp_(min=0.0)
     # q == p at a rejected position is impossible in exact arithmetic; fall back to q in floats.
     empty = residual.sum(-1, keepdim=True) <= 0

@@ -1,0 +1,114 @@
+"""Drafts behind the one Draft interface: prompt lookup (n-gram) and model drafts with a
+dynamic length. Each must leave the output exactly the target's distribution: the statistical
+tests of test_lossless, on the same toy target, with a wrong variant each that they catch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tubelet.generate import Sampling, speculative_generate
+from tubelet.generate.drafts import ModelDraft, NGramDraft, Proposal, prompt_lookup
+
+from .test_lossless import (DRAFT_TABLE, FIRST, N_BATCH, P_MAX_WRONG, P_MIN, TARGET_TABLE, V, greedy_path,
+                            joint_test, marginal_tests)
+from .toy import ToyLM
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+# a prompt whose last two tokens occurred before: prompt lookup proposes from the first step
+REPEATING = [1, 2, 0, 1, 2, 3, 1, 2]
+
+
+def test_prompt_lookup_takes_the_latest_longest_match_and_stops_at_the_end():
+    buffer = torch.tensor([
+        [1, 2, 3, 4, 9, 2, 3, 7, 1, 2, 3, 0],  # "2 3" last seen at 5 -> 7 1 2 3; "1 2 3" at 0 -> 4 9 2
+        [5, 6, 5, 6, 0, 0, 0, 0, 0, 0, 0, 0],  # length 4: "5 6" at 0 -> 5 6 (the row's end)
+        [1, 2, 3, 4, 0, 0, 0, 0, 0, 0, 0, 0],  # length 4: no earlier 4, "3 4", "2 3 4"
+        [7, 7, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0],  # "7 7" at 0 -> one token (the match overlaps the end)
+    ])
+    lengths = torch.tensor([11, 4, 4, 3])
+    tokens, n = prompt_lookup(buffer, lengths, max_ngram=3, k=4)
+    assert n.tolist() == [4, 2, 0, 1]
+    assert tokens[0].tolist() == [4, 9, 2, 3]
+    assert tokens[1, :2].tolist() == [5, 6] and tokens[3, :1].tolist() == [7]
+    tokens, n = prompt_lookup(buffer, lengths, max_ngram=2, k=3)  # "2 3" now: latest at 5
+    assert n[0] == 3 and tokens[0].tolist() == [7, 1, 2]
+
+
+class SmoothedNGramDraft(NGramDraft):
+    """Wrong: proposes the n-gram continuation deterministically but reports a smoothed p
+    (half on the proposal, half spread), so tokens are accepted with min(1, 2 q(x))."""
+
+    def propose(self, rows, k, sampling, u):
+        out = super().propose(rows, k, sampling, u)
+        return Proposal(out.tokens, 0.5 * out.p + 0.5 / self.vocab_size, out.num_drafted, out.calls)
+
+
+class ShiftedThresholdDraft(ModelDraft):
+    """Wrong: a dynamic-length draft that reports, for each token after the first, the
+    distribution of the step before (p is then not what the token was drawn from)."""
+
+    def propose(self, rows, k, sampling, u):
+        out = super().propose(rows, k, sampling, u)
+        p = out.p.clone()
+        p[:, 1:] = p[:, :-1].clone()
+        return Proposal(out.tokens, p, out.num_drafted, out.calls)
+
+
+def generate(make_draft, k: int, sampling: Sampling, n: int, prompt: list[int], seed: int) -> tuple:
+    gen = speculative_generate(ToyLM(TARGET_TABLE), make_draft(), [prompt] * n, max(FIRST, k + 2), k=k,
+                               sampling=sampling, seed=seed)
+    return torch.tensor(gen.tokens), gen.stats
+
+
+DRAFTS = {
+    "ngram2": lambda: NGramDraft(2, V),
+    "model_threshold": lambda: ModelDraft(ToyLM(DRAFT_TABLE), threshold=0.55),
+}
+WRONG = {
+    "ngram2": lambda: SmoothedNGramDraft(2, V),
+    "model_threshold": lambda: ShiftedThresholdDraft(ToyLM(DRAFT_TABLE), threshold=0.55),
+}
+FILTERED = Sampling(temperature=0.8, top_k=4, top_p=0.9)
+
+
+@pytest.mark.parametrize("k", [2, 4])
+@pytest.mark.parametrize("sampling", [Sampling(1.0), FILTERED], ids=["T1", "T0.8-top4-p0.9"])
+@pytest.mark.parametrize("draft", sorted(DRAFTS))
+def test_drafts_sample_from_the_target(draft, sampling, k):
+    tokens, stats = generate(DRAFTS[draft], k, sampling, N_BATCH, REPEATING, seed=11 * k)
+    r = joint_test(tokens, sampling, REPEATING)
+    assert r["impossible"] == 0 and r["p"] > P_MIN and r["tv"] < r["tv_max"], r
+    marginals = marginal_tests(tokens, sampling, REPEATING)
+    assert min(marginals) > P_MIN / len(marginals), marginals
+    # the drafts did propose, and not always K tokens (no match / low confidence)
+    assert 0 < stats.drafted < k * stats.row_steps and stats.accepted > 0
+
+
+@pytest.mark.parametrize("k", [2, 4])
+@pytest.mark.parametrize("draft", sorted(WRONG))
+def test_wrong_drafts_fail(draft, k):
+    tokens, _ = generate(WRONG[draft], k, Sampling(1.0), N_BATCH, REPEATING, seed=11 * k)
+    r = joint_test(tokens, Sampling(1.0), REPEATING)
+    assert r["p"] < P_MAX_WRONG and r["tv"] > r["tv_max"], r
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+@pytest.mark.parametrize("draft", sorted(DRAFTS))
+def test_greedy_drafts_give_the_target_greedy_path(draft, k):
+    from .test_lossless import PROMPT
+    tokens, stats = generate(DRAFTS[draft], k, Sampling(0), 16, PROMPT, seed=0)
+    assert (tokens == torch.tensor(greedy_path(k + 2))).all()
+
+
+def test_ngram_greedy_accepts_a_repeated_text():
+    """Greedy target that loops: prompt lookup proposes the loop and gets it accepted."""
+    table = torch.full((V, 2, V), 0.01, dtype=torch.float64)
+    for last in range(V):
+        table[last, :, (last + 1) % V] = 1.0  # 0 1 2 3 4 0 1 ...
+    table = table / table.sum(-1, keepdim=True)
+    out = speculative_generate(ToyLM(table), NGramDraft(3, V), [[0, 1, 2, 3, 4, 0, 1]], 30, k=4,
+                               sampling=Sampling(0))
+    assert out.tokens[0] == [(2 + i) % V for i in range(30)]
+    assert out.stats.acceptance_rate == 1.0 and out.stats.target_calls <= 30 // 5 + 1
