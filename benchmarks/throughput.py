@@ -8,7 +8,7 @@ per row: median milliseconds per call with the interquartile range, clips/s, pea
 achieved TFLOP/s (2 FLOPs per multiply-accumulate of the matrix products, x3 for a training
 step) and MFU, the fraction of the bf16 matrix-multiply rate measured in the same run.
 
-    python benchmarks/throughput.py --quick                      # a minute on a CPU
+    python benchmarks/throughput.py --quick --out /tmp/throughput.json   # about a minute on 2 CPU cores
     python benchmarks/throughput.py --device cuda --backbones b --frames 32 --size 224 \\
         --batch 1,8 --dtype fp32,bf16 --compile off,on --out results/throughput_cuda.json
 
@@ -236,12 +236,15 @@ def main(argv=None) -> None:
                    "(default 8192 on CUDA, 2048 on CPU)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory call")
     p.add_argument("--quick", action="store_true",
-                   help="a small CPU-sized run: ViViT-S, 8 frames, 112 px, batch 1, 3 warm-up, 5 repeats")
+                   help="well under a minute on two CPU cores: ViViT-S, 8 frames, 112 px, batch 1, fp32 inference, "
+                        "eager, beside transformers sdpa and eager, 1 thread, 1 warm-up, 3 repeats, no memory call")
     add_run_args(p, warmup=5, repeats=20)
     args = p.parse_args(argv)
     if args.quick:
-        args.backbones, args.frames, args.size, args.batch = "s", "8", "112", "1"
-        args.warmup, args.repeats, args.min_repeat_ms = 3, 5, 0.0
+        args.backbones, args.frames, args.size, args.batch, args.dtype = "s", "8", "112", "1", "fp32"
+        args.mode, args.compile, args.hf, args.no_memory = "infer", "off", "sdpa,eager", True
+        args.warmup, args.repeats, args.min_repeat_ms = 1, 3, 0.0
+        args.matmul_n, args.threads = args.matmul_n or 1024, args.threads or 1
     args.variants = parse_list(args.variants)
     args.hf = parse_list(args.hf)
     args.compile = parse_list(args.compile)

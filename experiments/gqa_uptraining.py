@@ -8,7 +8,7 @@ on the time-reversed pairs, parameters, key/value activation memory per clip (me
 k and v tensors of a real forward pass, float32) and time per training step (measured side by
 side in this process). Prints a table and writes JSON.
 
-    python benchmarks/gqa_uptraining.py [--source runs/gqa/mha] [--out benchmarks/results/gqa.json]
+    python experiments/gqa_uptraining.py [--source runs/gqa/mha] [--out experiments/results/gqa.json]
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ import torch
 
 from tubelet import data as tdata
 from tubelet.checkpoint import load_model
+from tubelet.config import preset
 from tubelet.convert.gqa import to_gqa
 from tubelet.models import Attention, count_parameters
-from tubelet.train.config import PRESETS, TrainConfig
 from tubelet.train.distributed import Runtime
 from tubelet.train.evaluate import evaluate
 from tubelet.train.loop import Trainer, reversed_classes
@@ -74,26 +74,26 @@ def step_ms(model: torch.nn.Module, clip_shape: tuple[int, ...], classes: int, r
     return 1000 * statistics.median(times)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--source", default="runs/gqa/mha", help="a multi-head run folder (trained if missing)")
     p.add_argument("--runs", default="runs/gqa")
     p.add_argument("--groups", type=int, nargs="+", default=[2, 1], help="key/value heads to convert to")
     p.add_argument("--fractions", type=float, nargs="+", default=[0.05, 0.10])
-    p.add_argument("--out", default="benchmarks/results/gqa.json")
-    args = p.parse_args()
+    p.add_argument("--out", default="experiments/results/gqa.json")
+    args = p.parse_args(argv)
 
-    base = TrainConfig(**PRESETS["default"])
+    base = preset("default")
     source = Path(args.source)
     if not (source / "final" / "config.json").is_file():
         print(f"training the multi-head model in {source}", flush=True)
-        Trainer(base.replace(out=str(source)), progress=False).fit(resume=True)
+        Trainer(base.with_values({"runtime.out": str(source)}), progress=False).fit(resume=True)
     data = tdata.builtin_dataset(progress=False)
     reverse = reversed_classes(data)
     mha = load_model(source / "final")
     cfg = mha.config
-    clip = tdata.ClipConfig(num_frames=cfg.num_frames, stride=base.frame_stride, size=cfg.image_size[0],
-                            views=base.eval_views, crops=base.eval_crops)
+    clip = tdata.ClipConfig(num_frames=cfg.num_frames, stride=base.clip.stride, size=cfg.image_size[0],
+                            views=base.clip.views, crops=base.clip.crops)
     _, val = tdata.build_datasets(str(data), None, clip=clip, seed=0)
     rt = Runtime()
 
@@ -109,12 +109,12 @@ def main() -> int:
     for g in args.groups:
         for f in args.fractions:
             run = Path(args.runs) / f"kv{g}_uptrain{int(f * 100)}"
-            up = base.replace(init=str(source), num_kv_heads=g, uptrain_fraction=f, warmup_epochs=0,
-                              out=str(run), eval_every=0)
+            up = base.with_values({"model.init": str(source), "model.num_kv_heads": g, "optim.uptrain_fraction": f,
+                                   "optim.warmup_epochs": 0, "runtime.out": str(run), "runtime.eval_every": 0})
             Trainer(up, progress=False).fit(resume=True)
             models[f"{'MQA' if g == 1 else f'GQA-{g}'}, uptrained {int(f * 100)}%"] = load_model(run / "final")
 
-    shape = (base.batch_size, 3, cfg.num_frames, *cfg.image_size)
+    shape = (base.optim.batch_size, 3, cfg.num_frames, *cfg.image_size)
     one = torch.randn(1, 3, cfg.num_frames, *cfg.image_size)
     rows = []
     for name, model in models.items():

@@ -10,14 +10,14 @@ as uint8: 12,000 per class take 4.7 GB); ``--fresh`` renders new videos at every
 pair: a sway or a bob), the per-event perception the pair's order builds on. Prints a table and
 writes JSON (after every model, so a stopped run keeps what it finished).
 
-    python benchmarks/pair_probe.py --pair 5 --event-order --steps 1000
-    python benchmarks/pair_probe.py --pair 5 --event-order --halves --stride 1 --steps 200
-    python benchmarks/pair_probe.py --pair 5 --event-order --init runs/table2_small/spatiotemporal/final
-    python benchmarks/pair_probe.py --pair 5 --event-order --init 'runs/table2_small/{kind}_lr0.0003/final' \\
+    python experiments/pair_probe.py --pair 5 --event-order --steps 1000
+    python experiments/pair_probe.py --pair 5 --event-order --halves --stride 1 --steps 200
+    python experiments/pair_probe.py --pair 5 --event-order --init runs/table2_small/spatiotemporal/final
+    python experiments/pair_probe.py --pair 5 --event-order --init 'runs/table2_small/{kind}_lr0.0003/final' \\
         --kind all --time-embed 1.0
-    python benchmarks/pair_probe.py --pair 5 --event-order --fresh --steps 1000
-    python benchmarks/pair_probe.py --pair 5 --event-order --kind all --videos 12000 --steps 3000
-    python benchmarks/pair_probe.py --pair 0 --kind factorised_encoder --tokeniser frame_sampling --videos 2000
+    python experiments/pair_probe.py --pair 5 --event-order --fresh --steps 1000
+    python experiments/pair_probe.py --pair 5 --event-order --kind all --videos 12000 --steps 3000
+    python experiments/pair_probe.py --pair 0 --kind factorised_encoder --tokeniser frame_sampling --videos 2000
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from common import add_table2_start_args, table2_classifiers
+from table2 import add_table2_start_args, table2_classifiers
 from tubelet.checkpoint import load_model
 from tubelet.data.augment import normalise
 from tubelet.data.synth import SynthConfig, render
@@ -126,7 +126,7 @@ def probe(kind: str, args: argparse.Namespace, config: SynthConfig, train: tuple
             "ms_per_step": 1000 * float(np.median(step_seconds)), "steps": args.steps}
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pair", type=int, default=0, help="index of the pair (5: the event-order pair)")
     p.add_argument("--event-order", action="store_true", help="the dataset with the event-order pair")
@@ -153,8 +153,8 @@ def main() -> int:
     p.add_argument("--stride", type=int, default=2, help="frame stride of the 8-frame clips")
     p.add_argument("--every", type=int, default=50, help="evaluate every this many steps")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="benchmarks/results/pair_probe.json")
-    args = p.parse_args()
+    p.add_argument("--out", default="experiments/results/pair_probe.json")
+    args = p.parse_args(argv)
     kinds = KINDS if "all" in args.kind else list(dict.fromkeys(args.kind))
     if args.init and "{kind}" not in args.init:
         kinds = kinds[:1]  # one checkpoint: one model

@@ -8,14 +8,14 @@ the event-order pair added (swaying then bobbing / bobbing then swaying: every t
 occurs in both, so only order tells them apart), also top-1 on that pair. Prints a table and
 writes JSON. Run folders already finished are evaluated again, not retrained.
 
-    python benchmarks/table2_small.py [--epochs 10] [--out benchmarks/results/table2_small.json]
-    python benchmarks/table2_small.py --lr 1e-3 --out benchmarks/results/table2_small_lr1e-3.json
-    python benchmarks/table2_small.py --tokeniser frame_sampling --out benchmarks/results/table2_small_frames.json
-    python benchmarks/table2_small.py --event-order --out benchmarks/results/table2_small_event_order.json
-    python benchmarks/table2_small.py --event-order --epochs 10 \\
-        --init 'runs/table2_small/{kind}_lr0.0003/final' --out benchmarks/results/table2_small_event_order_init.json
-    python benchmarks/table2_small.py --event-order --order-videos 4000 --epochs 2 --time-embed 1.0 \\
-        --init 'runs/table2_small/{kind}_lr0.0003/final' --out benchmarks/results/table2_small_order4000.json
+    python experiments/table2_small.py [--epochs 10] [--out experiments/results/table2_small.json]
+    python experiments/table2_small.py --lr 1e-3 --out experiments/results/table2_small_lr1e-3.json
+    python experiments/table2_small.py --tokeniser frame_sampling --out experiments/results/table2_small_frames.json
+    python experiments/table2_small.py --event-order --out experiments/results/table2_small_event_order.json
+    python experiments/table2_small.py --event-order --epochs 10 \\
+        --init 'runs/table2_small/{kind}_lr0.0003/final' --out experiments/results/table2_small_event_order_init.json
+    python experiments/table2_small.py --event-order --order-videos 4000 --epochs 2 --time-embed 1.0 \\
+        --init 'runs/table2_small/{kind}_lr0.0003/final' --out experiments/results/table2_small_order4000.json
 
 With tubelets (the paper's Table 2) each token already spans two frames, so even the average-pool
 baseline sees which way things move; ``--tokeniser frame_sampling`` gives every model per-frame
@@ -34,10 +34,10 @@ from pathlib import Path
 
 import torch
 
-from common import add_table2_start_args, table2_classifiers
+from table2 import add_table2_start_args, table2_classifiers
+from tubelet.config import preset
 from tubelet.data.synth import EVENT_ORDER_PAIR, SynthConfig, builtin_dataset
 from tubelet.models import count_parameters
-from tubelet.train.config import PRESETS, TrainConfig
 from tubelet.train.loop import Trainer
 
 CLASSIFIER = table2_classifiers()
@@ -50,14 +50,14 @@ TITLES = {
 }
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--epochs", type=float, default=None, help="default: the preset's")
     p.add_argument("--lr", type=float, default=3e-4,
                    help="peak learning rate for all five: 3e-4, not the preset's 1e-3, at which Model 2 "
                         "barely leaves chance from scratch (RESULTS.md)")
     p.add_argument("--runs", default="runs/table2_small", help="folder for the five run folders")
-    p.add_argument("--out", default="benchmarks/results/table2_small.json")
+    p.add_argument("--out", default="experiments/results/table2_small.json")
     p.add_argument("--only", nargs="*", help="kinds to run (default: all five)")
     p.add_argument("--event-order", action="store_true",
                    help="train and evaluate on the built-in dataset with the event-order pair added")
@@ -67,23 +67,23 @@ def main() -> int:
     add_table2_start_args(p)
     p.add_argument("--tokeniser", choices=("tubelet", "frame_sampling"), default="tubelet",
                    help="the shared tokeniser: tubelets (the paper's Table 2) or per-frame tokens")
-    args = p.parse_args()
+    args = p.parse_args(argv)
 
-    base = TrainConfig(**PRESETS["default"])
+    base = preset("default")
     if args.epochs:
-        base = base.replace(epochs=args.epochs)
+        base = base.with_values({"optim.epochs": args.epochs})
     # Run folders name what differs from the preset (at its own lr, Model 1's is `tubelet train`'s run).
     suffix = (("" if args.tokeniser == "tubelet" else f"_{args.tokeniser}")
-              + ("" if args.lr == base.lr else f"_lr{args.lr:g}")
+              + ("" if args.lr == base.optim.lr else f"_lr{args.lr:g}")
               + (f"_time{args.time_embed:g}" if args.time_embed else "")
               + ("_event_order" if args.event_order else "")
               + (f"{args.order_videos}" if args.order_videos else "") + ("_init" if args.init else ""))
-    base = base.replace(lr=args.lr)
+    base = base.with_values({"optim.lr": args.lr})
     if args.order_videos and not args.event_order:
         p.error("--order-videos needs --event-order")
     synth = SynthConfig(event_order=args.event_order, order_videos_per_class=args.order_videos)
     if args.event_order:
-        base = base.replace(data=str(builtin_dataset(synth)))
+        base = base.with_values({"data.path": str(builtin_dataset(synth))})
     # The two classes whose order of events, not their local motion, is the class (--event-order).
     order_classes = [synth.classes.index(name) for name in EVENT_ORDER_PAIR[:2]] if args.event_order else []
     rows = []
@@ -93,13 +93,13 @@ def main() -> int:
         run = Path(args.runs) / f"{kind}{suffix}"
         model_args = {"kind": kind, "classifier": CLASSIFIER[kind], "tokeniser": args.tokeniser,
                       **({"time_embed": args.time_embed} if args.time_embed else {})}
-        cfg = base.replace(model_args=model_args, out=str(run),
-                           init=args.init.format(kind=kind) if args.init else None)
+        cfg = base.with_values({**{f"model.{k}": v for k, v in model_args.items()}, "runtime.out": str(run),
+                                "model.init": args.init.format(kind=kind) if args.init else None})
         trainer = Trainer(cfg, progress=False)
         metrics = trainer.fit(resume=True)  # a finished run is only evaluated again
         train_records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         rates = [r["clips_per_s"] for r in train_records if r["kind"] == "train" and "clips_per_s" in r]
-        step_ms = 1000 * cfg.batch_size / (sum(rates) / len(rates)) if rates else float("nan")
+        step_ms = 1000 * cfg.optim.batch_size / (sum(rates) / len(rates)) if rates else float("nan")
         per_class = metrics["per_class"]
         order_top1 = sum(per_class[c] for c in order_classes) / len(order_classes) if order_classes else None
         rows.append({"model": title, "kind": kind, "params": count_parameters(trainer.model),
@@ -110,7 +110,7 @@ def main() -> int:
               f"{100 * metrics.get('reversed_pair_top1', float('nan')):.1f}%", flush=True)
 
     order = " top-1 on the event-order pair |" if args.event_order else ""
-    header = f"| model | params | top-1 | top-1 on reversed pairs |{order} ms / step ({base.batch_size} clips) |"
+    header = f"| model | params | top-1 | top-1 on reversed pairs |{order} ms / step ({base.optim.batch_size} clips) |"
     print("\n" + header + "\n|" + " --- |" * header.count("|", 1))
     for r in rows:
         order = f" {100 * r['order_pair_top1']:.1f}% |" if args.event_order else ""
