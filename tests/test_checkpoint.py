@@ -199,3 +199,10 @@ def test_non_finite_weights_are_refused_naming_the_tensor(tmp_path):
     save_model(model, tmp_path)
     with pytest.raises(CheckpointError, match=r"'encoder.blocks.0.mlp.fc1.weight' holds 1 NaN/Inf"):
         load_model(tmp_path)
+
+
+def test_an_edited_time_embed_is_refused_not_drawn_fresh(tmp_path):
+    save_model(ViViT(ViViTConfig(**TINY)), tmp_path)
+    _edit_config(tmp_path, time_embed=1.0)
+    with pytest.raises(ConfigError, match=r"time_embed=1.0.*'encoder.time_embed'"):
+        load_model(tmp_path)

@@ -382,6 +382,11 @@ def load_model(path: str | Path, *, num_frames: int | None = None,
     weights = folder / WEIGHTS_FILE
     state, metadata = read_weights(weights, map_location)
     check_head_layout(recorded_head_layout(metadata), cfg, str(weights))
+    lacking = [n for n in pos_embed_grids(trained) if n.endswith(".time_embed") and n not in state]
+    if lacking:  # load_state would draw it fresh: right for an override, wrong for the trained config
+        raise ConfigError(f"{weights}: {CONFIG_FILE} says time_embed={trained.time_embed} but the weights have "
+                          f"no {lacking[0]!r}; set time_embed to null in {CONFIG_FILE} (pass time_embed=... "
+                          "to load_model to add a fresh table)")
     state = adapt_pos_embeds(state, trained, cfg, str(weights))
     model = load_state(ViViT(cfg), state, str(weights))
     model.info = info_for(info, cfg, str(folder / CONFIG_FILE))

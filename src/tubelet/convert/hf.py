@@ -27,10 +27,12 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
+from safetensors.torch import save_file
 from torch import Tensor
 
 from ..checkpoint import (MissingCheckpointError, adapt_pos_embeds, check_head_layout, head_layout, info_for,
                           load_state, read_json, read_weights, replace_config)
+from ..fileio import atomic_write, write_text_atomic
 from ..models.blocks import fold_time_embed
 from ..models.config import ConfigError, ViViTConfig
 from ..models.info import ModelInfo, Preprocessing
@@ -278,10 +280,6 @@ def save_hf(model: ViViT, folder: str | Path, info: ModelInfo | None = None) -> 
     and ``pipeline("video-classification", model=folder)`` load: ``config.json`` (with the class
     names of ``info``, default ``model.info``, as ``id2label``), ``model.safetensors`` and a
     ``preprocessor_config.json`` giving the model's pixels (the reference's [-1, 1] by default)."""
-    from safetensors.torch import save_file
-
-    from ..fileio import atomic_write, write_text_atomic
-
     folder = Path(folder)
     info = info if info is not None else model.info
     info.check(model.config, f"export to {folder}")
