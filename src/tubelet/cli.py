@@ -49,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `tubelet models | head`
         sys.stderr.close()
         return 0
-    except KeyboardInterrupt:
-        print(f"tubelet {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:  # a run that stopped cleanly says how to continue
+        print(f"tubelet {args.command}: interrupted" + (f": {e}" if str(e) else ""), file=sys.stderr)
         return 130
 
 

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from .. import data as tdata
 from ..checkpoint import ModelInfo, Preprocessing, save_model
 from ..config import RunConfig, save_config
-from ..errors import TrainingError
+from ..errors import TrainingError, UsageError
 from ..fileio import dumps_json
 from ..models import ViViT, count_parameters, create_model
 from . import state as ckpt
@@ -154,7 +154,7 @@ class Trainer:
             barrier(self.rt)
         existing = ckpt.latest_checkpoint(self.run_dir)
         if existing is not None and not resume:
-            raise TrainingError(
+            raise UsageError(
                 f"{self.run_dir} already holds a run (latest checkpoint {existing.name}); pass "
                 "--resume to continue it or choose another --out")
 
@@ -414,9 +414,9 @@ class Trainer:
                 if all_reduce_mean(float(stop.requested), rt) > 0:  # every rank stops at the same step
                     bar.close()
                     self._save(progress)
-                    self._log(f"interrupted at step {progress.step} of {self.total_steps}: checkpoint saved; "
-                              f"continue with: tubelet train --out {self.run_dir} --resume")
-                    raise KeyboardInterrupt
+                    raise KeyboardInterrupt(f"stopped at step {progress.step} of {self.total_steps} with a "
+                                            f"checkpoint; continue with: tubelet train --out {self.run_dir} "
+                                            "--resume")
         except torch.OutOfMemoryError as e:
             raise TrainingError(
                 f"out of memory with {self.micro} clips per forward pass: use a smaller "
