@@ -160,3 +160,17 @@ def test_a_yaml_syntax_error_is_one_line(tmp_path):
     bad.write_text("optim:\n  lr: [0.1\n")
     out = run_tubelet(["train", "--config", str(bad)], timeout=120)
     assert out.returncode == 2 and "not valid YAML" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_non_square_model_trains_evaluates_and_predicts(tiny_data, tmp_path):
+    """`image_size[0]` used to be all that reached the data: a 32x48 model could not be trained."""
+    args = train_args(tiny_data, tmp_path / "run", "--max-steps", "2")
+    args[args.index("--image-size") + 1] = "32x48"
+    out = run_tubelet(args, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    model = load_model(tmp_path / "run")
+    assert model.config.image_size == (32, 48) and model.info.preprocessing.image_size == (32, 48)
+    video = next((tiny_data / "validate").rglob("*.mp4"))
+    pred = run_tubelet(["predict", str(tmp_path / "run"), str(video), "--json", "--crops", "3"], timeout=300)
+    assert pred.returncode == 0, pred.stderr[-2000:]
+    assert len(strict_json(pred.stdout)[0]["heads"][0]["top"]) == 5

@@ -9,7 +9,7 @@ Anything else is read as an image ViT (timm, transformers or Flax naming, detect
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from ..checkpoint import CONFIG_FILE, load_model, read_config
 from ..config import RunConfig
