@@ -15,6 +15,7 @@ import dataclasses
 import torch
 from torch import Tensor, nn
 
+from ..errors import ConfigError
 from ..models.attention import Attention
 
 
@@ -24,7 +25,7 @@ def pool_kv_heads(w: Tensor, heads: int, groups: int) -> Tensor:
     w: (heads * d, ...) rows of a key or value projection (weight or bias) -> (groups * d, ...).
     """
     if heads % groups:
-        raise ValueError(f"{heads} key/value heads cannot be pooled into {groups} groups; "
+        raise ConfigError(f"{heads} key/value heads cannot be pooled into {groups} groups; "
                          f"choose a divisor of {heads}")
     d = w.shape[0] // heads
     return w.reshape(groups, heads // groups, d, *w.shape[1:]).mean(dim=1).reshape(groups * d, *w.shape[1:])
@@ -34,7 +35,7 @@ def convert_attention(attn: Attention, num_kv_heads: int) -> None:
     """Rewrite ``attn``'s fused q/k/v projection in place for ``num_kv_heads`` key/value heads."""
     H, G, d = attn.num_heads, attn.num_kv_heads, attn.head_dim
     if H % num_kv_heads:
-        raise ValueError(f"num_heads={H} is not divisible by num_kv_heads={num_kv_heads}")
+        raise ConfigError(f"num_heads={H} is not divisible by num_kv_heads={num_kv_heads}")
     old = attn.qkv
     rows = [H * d, G * d, G * d]
 

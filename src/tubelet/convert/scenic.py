@@ -176,7 +176,7 @@ def config_from_scenic(d: Mapping) -> ViViTConfig:
     _, t, h, w, c = d["input_bthwc"]
     patch = d["patch_hwt"]
     if patch[0] != patch[1]:
-        raise ValueError(f"non-square patches {patch[:2]} are not supported")
+        raise ConfigError(f"non-square patches {patch[:2]} are not supported")
     kind = _SCENIC_KINDS[d["type"]]
     if kind == "factorised_encoder" and d.get("spatial_only_baseline"):
         kind = "average_pool"
