@@ -161,3 +161,24 @@ def test_damaged_source_is_a_one_line_error(tmp_path, capsys):
     bad.write_bytes(b"PK\x03\x04 truncated")
     assert main(["convert", "--from", "scenic", str(bad), "--model", "vivit_ti16x2", "--out", str(tmp_path / "y")]) == 1
     assert "bad.npz" in capsys.readouterr().err
+
+
+def test_hub_processor_is_recorded_reported_and_exported_back(tmp_path, capsys):
+    transformers = pytest.importorskip("transformers")
+    names = {0: "sit", 1: "stand", 2: "wave"}
+    transformers.VivitForVideoClassification(transformers.VivitConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64, image_size=32,
+        num_frames=4, tubelet_size=[2, 8, 8], id2label=names,
+        label2id={v: k for k, v in names.items()})).save_pretrained(tmp_path / "hf")
+    transformers.VivitImageProcessor().save_pretrained(tmp_path / "hf")  # the hub's [-3, 1]
+    assert main(["convert", "--from", "hf", str(tmp_path / "hf"), "--out", str(tmp_path / "t")]) == 0
+    out = capsys.readouterr().out
+    assert "3 class names from id2label (sit, stand, wave)" in out and "[-3, 1]" in out
+    header = json.loads((tmp_path / "t" / "config.json").read_text())
+    assert header["classes"]["class_names"] == [["sit", "stand", "wave"]]
+    assert header["preprocessing"]["pixel_mean"] == pytest.approx([0.75] * 3)
+    assert header["preprocessing"]["pixel_std"] == pytest.approx([0.25] * 3)
+    assert main(["convert", "--from", "tubelet", str(tmp_path / "t"), "--to", "hf", "--out", str(tmp_path / "b")]) == 0
+    back = load_model(tmp_path / "b")  # a transformers folder loads directly
+    assert back.info.class_names == (("sit", "stand", "wave"),)
+    assert back.info.preprocessing.pixel_range == pytest.approx((-3.0, 1.0))
