@@ -213,3 +213,16 @@ def test_pipeline_agrees_with_tubelet_predict(tmp_path, capsys):
         top = json.loads(capsys.readouterr().out)[0]["heads"][0]["top"]
         assert [t["label"] for t in top] == [g["label"] for g in got]
         assert max(abs(t["score"] - g["score"]) for t, g in zip(top, got)) < 1e-4
+
+
+def test_video_processor_configs_offset_always():
+    """transformers' VivitVideoProcessor computes x * rescale_factor - 1 whatever `offset` says;
+    other processors (no `offset`) only rescale."""
+    from tubelet.convert.hf import pixels_from_processor
+
+    video = {"video_processor_type": "VivitVideoProcessor", "rescale_factor": 1 / 127.5, "offset": False,
+             "image_mean": [0.5] * 3, "image_std": [0.5] * 3}
+    assert pixels_from_processor(video) == (pytest.approx((0.75,) * 3), pytest.approx((0.25,) * 3))
+    other = {"image_processor_type": "VideoMAEImageProcessor", "rescale_factor": 1 / 255,
+             "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]}
+    assert pixels_from_processor(other) == (pytest.approx((0.485, 0.456, 0.406)), pytest.approx((0.229, 0.224, 0.225)))

@@ -231,9 +231,13 @@ def pixels_from_processor(proc: Mapping[str, Any]) -> tuple[tuple[float, ...], t
     ``(x / 255 - (image_mean - b) / (255 a)) / (image_std / (255 a))``. The hub's defaults
     (1/127.5, offset, mean = std = 0.5) map pixels to [-3, 1]: mean 0.75, std 0.25 on x/255.
     """
-    video = str(proc.get("video_processor_type", "")).endswith("VideoProcessor")
-    a = float(proc.get("rescale_factor", 1 / 127.5)) if proc.get("do_rescale", True) else 1.0
-    offset = proc.get("do_rescale", True) and (video or proc.get("offset", True))
+    kind = str(proc.get("video_processor_type") or proc.get("image_processor_type") or "VivitImageProcessor")
+    rescale = bool(proc.get("do_rescale", True))
+    a = float(proc.get("rescale_factor", 1 / 127.5 if kind.startswith("Vivit") else 1 / 255)) if rescale else 1.0
+    if kind == "VivitVideoProcessor":  # always offsets when it rescales
+        offset = rescale
+    else:  # VivitImageProcessor's `offset` defaults to true; other processors have none
+        offset = rescale and bool(proc.get("offset", kind.startswith("Vivit")))
     b = -1.0 if offset else 0.0
     if proc.get("do_normalize", True):
         mean = [float(m) for m in _per_channel(proc.get("image_mean", 0.5))]
