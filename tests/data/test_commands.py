@@ -42,3 +42,21 @@ def test_synth_flag_defaults_are_the_builtin_dataset():
             assert getattr(args, field.name) == field.default, field.name
     args = build_parser().parse_args(["data", "synth", "--event-order"])
     assert args.event_order is True
+
+
+def test_inspect_root_and_missing_flags(tmp_path, capsys, videos):
+    import shutil
+    store = tmp_path / "store"
+    for cls in ("a", "b"):
+        (store / cls).mkdir(parents=True)
+        shutil.copy(videos["h264"], store / cls / "v.mp4")
+    listing = tmp_path / "lists" / "train.txt"
+    listing.parent.mkdir()
+    listing.write_text("a/v.mp4 a\nb/v.mp4 b\nb/gone.mp4 b\n")
+    assert main(["data", "inspect", str(listing), "--root", str(store)]) == 0
+    out = capsys.readouterr().out
+    assert "2 videos, 2 classes" in out and f"missing: {store / 'b' / 'gone.mp4'}" in out
+    assert "0 file(s) cannot be decoded" in out
+    assert main(["data", "inspect", str(listing), "--root", str(store), "--missing", "error"]) == 2
+    err = capsys.readouterr().err
+    assert "train.txt, line 3: video" in err and "--missing skip" in err
