@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "tubelet.data.commands",
     "tubelet.convert.commands",
     "tubelet.train.commands",
+    "tubelet.inference.commands",
     "tubelet.generate.commands",
 ]
 

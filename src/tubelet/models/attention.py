@@ -40,7 +40,7 @@ def sdpa(q: Tensor, k: Tensor, v: Tensor, *, dropout_p: float = 0.0, attn_mask: 
     clip out of memory. There the key/value heads are repeated instead: memory linear in the
     sequence, the same result.
     """
-    gqa = k.shape[-3] != q.shape[-3]
+    gqa = int(k.shape[-3]) != int(q.shape[-3])  # a Python bool under torch.jit.trace too
     if gqa and q.is_cuda and q.dtype not in (torch.float16, torch.bfloat16):
         rep = q.shape[-3] // k.shape[-3]
         k, v = k.repeat_interleave(rep, dim=-3), v.repeat_interleave(rep, dim=-3)  # head j -> j // rep

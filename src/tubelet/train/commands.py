@@ -1,9 +1,8 @@
-"""`tubelet train`, `tubelet eval` and `tubelet predict`."""
+"""`tubelet train` and `tubelet eval` (`tubelet predict` is in :mod:`tubelet.inference.commands`)."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
@@ -62,19 +61,10 @@ def _print_metrics(metrics: dict, run_dir: Path | None = None) -> None:
         print(f"run folder: {run_dir} (final model in {run_dir / 'final'}, metrics.jsonl, learning_curves.png)")
 
 
-def _device(name: str | None) -> torch.device:
-    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
-
-
 def _inference_clip(model, cfg: RunConfig):
     """The clip of a loaded model: its frames, size and stride unless the flags say otherwise."""
-    from .. import data as tdata
-    pre = model.info.preprocessing
-    size = model.config.image_size
-    return tdata.ClipConfig(num_frames=model.config.num_frames,
-                            stride=cfg.clip.stride or (pre.frame_stride if pre else 2),
-                            size=size[0] if size[0] == size[1] else size,
-                            views=cfg.clip.views, crops=cfg.clip.crops)
+    from ..inference.pipeline import inference_clip
+    return inference_clip(model, stride=cfg.clip.stride, views=cfg.clip.views, crops=cfg.clip.crops)
 
 
 def label_maps(data_names: list[list[str]], model_names, source: str) -> tuple[list[torch.Tensor], list[str]]:
@@ -146,68 +136,6 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-VIDEO_SUFFIXES = {".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".ogv", ".flv", ".wmv",
-                  ".3gp", ".ts"}
-
-
-def _video_files(items: list[str]) -> list[Path]:
-    """Files as given; folders expanded to the videos inside them (recursively, sorted)."""
-    out: list[Path] = []
-    for item in items:
-        path = Path(item)
-        if path.is_dir():
-            out += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
-        else:
-            out.append(path)
-    return out
-
-
-def _cmd_predict(args: argparse.Namespace) -> int:
-    from .. import data as tdata
-    from ..checkpoint import load_model
-    from .evaluate import score_views
-    from .metrics import average_views
-
-    cfg = validate(RunConfig().with_values(flag_values(args), "the command line"))
-    device = _device(args.device)
-    model = load_model(args.checkpoint, map_location=device)
-    clip = _inference_clip(model, cfg)
-    names_of, head_names = model.info.class_names, model.info.head_names
-    results, failed = [], 0
-    for video in _video_files(args.videos):
-        try:
-            views = tdata.load_eval_views(video, clip)  # (V*C, T, H, W, 3) uint8
-        except (OSError, DataError) as e:
-            failed += 1
-            print(f"tubelet predict: skipped {video}: {e}", file=sys.stderr)
-            continue
-        scores = average_views(score_views(model, views[None], device, cfg.runtime.precision,
-                                           preprocessing=model.info.preprocessing), cfg.clip.average)[0]
-        entry = {"video": str(video), "heads": []}
-        for h, s in enumerate(scores.split(list(model.config.class_splits))):
-            probs = s.softmax(-1)
-            top = probs.topk(min(args.top_k, len(probs)))
-            names = names_of[h] if names_of else None
-            entry["heads"].append({
-                "head": head_names[h] if head_names else None,
-                "top": [{"label": names[i] if names else str(i), "index": int(i), "score": float(p)}
-                        for p, i in zip(top.values.tolist(), top.indices.tolist())]})
-        results.append(entry)
-    if args.json:
-        print(dumps_json(results))
-    else:
-        for entry in results:
-            print(entry["video"])
-            for head in entry["heads"]:
-                if head["head"]:
-                    print(f"  [{head['head']}]")
-                for rank, t in enumerate(head["top"], 1):
-                    print(f"    {rank}. {t['label']:<28} {100 * t['score']:5.1f}%")
-    if failed:
-        print(f"tubelet predict: {failed} of {failed + len(results)} video(s) could not be read", file=sys.stderr)
-    return 1 if failed else 0
-
-
 def _add_runtime(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
 
@@ -251,16 +179,3 @@ def register(sub: argparse._SubParsersAction) -> None:
                          only=INFERENCE_FIELDS | {"data.path", "data.format", "data.root", "data.missing",
                                                   "data.workers"})
     p.set_defaults(func=_cmd_eval)
-
-    p = sub.add_parser("predict", help="labels and scores for video files",
-                       description="Score each video with the multi-view protocol and print its top labels. "
-                                   "A file that cannot be read is reported and skipped; the exit status is 1 "
-                                   "if any was.")
-    p.add_argument("checkpoint", metavar="MODEL", help=MODEL_HELP)
-    p.add_argument("videos", nargs="+", help="video files, or folders of them (searched recursively)")
-    p.add_argument("--top-k", type=int, default=5, help="labels per video (default: 5)")
-    p.add_argument("--json", action="store_true", help="print a JSON list, one object per video")
-    _add_runtime(p)
-    add_config_arguments(p, defaults=RunConfig(), presets=False, aliases=INFERENCE_ALIASES,
-                         only=INFERENCE_FIELDS)
-    p.set_defaults(func=_cmd_predict)
