@@ -3,7 +3,6 @@ skip count whatever the batch size and number of workers."""
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 

@@ -39,7 +39,7 @@ LAYOUTS = (
     ("mit", "mit", ["trainingSet.csv"], ["validationSet.csv"], MIT_CATEGORIES),
     ("ucf", "ucf", ["trainlist01.txt"], ["testlist01.txt"], UCF_CLASSES),
     ("kinetics", "kinetics", ["train.csv"], ["validate.csv", "val.csv", "validation.csv"], None),
-    ("list", "list", ["train.txt"], ["val.txt", "validation.txt", "test.txt"], None),
+    ("list", "list", ["train.txt"], ["val.txt", "validation.txt"], None),
 )
 CLASS_FILES = ("classes.txt", "class_names.txt")
 
