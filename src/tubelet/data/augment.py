@@ -33,6 +33,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..errors import ConfigError
+
 
 def normalise(video: torch.Tensor) -> torch.Tensor:
     """The reference's input normalisation, shared by training and prediction.
@@ -286,7 +288,7 @@ class VideoAugment(nn.Module):
         super().__init__()
         if isinstance(config, str):
             if config not in PRESETS:
-                raise ValueError(f"unknown augmentation preset {config!r}; choose one of "
+                raise ConfigError(f"unknown augmentation preset {config!r}; choose one of "
                                  f"{', '.join(PRESETS)}")
             config = PRESETS[config]
         self.config = config
@@ -312,7 +314,7 @@ def build_augmentation(name: str = "kinetics", magnitude: float | None = None, l
                        seed: int = 0) -> VideoAugment:
     """The :class:`VideoAugment` of a preset; ``magnitude`` / ``layers`` set RandAugment's."""
     if name not in PRESETS:
-        raise ValueError(f"unknown augmentation {name!r}; choose one of {', '.join(PRESETS)}")
+        raise ConfigError(f"unknown augmentation {name!r}; choose one of {', '.join(PRESETS)}")
     config = PRESETS[name]
     if config.randaugment_layers and magnitude is not None:
         config = replace(config, randaugment_layers=layers, randaugment_magnitude=magnitude)

@@ -36,7 +36,12 @@ from pathlib import Path
 import av
 import numpy as np
 
+from ..errors import ConfigError, UsageError
 from .formats import kinetics_clip_name
+
+
+class FolderNotEmpty(UsageError, FileExistsError):
+    """``tubelet data synth OUT`` with an ``OUT`` that already holds files."""
 
 GENERATOR_VERSION = 5  # bump when the rendering changes, so cached datasets are regenerated
 
@@ -75,18 +80,18 @@ class SynthConfig:
 
     def __post_init__(self):
         if self.size < 16 or self.size % 2:
-            raise ValueError(f"size must be even and at least 16, got {self.size}")
+            raise ConfigError(f"size must be even and at least 16, got {self.size}")
         if self.frames < (8 if self.event_order else 4):
-            raise ValueError(f"frames must be at least 4 (8 with event_order: two excursions with two "
+            raise ConfigError(f"frames must be at least 4 (8 with event_order: two excursions with two "
                              f"still frames between them), got {self.frames}")
         if self.videos_per_class < 1 or self.val_videos_per_class < 0:
-            raise ValueError("videos_per_class must be >= 1 and val_videos_per_class >= 0")
+            raise ConfigError("videos_per_class must be >= 1 and val_videos_per_class >= 0")
         if self.order_videos_per_class is not None:
             if not self.event_order:
-                raise ValueError("order_videos_per_class sets the event-order pair's videos: it needs "
+                raise ConfigError("order_videos_per_class sets the event-order pair's videos: it needs "
                                  "event_order=True (--event-order)")
             if self.order_videos_per_class < 1:
-                raise ValueError(f"order_videos_per_class must be >= 1, got {self.order_videos_per_class}")
+                raise ConfigError(f"order_videos_per_class must be >= 1, got {self.order_videos_per_class}")
 
     @property
     def pairs(self) -> list[tuple[str, str, str]]:
@@ -360,7 +365,7 @@ def generate(out: str | Path, config: SynthConfig = SynthConfig(), progress: boo
     """
     out = Path(out)
     if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} exists and is not empty; choose a new folder or remove it")
+        raise FolderNotEmpty(f"{out} exists and is not empty; choose a new folder or remove it")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
