@@ -82,3 +82,22 @@ def test_one_process_gathers_its_own_model_and_a_state_keyed_by_parameter_name()
     other_model["param_groups"][0]["params"][0] = "blocks.99.mlp.fc1.weight"
     with pytest.raises(CheckpointError, match="blocks.99.mlp.fc1.weight"):
         load_optimizer_state(model, opt, other_model, main)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_full_state_gathered_saved_and_resharded_follows_one_process(parallel, tmp_path):
+    """gather_model / gather_optimizer_state / load_*_state under 2 gloo ranks, with an EMA copy
+    sharded like the model: the gathered weights, momentum and average equal a single process's,
+    before and after a resume from the checkpoint they make."""
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(REPO / "tests" / "train" / "shard_worker.py"), parallel, str(tmp_path)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result.pop("sharded") == (parallel == "fsdp")
+    assert result.pop("info_kept")
+    assert set(result) == {"model", "momentum", "ema", "resumed_model", "resumed_ema"}
+    for what, difference in result.items():
+        assert difference <= 1e-6, (what, difference)

@@ -21,7 +21,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
-                                                     get_optimizer_state_dict, set_optimizer_state_dict)
+                                                     get_optimizer_state_dict, set_model_state_dict,
+                                                     set_optimizer_state_dict)
 from torch.distributed.fsdp import FSDPModule
 
 from ..errors import CheckpointError
@@ -115,6 +116,15 @@ def gather_model(wrapped: nn.Module, model: ViViT, rt: Runtime) -> ViViT | None:
     gathered.load_state_dict(full, assign=True)
     gathered.info = model.info
     return gathered.train(model.training)
+
+
+def load_model_state(wrapped: nn.Module, state: dict[str, torch.Tensor], rt: Runtime) -> None:
+    """Load full weights (given on every rank) into a plain, DDP or FSDP-sharded model, each rank
+    keeping its shard: e.g. the EMA copy of a run resumed under FSDP."""
+    if is_sharded(wrapped):
+        set_model_state_dict(wrapped, state, options=StateDictOptions(full_state_dict=True))
+    else:
+        unwrap(wrapped).load_state_dict(state)
 
 
 def gather_optimizer_state(wrapped: nn.Module, optimizer: torch.optim.Optimizer,
