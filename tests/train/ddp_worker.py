@@ -4,7 +4,7 @@ import json
 import sys
 from pathlib import Path
 
-import torch
+from safetensors.torch import save_file
 
 from tubelet.cli import build_parser
 from tubelet.config import resolve_config
@@ -19,7 +19,8 @@ def main(argv: list[str]) -> None:
     trainer = Trainer(cfg, rt, progress=False)
     metrics = trainer.fit()
     out = Path(cfg.runtime.out)
-    torch.save(trainer.model.state_dict(), out / f"rank{rt.rank}.pt")
+    save_file({k: v.contiguous() for k, v in trainer.model.state_dict().items()},
+              str(out / f"rank{rt.rank}.safetensors"))
     (out / f"eval_rank{rt.rank}.json").write_text(json.dumps({"count": metrics["count"],
                                                               "indices": metrics["indices"]}))
     shutdown(rt)

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from tubelet.data.synth import CLASSES
 from tubelet.errors import CheckpointError
@@ -35,9 +36,9 @@ def test_two_ranks_equal_one_process_with_the_same_global_batch(tiny_data, tmp_p
     one = launch(1, train_args(tiny_data, tmp_path / "one", *steps))
     assert one.returncode == 0, one.stderr[-3000:]
 
-    rank0 = torch.load(tmp_path / "two" / "rank0.pt")
-    rank1 = torch.load(tmp_path / "two" / "rank1.pt")
-    single = torch.load(tmp_path / "one" / "rank0.pt")
+    rank0 = load_file(str(tmp_path / "two" / "rank0.safetensors"))
+    rank1 = load_file(str(tmp_path / "two" / "rank1.safetensors"))
+    single = load_file(str(tmp_path / "one" / "rank0.safetensors"))
     initial_moved = False
     for name in rank0:
         assert torch.equal(rank0[name], rank1[name]), f"{name} differs between ranks"
