@@ -154,3 +154,16 @@ def test_non_square_clips_train_and_evaluate(tmp_path, videos):
     assert not torch.equal(views[0], views[2])
     result = train_and_evaluate(train, val, steps=2)
     assert len(result["scored"]) == 4 and result["logits"].shape == (4, 2)
+
+
+def test_eval_dataset_maps_labels_by_the_models_names(tmp_path, videos):
+    from tubelet.data import build_eval_dataset
+    for split in ("train", "val"):
+        for cls in ("cat", "dog"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            shutil.copy(videos["h264"], tmp_path / split / cls / "v.mp4")
+    val = build_eval_dataset(tmp_path, class_names=(("dog", "cat"),), clip=CLIP)  # the model's order
+    assert not val.train and [(r.path.parent.parent.name, r.path.parent.name, r.label)
+                              for r in val.records] == [("val", "cat", 1), ("val", "dog", 0)]
+    single = build_eval_dataset(tmp_path / "val", class_names=["dog", "cat"], clip=CLIP)
+    assert [r.label for r in single.records] == [1, 0]
