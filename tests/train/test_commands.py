@@ -174,3 +174,22 @@ def test_a_non_square_model_trains_evaluates_and_predicts(tiny_data, tmp_path):
     pred = run_tubelet(["predict", str(tmp_path / "run"), str(video), "--json", "--crops", "3"], timeout=300)
     assert pred.returncode == 0, pred.stderr[-2000:]
     assert len(strict_json(pred.stdout)[0]["heads"][0]["top"]) == 5
+
+
+def test_init_keeps_the_head_only_for_the_same_class_names(trained):
+    """`--init` with the same number of classes but other names gets a new head."""
+    import torch
+
+    from tubelet.config import preset
+    from tubelet.train.init import initialise
+
+    source = load_model(trained)
+    names = source.info.class_names
+    cfg = preset("default").with_values({"model.init": str(trained)})
+    logs: list[str] = []
+    same, _ = initialise(cfg, num_classes=len(names[0]), class_names=names, log=logs.append)
+    assert torch.equal(same.head.weight, source.head.weight) and not logs
+    renamed = (tuple(f"{n} (other)" for n in names[0]),)
+    other, _ = initialise(cfg, num_classes=len(names[0]), class_names=renamed, log=logs.append)
+    assert not torch.equal(other.head.weight, source.head.weight)
+    assert any("new classifier head" in line for line in logs)

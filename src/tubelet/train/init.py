@@ -11,19 +11,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from ..checkpoint import CONFIG_FILE, load_model, read_config
+from ..checkpoint import load_model, read_model_config, resolve_model_path
 from ..config import RunConfig
 from ..convert.gqa import to_gqa
 from ..convert.vit import read_image_vit, vivit_from_image_vit
+from ..errors import TubeletError
 from ..models import ViViT, ViViTConfig, get_config
-from .state import has_state, latest_checkpoint, model_folder, saved_step
+from .state import has_state, latest_checkpoint, saved_step
 
 
 def _tubelet_checkpoint(path: Path) -> tuple[Path, Path | None] | None:
-    """(model folder, checkpoint with a training state or None) when ``path`` is a tubelet checkpoint
-    or run."""
-    folder = model_folder(path)
-    if not (folder / CONFIG_FILE).is_file():
+    """(model folder, checkpoint with a training state or None) when ``path`` names a model that
+    :func:`~tubelet.checkpoint.resolve_model_path` takes (a run, a checkpoint, a transformers Vivit
+    export); None for anything else, which ``--init`` reads as an image ViT."""
+    if not path.is_dir():
+        return None
+    try:
+        folder, _ = resolve_model_path(path)
+    except TubeletError:
         return None
     if folder != path:  # a run folder: its training length is in the latest checkpoint
         return folder, latest_checkpoint(path)
@@ -36,11 +41,11 @@ def initial_config(cfg: RunConfig) -> ViViTConfig:
     From a tubelet checkpoint (``--init``) that is the checkpoint's config with the run's model
     overrides; otherwise the registry's ``model.name`` with them.
     """
-    found = _tubelet_checkpoint(Path(cfg.model.init)) if cfg.model.init and Path(cfg.model.init).is_dir() else None
+    found = _tubelet_checkpoint(Path(cfg.model.init)) if cfg.model.init else None
     if found is None:
         return cfg.model_config()
     overrides = {k: v for k, v in cfg.model.overrides.items() if k != "num_kv_heads"}
-    return read_config(found[0]).replace(**overrides)
+    return read_model_config(found[0])[0].replace(**overrides)
 
 
 def initialise(cfg: RunConfig, *, num_classes: int | tuple[int, ...],
@@ -55,7 +60,7 @@ def initialise(cfg: RunConfig, *, num_classes: int | tuple[int, ...],
     if not path.exists():
         raise FileNotFoundError(f"--init {path} does not exist")
     overrides = dict(cfg.model.overrides)
-    found = _tubelet_checkpoint(path) if path.is_dir() else None
+    found = _tubelet_checkpoint(path)
     if found is not None:
         folder, state_folder = found
         kv = overrides.pop("num_kv_heads", None)
