@@ -5,6 +5,7 @@ The model package of the revision is extracted (``git archive``) and imported un
 name, so both versions live in one process. The outputs of the two are compared first.
 
     python benchmarks/compare_revisions.py --before main --variants 3,4 --backbone s --frames 8 --size 112
+    python benchmarks/compare_revisions.py --quick                    # HEAD against the working tree
 """
 
 from __future__ import annotations
@@ -51,8 +52,13 @@ def main(argv=None) -> None:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--dtype", default="fp32,bf16")
     p.add_argument("--mode", default="infer,train")
+    p.add_argument("--quick", action="store_true",
+                   help="seconds on two CPU cores: Models 1 and 4, fp32 inference, 1 thread, 1 warm-up, 3 repeats")
     add_run_args(p, warmup=3, repeats=10)
     args = p.parse_args(argv)
+    if args.quick:
+        args.variants, args.dtype, args.mode = "1,4", "fp32", "infer"
+        args.warmup, args.repeats, args.threads = 1, 3, args.threads or 1
     device, env = start(args)
     sha, before = import_revision(args.before)
     env["before"] = f"{args.before} ({sha})"

@@ -15,6 +15,7 @@ measured peak memory (RSS rise plus weights and optimiser state) stays under
     python benchmarks/frame_scaling.py --device cuda --backbone b --size 224 --out results/scaling_cuda.json
     python benchmarks/frame_scaling.py --device cpu --threads 1 --backbone s --size 112 --frames 8,16,32 \\
         --memory-budget-gib 1 --max-frames 256 --batch-ceilings 1
+    python benchmarks/frame_scaling.py --quick --out /tmp/frame_scaling.json
 """
 
 from __future__ import annotations
@@ -133,8 +134,15 @@ def main(argv=None) -> None:
     p.add_argument("--max-frames", type=int, default=4096, help="the search stops here")
     p.add_argument("--memory-budget-gib", type=float, default=None,
                    help="CPU only: a call 'fits' when its measured peak is under this (required on CPU for the search)")
+    p.add_argument("--quick", action="store_true",
+                   help="about half a minute on two CPU cores: ViViT-S at 112 px, 8 and 16 frames, fp32 inference, "
+                        "1 thread, 2 repeats; ceilings at batch 1 under a 0.5 GiB CPU stand-in budget, up to 32 frames")
     add_run_args(p, warmup=2, repeats=5)
     args = p.parse_args(argv)
+    if args.quick:
+        args.backbone, args.size, args.frames, args.mode, args.dtype = "s", 112, "8,16", "infer", "fp32"
+        args.warmup, args.repeats, args.threads = 1, 2, args.threads or 1
+        args.batch_ceilings, args.memory_budget_gib, args.max_frames = "1", args.memory_budget_gib or 0.5, 32
     device, env = start(args)
     variants = parse_list(args.variants)
     modes = parse_list(args.mode)

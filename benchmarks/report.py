@@ -1,13 +1,13 @@
 """Markdown tables for benchmarks/RESULTS.md from the JSON the benchmark scripts write, so that
 no number is copied by hand. Each table is preceded by the device, versions and command.
 
-    python benchmarks/report.py benchmarks/results/throughput_cuda.json benchmarks/results/frame_scaling_cuda.json
+    python benchmarks/report.py benchmarks/results/throughput_cpu_eager.json benchmarks/results/frame_scaling_cpu.json
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 
 from throughput import PAPER_MS, VARIANTS
 
@@ -107,8 +107,10 @@ def compare(d: dict) -> list[str]:
     return out
 
 
-def main(paths: list[str]) -> None:
-    for path in paths:
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("json", nargs="+", help="JSON written by throughput.py, frame_scaling.py or compare_revisions.py")
+    for path in p.parse_args(argv).json:
         d = json.load(open(path))
         kind = throughput if "matmul_rate" in d else frame_scaling if "ceilings" in d else compare
         print(f"<!-- from {path} -->")
@@ -117,4 +119,4 @@ def main(paths: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

