@@ -151,6 +151,7 @@ MODEL_HELP = ("a run folder (its final/ model), a checkpoint folder, or a transf
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train", help="train and evaluate a ViViT (no arguments: the built-in dataset)",
+        usage="tubelet train [--preset NAME] [--config FILE.yaml] [--SECTION.FIELD VALUE ...] [--resume]",
         description="Train a ViViT with one of the paper's recipes and evaluate it with the multi-view "
                     "protocol. With no arguments it generates (or reuses) the built-in motion dataset, "
                     "trains a small model on the CPU or GPU, evaluates it and prints the result. Every "
