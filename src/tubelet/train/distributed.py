@@ -20,10 +20,6 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
-                                                     get_optimizer_state_dict, set_model_state_dict,
-                                                     set_optimizer_state_dict)
-from torch.distributed.fsdp import FSDPModule
 
 from ..errors import CheckpointError
 from ..models import ViViT
@@ -87,11 +83,21 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 def is_sharded(wrapped: nn.Module) -> bool:
     """Whether ``wrapped`` is sharded by FSDP2 (its parameters are DTensor shards)."""
+    from torch.distributed.fsdp import FSDPModule
     return isinstance(wrapped, FSDPModule)
 
 
-# Full tensors, offloaded to the CPU of the main process only (the other ranks get nothing).
-FULL_ON_MAIN = StateDictOptions(full_state_dict=True, cpu_offload=True)
+# torch.distributed.checkpoint is imported where used: it adds seconds to every `tubelet` command.
+def _full_on_main():
+    """Full tensors, offloaded to the CPU of the main process only (the other ranks get nothing)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+    return StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
+def _full_everywhere():
+    """A full state given on every rank, each keeping its shard."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+    return StateDictOptions(full_state_dict=True)
 
 
 def gather_model(wrapped: nn.Module, model: ViViT, rt: Runtime) -> ViViT | None:
@@ -102,7 +108,8 @@ def gather_model(wrapped: nn.Module, model: ViViT, rt: Runtime) -> ViViT | None:
     when it is on the CPU, a CPU copy otherwise.
     """
     if is_sharded(wrapped):
-        full = get_model_state_dict(wrapped, options=FULL_ON_MAIN)
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict
+        full = get_model_state_dict(wrapped, options=_full_on_main())
     elif not rt.is_main:
         return None
     elif all(t.device.type == "cpu" for t in model.state_dict().values()):
@@ -122,7 +129,8 @@ def load_model_state(wrapped: nn.Module, state: dict[str, torch.Tensor], rt: Run
     """Load full weights (given on every rank) into a plain, DDP or FSDP-sharded model, each rank
     keeping its shard: e.g. the EMA copy of a run resumed under FSDP."""
     if is_sharded(wrapped):
-        set_model_state_dict(wrapped, state, options=StateDictOptions(full_state_dict=True))
+        from torch.distributed.checkpoint.state_dict import set_model_state_dict
+        set_model_state_dict(wrapped, state, options=_full_everywhere())
     else:
         unwrap(wrapped).load_state_dict(state)
 
@@ -135,7 +143,8 @@ def gather_optimizer_state(wrapped: nn.Module, optimizer: torch.optim.Optimizer,
     position, with full (unsharded) momentum / moment tensors, so :func:`load_optimizer_state`
     restores it under any parallelism and process count.
     """
-    state = get_optimizer_state_dict(wrapped, optimizer, options=FULL_ON_MAIN)
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+    state = get_optimizer_state_dict(wrapped, optimizer, options=_full_on_main())
     return state if rt.is_main else None
 
 
@@ -155,7 +164,8 @@ def load_optimizer_state(wrapped: nn.Module, optimizer: torch.optim.Optimizer, s
             "this checkpoint's optimiser state was saved by parameter position, not name, and cannot "
             "be sharded: resume it with --parallel ddp (or on one process), then FSDP from there")
     else:
-        set_optimizer_state_dict(wrapped, optimizer, state, options=StateDictOptions(full_state_dict=True))
+        from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+        set_optimizer_state_dict(wrapped, optimizer, state, options=_full_everywhere())
 
 
 def _check_names(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
