@@ -100,6 +100,8 @@ def test_greedy_drafts_give_the_target_greedy_path(draft, k):
     from .test_lossless import PROMPT
     tokens, stats = generate(DRAFTS[draft], k, Sampling(0), 16, PROMPT, seed=0)
     assert (tokens == torch.tensor(greedy_path(k + 2))).all()
+    if draft == "model_threshold":  # greedy p is one-hot: the threshold reads the plain softmax
+        assert stats.drafted < k * stats.row_steps
 
 
 def test_ngram_greedy_accepts_a_repeated_text():

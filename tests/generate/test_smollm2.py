@@ -51,3 +51,22 @@ def test_greedy_speculative_gives_the_targets_greedy_tokens(smollm2, layers, k):
     assert out.tokens[0] == reference
     if layers == 29:
         assert out.stats.accepted > 0 and out.stats.target_calls < NEW_TOKENS
+
+
+@pytest.mark.parametrize("k", [2, 5])
+def test_greedy_prompt_lookup_gives_the_targets_greedy_tokens(smollm2, k):
+    from tubelet.generate import NGramDraft
+    loaded, ids, reference = smollm2
+    out = speculative_generate(loaded.lm, NGramDraft(3, loaded.lm.vocab_size), [ids], NEW_TOKENS, k=k,
+                               sampling=Sampling(0))
+    print(f"ngram:3, K={k}: {out.stats.summary()}")
+    assert out.tokens[0] == reference
+
+
+def test_greedy_dynamic_length_gives_the_targets_greedy_tokens(smollm2):
+    from tubelet.generate import ModelDraft
+    loaded, ids, reference = smollm2
+    draft = ModelDraft(TubeletLM(truncated_draft(loaded.model, 29)), threshold=0.6)
+    out = speculative_generate(loaded.lm, draft, [ids], NEW_TOKENS, k=4, sampling=Sampling(0))
+    assert out.tokens[0] == reference
+    assert out.stats.accepted > 0 and out.stats.drafted < 4 * out.stats.row_steps

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
+from torch import Tensor
 
 from .models import CausalLM
 from .rows import EOS, Rows, row_generators, uniforms
@@ -15,9 +16,11 @@ from .stats import Generation, Stats
 def autoregressive_generate(model: CausalLM, prompts: Sequence[Sequence[int]], max_new_tokens: int, *,
                             sampling: Sampling = Sampling(), seed: int | Sequence[int] = 0,
                             eos_token_id: EOS = None,
-                            on_step: Callable[[Rows], None] | None = None) -> Generation:
+                            on_step: Callable[[Rows], None] | None = None,
+                            stop: Callable[[Rows], Tensor] | None = None) -> Generation:
     """Sample up to ``max_new_tokens`` after each prompt, one token per row per model call.
-    ``eos_token_id``: a token or a list of tokens, any of which ends a row."""
+    ``eos_token_id``: a token or a list of tokens, any of which ends a row; ``stop(rows)``
+    (e.g. :class:`~tubelet.generate.stopping.StopStrings`) gives (B,) True for rows to end."""
     rows = Rows(prompts, getattr(model, "device", "cpu"))
     B = rows.batch_size
     model.reset(B)
@@ -34,7 +37,8 @@ def autoregressive_generate(model: CausalLM, prompts: Sequence[Sequence[int]], m
         stats.target_calls += 1
         stats.row_steps += active
         stats.generated += active
-        done = rows.finished(max_new_tokens, eos_token_id)
+        done = rows.finished(max_new_tokens, eos_token_id) | (stop(rows) if stop is not None else False)
+        rows.close(done)
         if on_step is not None:
             on_step(rows)
     return Generation(rows.generated(max_new_tokens, eos_token_id), stats)

@@ -16,6 +16,7 @@ from .loading import LoadError, Loaded, load_draft, load_model, load_tokenizer
 from .rows import eos_ids
 from .sampling import Sampling
 from .speculative import speculative_generate
+from .stopping import StopStrings
 from .stats import Stats, expected_tokens_per_step
 
 STDLIB_HINT = "e.g. '/usr/lib/python3.11/**/*.py' or a folder of .py files"
@@ -43,8 +44,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--temperature", type=float, default=1.0, help="0 = greedy (default 1)")
     g.add_argument("--top-k", type=int, default=0, help="0 = off")
     g.add_argument("--top-p", type=float, default=1.0, help="1 = off")
+    g.add_argument("--stop", action="append", default=[], metavar="TEXT",
+                   help="end the text before TEXT when it appears (repeat for several)")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    g.add_argument("--json", action="store_true",
+                   help="print one JSON object: text, tokens and every statistic")
     g.set_defaults(func=generate_command)
 
     d = subparsers.add_parser("draft", help="draft models for speculative sampling")
@@ -126,29 +130,35 @@ def generate_command(args: argparse.Namespace) -> int:
     if not ids:
         raise UsageError("the prompt is empty after tokenization")
     eos = end_tokens(tok, target)
+    try:
+        stop = StopStrings(lambda t: tok.decode(t, skip_special_tokens=True), args.stop)
+    except ValueError as e:
+        raise UsageError(f"--stop: {e}") from e
     start = time.perf_counter()
     if draft is None:
         out = autoregressive_generate(target.lm, [ids], args.max_new_tokens, sampling=sampling,
-                                      seed=args.seed, eos_token_id=eos)
+                                      seed=args.seed, eos_token_id=eos, stop=stop if args.stop else None)
     else:
         try:
             out = speculative_generate(target.lm, draft, [ids], args.max_new_tokens, k=args.k,
-                                       sampling=sampling, seed=args.seed, eos_token_id=eos)
+                                       sampling=sampling, seed=args.seed, eos_token_id=eos,
+                                       stop=stop if args.stop else None)
         except ValueError as e:
             raise UsageError(str(e)) from e
     seconds = time.perf_counter() - start
-    text = tok.decode(out.tokens[0], skip_special_tokens=True)
+    generated = len(out.tokens[0])
+    tokens, text = stop.cut(out.tokens[0])
     stats = out.stats.summary()
     device = "cpu" if not torch.cuda.is_available() else torch.cuda.get_device_name()
-    stats.update(seconds=seconds, tokens_per_second=len(out.tokens[0]) / seconds, device=device)
+    stats.update(seconds=seconds, tokens_per_second=generated / seconds, device=device)
     if args.json:
-        print(json.dumps({"text": text, "tokens": out.tokens[0], "stats": stats}))
+        print(json.dumps({"text": text, "tokens": tokens, "prompt_tokens": len(ids), "stats": stats}))
         return 0
     print(text)
     print("---", file=sys.stderr)
     if draft is not None:
         print(acceptance_line(out.stats), file=sys.stderr)
-    print(f"{len(out.tokens[0])} tokens in {seconds:.1f}s: {stats['tokens_per_second']:.1f} tokens/s "
+    print(f"{generated} tokens in {seconds:.1f}s: {stats['tokens_per_second']:.1f} tokens/s "
           f"({device})", file=sys.stderr)
     return 0
 

@@ -4,7 +4,8 @@ A :class:`Draft` proposes up to K tokens per row, with the distributions it drew
 
 - :class:`ModelDraft`: any :class:`~tubelet.generate.models.CausalLM` (a distilled decoder, the
   target's first layers ``truncated:L``), sampling K tokens one call at a time; with a
-  ``threshold`` it stops a row's drafting as soon as its top probability falls below it
+  ``threshold`` it stops a row's drafting as soon as the top probability of its softmax
+  (temperature 1, unfiltered: under greedy decoding p itself is one-hot) falls below it
   (dynamic draft length);
 - :class:`NGramDraft`: prompt lookup, no model: the latest earlier occurrence of the row's last
   n tokens in its own context proposes the tokens that followed it. The proposal is
@@ -58,7 +59,7 @@ class Draft(Protocol):
 class ModelDraft:
     """A causal LM as a draft: K sampled tokens, one call each (the first also feeds what the
     draft has not seen yet). ``threshold`` > 0 stops drafting a row when the top probability of
-    its next-token distribution is below it."""
+    its plain softmax (temperature 1, no filters) is below it."""
 
     def __init__(self, lm: CausalLM, threshold: float = 0.0) -> None:
         if not 0.0 <= threshold <= 1.0:
@@ -81,12 +82,12 @@ class ModelDraft:
         for t in range(k):
             logits = self.lm.extend(tokens, num_valid)
             calls += 1
-            p_t = probabilities(logits[rows.arange, (num_valid - 1).clamp(min=0)], sampling)  # (B, V)
-            p_t = p_t.to(rows.device)
-            if self.threshold > 0:
-                drafting &= p_t.max(-1).values >= self.threshold
+            last = logits[rows.arange, (num_valid - 1).clamp(min=0)]  # (B, V)
+            if self.threshold > 0:  # confidence: the top of the plain softmax (greedy's p is one-hot)
+                drafting &= (last.float().softmax(-1).max(-1).values >= self.threshold).to(rows.device)
                 if not drafting.any():
                     break
+            p_t = probabilities(last, sampling).to(rows.device)
             drafted[:, t] = sample(p_t, u[:, t])
             p.append(p_t)
             num_drafted += drafting.long()

@@ -37,6 +37,12 @@ class Rows:
         for b, p in enumerate(prompts):
             self.buffer[b, :len(p)] = torch.as_tensor(list(p), dtype=torch.long)
         self.arange = torch.arange(len(prompts), device=self.device)
+        self.ends = torch.full_like(self.lengths, -1)  # a row's length when it finished, -1 before
+
+    def close(self, done: Tensor) -> None:
+        """Freeze the output of the rows that are ``done`` (B,) at their current length: a
+        batch goes on until every row is done, and a row's later tokens are not its output."""
+        self.ends = torch.where(done & (self.ends < 0), self.lengths, self.ends)
 
     @property
     def batch_size(self) -> int:
@@ -77,7 +83,8 @@ class Rows:
         out = []
         for b in range(self.batch_size):
             start = int(self.prompt_lengths[b])
-            stop = min(int(self.lengths[b]), start + max_new_tokens)
+            length = int(self.ends[b]) if self.ends[b] >= 0 else int(self.lengths[b])
+            stop = min(length, start + max_new_tokens)
             toks = self.buffer[b, start:stop].tolist()
             first_eos = next((i for i, t in enumerate(toks) if t in eos), None)
             out.append(toks if first_eos is None else toks[:first_eos + 1])
@@ -96,6 +103,10 @@ class Rows:
 
     def tokens(self, row: int) -> list[int]:
         return self.buffer[row, :int(self.lengths[row])].tolist()
+
+    def new_tokens(self, row: int) -> list[int]:
+        """Row ``row``'s tokens after its prompt."""
+        return self.buffer[row, int(self.prompt_lengths[row]):int(self.lengths[row])].tolist()
 
 
 def row_generators(seed: int | Sequence[int], batch_size: int) -> list[torch.Generator]:

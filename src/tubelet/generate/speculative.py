@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
+from torch import Tensor
 
 from .drafts import Draft, as_draft
 from .models import CausalLM
@@ -30,7 +31,8 @@ from .stats import Generation, Stats
 def speculative_generate(target: CausalLM, draft: Draft | CausalLM, prompts: Sequence[Sequence[int]],
                          max_new_tokens: int, *, k: int = 4, sampling: Sampling = Sampling(),
                          seed: int | Sequence[int] = 0, eos_token_id: EOS = None,
-                         on_step: Callable[[Rows], None] | None = None) -> Generation:
+                         on_step: Callable[[Rows], None] | None = None,
+                         stop: Callable[[Rows], Tensor] | None = None) -> Generation:
     """Sample up to ``max_new_tokens`` after each prompt from the target, with draft proposals.
 
     ``draft`` is a :class:`~tubelet.generate.drafts.Draft` or a bare CausalLM (used as a
@@ -39,7 +41,8 @@ def speculative_generate(target: CausalLM, draft: Draft | CausalLM, prompts: Seq
     0) gives exactly the target's greedy tokens. Row b has its own random stream (from
     ``(seed, b)``, or ``seed[b]`` when given a list; see
     :func:`~tubelet.generate.rows.row_generators`) and draws 2K+1 uniforms per step.
-    ``eos_token_id``: a token or a list of tokens, any of which ends a row.
+    ``eos_token_id``: a token or a list of tokens, any of which ends a row; ``stop(rows)``
+    (e.g. :class:`~tubelet.generate.stopping.StopStrings`) gives (B,) True for rows to end.
     ``on_step(rows)`` is called after each step: the target's cache then holds every token of
     each row but the last; a model draft's holds at most that many (one fewer after a step
     that accepted all its drafts: it never fed its own last proposal).
@@ -90,7 +93,8 @@ def speculative_generate(target: CausalLM, draft: Draft | CausalLM, prompts: Seq
         stats.generated += int((n + 1).sum())
         for c in n.tolist():
             stats.accepted_histogram[c] += 1
-        done = done | rows.finished(max_new_tokens, eos_token_id)
+        done = done | rows.finished(max_new_tokens, eos_token_id) | (stop(rows) if stop is not None else False)
+        rows.close(done)
         if on_step is not None:
             on_step(rows)
     return Generation(rows.generated(max_new_tokens, eos_token_id), stats)
