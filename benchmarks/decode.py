@@ -6,8 +6,8 @@
    the loaders' path (``index_video``, then every frame through the index). The three run
    interleaved, file by file; each is the median CPU time (user + system) of ``--repeats`` runs.
    The ratio is tubelet's frames/s over PyAV's: above 1 is faster.
-2. Peak memory of ``read_all`` over the size of the array it returns (tracemalloc), on the
-   largest real clip: 1.0 means every frame is held once.
+2. Peak resident memory a full read adds, over the size of the frames, on the largest real clip:
+   ``read_all`` (1.0: every frame held once) and the plain PyAV list of frames.
 3. Clip sampling through the loader on the built-in dataset: training items (one clip, scale
    jitter, crop) and evaluation items (views x crops), items/s and clip frames/s.
 4. The share of step time the default ``tubelet train`` waits for data (the ``data_wait`` it logs
@@ -30,14 +30,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import tracemalloc
 from pathlib import Path
 
 import av
 import numpy as np
 import torch
 
-from common import ROOT, environment  # also puts src/ on the path
+from common import ROOT, environment, peak_memory  # also puts src/ on the path
 
 from tubelet.data import ClipConfig, VideoClips, VideoReader, builtin_dataset, index_video, make_loader  # noqa: E402
 from tubelet.data.formats import read_annotations  # noqa: E402
@@ -115,14 +114,21 @@ def full_reads(groups: dict[str, list[Path]], repeats: int) -> list[dict]:
 
 
 # --------------------------------------------------------------------------- 2. memory
-def peak_memory(path: Path) -> dict:
-    tracemalloc.start()
-    with VideoReader(path) as reader:
-        frames = reader.read_all()
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    return {"file": path.name, "frames": len(frames), "array_mib": frames.nbytes / 2**20,
-            "peak_mib": peak / 2**20, "peak_over_array": peak / frames.nbytes}
+def memory(path: Path) -> dict:
+    """Peak resident memory a full read adds (sampled every millisecond), over the array's size."""
+    frames, width, height = index_video(path).num_frames, *output_size_of(path)
+    array = frames * width * height * 3
+    row = {"file": path.name, "frames": frames, "array_mib": array / 2**20}
+    for name, fn in (("read_all", lambda: tubelet_read_all(path)),
+                     ("pyav_list", lambda: pyav_full_decode(path))):
+        mib, what = peak_memory(fn, torch.device("cpu"))
+        row[f"{name}_peak_mib"], row[f"{name}_peak_over_array"], row["measure"] = mib, mib * 2**20 / array, what
+    return row
+
+
+def output_size_of(path: Path) -> tuple[int, int]:
+    with av.open(str(path)) as container:
+        return container.streams.video[0].width, container.streams.video[0].height
 
 
 # --------------------------------------------------------------------------- 3. clip sampling
@@ -193,8 +199,10 @@ def print_tables(result: dict) -> None:
               f"{r['read_all_fps']:.0f} | {r['read_all_ratio']:.2f}x | {r['indexed_fps']:.0f} | "
               f"{r['indexed_ratio']:.2f}x |")
     m = result["memory"]
-    print(f"\n**read_all memory**: {m['file']} ({m['frames']} frames): array {m['array_mib']:.0f} MiB, "
-          f"peak traced {m['peak_mib']:.0f} MiB ({m['peak_over_array']:.2f}x the array)")
+    print(f"\n**Peak memory of a full read** ({m['measure']}), {m['file']}, {m['frames']} frames of "
+          f"{m['array_mib']:.0f} MiB: read_all {m['read_all_peak_mib']:.0f} MiB "
+          f"({m['read_all_peak_over_array']:.2f}x), PyAV list of frames {m['pyav_list_peak_mib']:.0f} MiB "
+          f"({m['pyav_list_peak_over_array']:.2f}x)")
     if result["sampling"]:
         print("\n**Clip sampling through the loader (built-in dataset, 16 frames, 64 px)**\n")
         print("| sampling | workers | items/s | clip frames/s |")
@@ -244,7 +252,7 @@ def main() -> None:
               "args": {"quick": quick, "repeats": repeats, "builtin_files": builtin_files,
                        "workers": workers, "sampling_items": items, "train_steps": steps},
               "full_reads": full_reads(groups, repeats),
-              "memory": peak_memory(max(clips, key=lambda p: p.stat().st_size)),
+              "memory": memory(max(clips, key=lambda p: p.stat().st_size)),
               "sampling": clip_sampling(data, workers, items)}
     if steps:
         result["train_wait"] = train_wait(steps)
