@@ -92,6 +92,11 @@ class OptimSection:
     max_steps: int | None = _f(None, "stop after this many optimiser steps (the schedule ends there)")
     uptrain_fraction: float | None = _f(None, "GQA uptraining: train for this fraction of the --init "
                                               "run's steps")
+    train_only: str | None = _f(None, "train only these parts, the rest frozen (linear probe / partial "
+                                      "fine-tuning): a comma list of head, norm, embed, temporal, e.g. head "
+                                      "or head,norm")
+    layer_decay: float | None = _f(None, "layer-wise learning-rate decay: block i of L trains at lr * "
+                                         "decay^(L + 1 - i), the head at lr, e.g. 0.75")
 
 
 @dataclass
@@ -445,6 +450,14 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"optim.ema={cfg.optim.ema} must be a decay in (0, 1), e.g. 0.999")
     if cfg.optim.uptrain_fraction is not None and not 0 < cfg.optim.uptrain_fraction <= 1:
         raise ConfigError(f"optim.uptrain_fraction={cfg.optim.uptrain_fraction} must be in (0, 1], e.g. 0.05")
+    if cfg.optim.train_only is not None:
+        from .train.optim import TRAIN_ONLY_PARTS
+        unknown = [p for p in cfg.optim.train_only.split(",") if p.strip() not in TRAIN_ONLY_PARTS]
+        if unknown or not cfg.optim.train_only.strip():
+            raise ConfigError(f"optim.train_only={cfg.optim.train_only!r}: give a comma list of "
+                              f"{', '.join(TRAIN_ONLY_PARTS)}, e.g. head or head,norm")
+    if cfg.optim.layer_decay is not None and not 0 < cfg.optim.layer_decay <= 1:
+        raise ConfigError(f"optim.layer_decay={cfg.optim.layer_decay} must be in (0, 1], e.g. 0.75")
     if cfg.optim.min_lr > cfg.optim.lr:
         raise ConfigError(f"optim.min_lr={cfg.optim.min_lr} is above optim.lr={cfg.optim.lr}")
     if cfg.data.val_split is not None and not 0 < cfg.data.val_split < 1:
