@@ -132,6 +132,3 @@ def require_columns(path: Path, columns: Iterable[str], needed: Iterable[str]) -
     if lacking:
         raise AnnotationError(f"{location(path, 1)}: missing column(s) {', '.join(lacking)} "
                               f"(found {', '.join(columns or [])})")
-
-
-# The same split under the names the Kinetics releases and their mirrors give its folder.

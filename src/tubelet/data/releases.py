@@ -34,6 +34,7 @@ def kinetics_clip_name(youtube_id: str, start: int, end: int, extension: str = "
     return f"{youtube_id}_{start:06d}_{end:06d}{extension}"
 
 
+# The same split under the names the Kinetics releases and their mirrors give its folder.
 _SPLIT_ALIASES = {"validate": ("val", "validation"), "val": ("validate", "validation"),
                   "train": ("training",), "test": ("testing",)}
 
