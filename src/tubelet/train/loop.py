@@ -34,7 +34,7 @@ from ..fileio import dumps_json
 from ..models import ViViT, count_parameters, create_model
 from . import state as ckpt
 from .distributed import (Runtime, all_reduce_mean, barrier, gather_model, gather_optimizer_state,
-                          init_runtime, load_optimizer_state, wrap_model)
+                          init_runtime, is_sharded, load_model_state, load_optimizer_state, wrap_model)
 from .evaluate import autocast, evaluate
 from .logging import MetricLog, plot_run
 from .init import initial_config, initialise
@@ -217,6 +217,8 @@ class Trainer:
         self.model: ViViT = model.to(self.rt.device)
         self.ema = EMA(self.model, cfg.optim.ema) if cfg.optim.ema else None
         self.wrapped = wrap_model(self.model, self.rt, cfg.runtime.parallel)
+        if self.ema is not None and is_sharded(self.wrapped):  # the average is sharded like the model
+            self.ema.model = wrap_model(self.ema.model, self.rt, "fsdp")
         self.forward = torch.compile(self.wrapped) if cfg.runtime.compile else self.wrapped
 
     def _log(self, msg: str) -> None:
@@ -234,7 +236,7 @@ class Trainer:
             source_steps = getattr(self, "init_steps", None)
             if not source_steps:
                 raise TrainingError("uptrain_fraction needs --init from a tubelet training run (its "
-                                    "train_state.pt tells how many steps it trained)")
+                                    "checkpoints record how many steps it trained)")
             total = max(1, round(opt.uptrain_fraction * source_steps))
         if opt.max_steps is not None:
             total = min(total, opt.max_steps)
@@ -309,10 +311,11 @@ class Trainer:
         """A checkpoint of the full model and training state (every rank takes part in the gather)."""
         model = gather_model(self.wrapped, self.model, self.rt)
         optimizer = gather_optimizer_state(self.wrapped, self.optimizer, self.rt)
+        ema = gather_model(self.ema.model, self.ema.model, self.rt) if self.ema else None
         if self.rt.is_main:
             state = {"optimizer": optimizer, "step": progress.step, "epoch": progress.epoch,
                      "micro_in_epoch": progress.micro_in_epoch, "rng": ckpt.rng_states(),
-                     "ema": self.ema.state_dict() if self.ema else None, "total_steps": self.total_steps,
+                     "ema": ema.state_dict() if ema is not None else None, "total_steps": self.total_steps,
                      "class_names": self.class_names, "head_names": self.head_names,
                      "train_config": self.cfg.to_dict()}
             ckpt.save_checkpoint(self.run_dir, model, state, progress.step)
@@ -321,7 +324,8 @@ class Trainer:
     def _save_final(self, metrics: dict, steps: int) -> Path:
         """``final/``: the model (EMA weights if kept) with its classes, preprocessing and results."""
         final = self.run_dir / "final"
-        model = self.ema.model if self.ema else gather_model(self.wrapped, self.model, self.rt)
+        model = (gather_model(self.ema.model, self.ema.model, self.rt) if self.ema
+                 else gather_model(self.wrapped, self.model, self.rt))
         if self.rt.is_main:
             results = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
             model.info = self._info(model, steps=steps, metrics=json.loads(dumps_json(results)))
@@ -354,7 +358,7 @@ class Trainer:
             load_optimizer_state(self.wrapped, self.optimizer, loaded["optimizer"], rt)
             ckpt.set_rng_states(loaded["rng"])
             if self.ema is not None and loaded.get("ema"):
-                self.ema.load_state_dict(loaded["ema"])
+                load_model_state(self.ema.model, loaded["ema"], rt)
         log = MetricLog(self.run_dir, enabled=rt.is_main)
         log.truncate_after(progress.step)
         if rt.is_main and loaded is None:

@@ -109,8 +109,3 @@ class EMA:
             else:
                 ema[name].copy_(value)
 
-    def state_dict(self) -> dict:
-        return self.model.state_dict()
-
-    def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state)
