@@ -17,7 +17,7 @@ def _train_config(args: argparse.Namespace) -> RunConfig:
     """The run's configuration: a new one from preset / file / flags, or (``--resume``) the saved one."""
     if not args.resume:
         return resolve_config(args)
-    from .loop import default_run_dir
+    from .run import default_run_dir
     out = flag_values(args).get("runtime.out")
     name = args.preset or "default"
     run_dir = Path(out) if out else default_run_dir(name, resume=True)

@@ -27,11 +27,10 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .. import data as tdata
-from ..checkpoint import ModelInfo, Preprocessing, save_model
-from ..config import RunConfig, save_config
-from ..errors import TrainingError, UsageError
-from ..fileio import dumps_json
+from ..config import RunConfig
+from ..errors import TrainingError
 from ..models import ViViT, count_parameters, create_model
+from . import run
 from . import state as ckpt
 from .distributed import (Runtime, all_reduce_mean, barrier, gather_model, gather_optimizer_state,
                           init_runtime, is_sharded, load_model_state, load_optimizer_state, wrap_model)
@@ -40,16 +39,6 @@ from .logging import MetricLog, plot_run
 from .init import initial_config, initialise
 from .metrics import reversed_pair_accuracy
 from .optim import EMA, build_optimizer, learning_rate, set_learning_rate
-
-
-def default_run_dir(preset: str, resume: bool, root: Path = Path("runs")) -> Path:
-    """runs/<preset>, or runs/<preset>-2, -3, ...: the first without a run (with ``resume``, the
-    last one that has one)."""
-    candidates = [root / preset] + [root / f"{preset}-{i}" for i in range(2, 1000)]
-    taken = [c for c in candidates if ckpt.latest_checkpoint(c) is not None]
-    if resume and taken:
-        return taken[-1]
-    return next(c for c in candidates if ckpt.latest_checkpoint(c) is None and not (c / "final").exists())
 
 
 def reversed_classes(data: str | Path) -> dict[int, int]:
@@ -145,29 +134,6 @@ class Trainer:
         self.run_dir = Path(cfg.runtime.out) if cfg.runtime.out else None
 
     # ------------------------------------------------------------------ set-up
-    def _choose_run_dir(self, resume: bool) -> None:
-        """Pick (not yet create) the run folder; a new run never lands on an existing one."""
-        if self.run_dir is None:  # every rank picks before any rank creates a folder
-            self.run_dir = default_run_dir(self.cfg.preset, resume)
-            self.cfg = self.cfg.with_values({"runtime.out": str(self.run_dir)})
-            barrier(self.rt)
-        existing = ckpt.latest_checkpoint(self.run_dir)
-        if existing is not None and not resume:
-            raise UsageError(
-                f"{self.run_dir} already holds a run (latest checkpoint {existing.name}); pass "
-                "--resume to continue it or choose another --out")
-
-    def _write_run_dir(self, resume: bool) -> None:
-        """Create the run folder and its config.yaml, once data and model are known to be valid.
-
-        A resumed run keeps its config.yaml as it is: the recipe it was started with.
-        """
-        if self.rt.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            if not resume or not (self.run_dir / "config.yaml").is_file():
-                save_config(self.cfg, self.run_dir / "config.yaml")
-        barrier(self.rt)
-
     def _build_data(self) -> None:
         """The datasets, clipped as the model will see them (its frames and size come first)."""
         cfg = self.cfg
@@ -191,16 +157,6 @@ class Trainer:
             raise TrainingError(f"{data}: the training data has {self.class_splits[0]} class(es); a classifier "
                                 "needs at least two (check the layout with `tubelet data inspect`)")
 
-    def _info(self, model: ViViT, **provenance: Any) -> ModelInfo:
-        """What the trained model is: its classes, its preprocessing, and how it was made."""
-        c = model.config
-        return ModelInfo(class_names=self.class_names, head_names=self.head_names,
-                         preprocessing=Preprocessing(num_frames=c.num_frames, image_size=c.image_size,
-                                                     frame_stride=self.clip.stride),
-                         provenance={"preset": self.cfg.preset, "model": self.cfg.model.name,
-                                     "init": self.cfg.model.init, "data": self.cfg.data.path or "built-in",
-                                     **provenance})
-
     def _build_model(self, init_state: dict | None) -> None:
         cfg = self.cfg
         num_classes = self.class_splits if len(self.class_splits) > 1 else self.class_splits[0]
@@ -211,7 +167,7 @@ class Trainer:
                                                 log=self._log)
         else:
             model = create_model(cfg.model.name, num_classes=num_classes, **cfg.model.overrides)
-        model.info = self._info(model)
+        model.info = run.model_info(cfg, model, self.class_names, self.head_names, self.clip.stride)
         if cfg.runtime.grad_checkpointing and hasattr(model, "set_grad_checkpointing"):
             model.set_grad_checkpointing(True)
         self.model: ViViT = model.to(self.rt.device)
@@ -321,22 +277,22 @@ class Trainer:
             ckpt.save_checkpoint(self.run_dir, model, state, progress.step)
         barrier(self.rt)
 
-    def _save_final(self, metrics: dict, steps: int) -> Path:
-        """``final/``: the model (EMA weights if kept) with its classes, preprocessing and results."""
-        final = self.run_dir / "final"
+    def _save_final(self, metrics: dict, steps: int) -> None:
+        """``final/``: the model (the EMA weights if kept), with its classes, preprocessing and results."""
         model = (gather_model(self.ema.model, self.ema.model, self.rt) if self.ema
                  else gather_model(self.wrapped, self.model, self.rt))
         if self.rt.is_main:
-            results = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-            model.info = self._info(model, steps=steps, metrics=json.loads(dumps_json(results)))
-            save_model(model, final)
+            run.save_final(self.run_dir, model, metrics, steps)
         barrier(self.rt)
-        return final
 
     # ------------------------------------------------------------------ the run
     def fit(self, resume: bool = False) -> dict:
         cfg, rt = self.cfg, self.rt
-        self._choose_run_dir(resume)
+        if self.run_dir is None:  # every rank picks the folder before any rank creates one
+            self.run_dir = run.default_run_dir(cfg.preset, resume)
+            self.cfg = cfg = cfg.with_values({"runtime.out": str(self.run_dir)})
+            barrier(rt)
+        run.check_new_run(self.run_dir, resume)
         seed_everything(cfg.runtime.seed)  # the same initial weights on every rank and in every run
         self._build_data()
         progress = Progress()
@@ -350,7 +306,9 @@ class Trainer:
                 self._log(f"resuming {self.run_dir} from {path.name} (step {progress.step})")
         self._build_model(loaded)
         self._schedule()
-        self._write_run_dir(resume)
+        if rt.is_main:  # only now that data and model are known to be valid
+            run.create_run_dir(self.run_dir, cfg, resume)
+        barrier(rt)
         self.optimizer = build_optimizer(self.wrapped, cfg.optim)
         self.augment = tdata.build_augmentation(cfg.augment.preset,
                                                 magnitude=cfg.augment.randaugment_magnitude).to(rt.device)

@@ -277,12 +277,6 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return path if has_state(path) else None
 
 
-def model_folder(path: Path) -> Path:
-    """A checkpoint folder as given, or a run folder's ``final/`` model."""
-    path = Path(path)
-    return path / "final" if (path / "final" / "config.json").is_file() else path
-
-
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
     """(model in train mode, training state) of a checkpoint folder; the state is read first, so a
     refused legacy state stops before anything else is loaded."""
