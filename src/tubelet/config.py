@@ -587,6 +587,19 @@ def flag_values(args: argparse.Namespace) -> dict[str, Any]:
     return values
 
 
+def add_model_arguments(parser: argparse.ArgumentParser, aliases: dict[str, str] | None = None) -> None:
+    """``--model.FIELD`` for every :class:`ViViTConfig` field a command may override (`convert`,
+    `info`), with the command's own short names as ``aliases``."""
+    add_config_arguments(parser, defaults=RunConfig(), presets=False, aliases=aliases or {},
+                         only={f"model.{name}" for name in MODEL_FIELDS})
+
+
+def model_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """{ViViTConfig field: value} of the ``--model.FIELD`` flags given."""
+    return {k.split(".", 1)[1]: v for k, v in flag_values(args).items()
+            if k.startswith("model.") and k.split(".", 1)[1] in MODEL_FIELDS}
+
+
 def resolve_config(args: argparse.Namespace) -> RunConfig:
     """Preset, then ``--config`` file, then flags -> a validated :class:`RunConfig`."""
     file_values = read_yaml(args.config) if getattr(args, "config", None) else {}
@@ -630,5 +643,5 @@ def resolve_resume(saved: RunConfig, args: argparse.Namespace) -> RunConfig:
 
 __all__ = ["ALIASES", "AugmentSection", "ClipSection", "DataSection", "ModelSection", "OptimSection",
            "PRESETS", "RunConfig", "RuntimeSection", "SAFE_ON_RESUME", "SECTIONS", "add_config_arguments",
-           "canonical", "coerce", "flag_values", "load_config", "parse_size", "preset", "read_yaml",
-           "resolve_config", "resolve_resume", "save_config", "validate"]
+           "add_model_arguments", "canonical", "coerce", "flag_values", "load_config", "model_overrides",
+           "parse_size", "preset", "read_yaml", "resolve_config", "resolve_resume", "save_config", "validate"]

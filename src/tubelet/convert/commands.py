@@ -16,7 +16,6 @@ from typing import Any
 
 from ..errors import ConfigError, UsageError
 from ..models.info import ModelInfo
-from ..models.commands import parse_size
 from ..models.config import ViViTConfig
 from ..models.registry import get_config
 from ..models.vivit import ViViT, count_parameters
@@ -57,9 +56,12 @@ def _read_config_file(path: Path) -> ViViTConfig:
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """--set FIELD=VALUE, --num-classes and the --model.FIELD flags (--num-frames, --image-size)."""
+    from ..config import model_overrides
     overrides = _parse_set(args.set)
-    overrides.update({k: v for k, v in dict(num_frames=args.num_frames, image_size=args.image_size,
-                                             num_classes=args.num_classes).items() if v is not None})
+    overrides.update(model_overrides(args))
+    if args.num_classes is not None:
+        overrides["num_classes"] = args.num_classes
     return overrides
 
 
@@ -190,8 +192,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="registry name of the ViViT to build (`tubelet models` lists them)")
     p.add_argument("--config", help="a JSON config instead of --model: a tubelet config.json, a "
                                     "ViViTConfig dict, or the reference's model description")
-    p.add_argument("--num-frames", type=int, help="frames per clip (position embeddings are resized)")
-    p.add_argument("--image-size", type=parse_size, help="S or HxW pixels (position embeddings are resized)")
     p.add_argument("--num-classes", type=int, help="classes of the (fresh, for --from vit) head")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="any other ViViTConfig field, e.g. --set temporal_layers=4 (repeatable)")
@@ -204,4 +204,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--to-gqa", type=int, metavar="G",
                    help="convert multi-head attention to G key/value heads by mean-pooling each group "
                         "(GQA paper 2.1); 1 gives multi-query attention")
+    from ..config import add_model_arguments
+    add_model_arguments(p, aliases={"num_frames": "model.num_frames", "image_size": "model.image_size"})
     p.set_defaults(func=_cmd_convert)

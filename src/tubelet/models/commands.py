@@ -18,19 +18,6 @@ from .registry import get_config, list_models
 from .vivit import ViViT, count_parameters
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """'224' -> (224, 224); '160x288' (height x width) -> (160, 288)."""
-    try:
-        parts = [int(p) for p in text.lower().split("x")]
-    except ValueError:
-        parts = []
-    if len(parts) == 1:
-        return parts[0], parts[0]
-    if len(parts) == 2:
-        return parts[0], parts[1]
-    raise argparse.ArgumentTypeError(f"size {text!r} must be S or HxW, e.g. 224 or 160x288")
-
-
 def model_info(cfg: ViViTConfig, batch: int = 1) -> dict:
     """Parameters, tokens and compute of one forward pass of ``cfg`` (counted on ``meta``)."""
     with torch.device("meta"):
@@ -81,9 +68,10 @@ def _is_path(name: str) -> bool:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    overrides = {k: v for k, v in {"num_frames": args.frames, "image_size": args.size,
-                                   "num_classes": args.classes, "num_kv_heads": args.kv_heads}.items()
-                 if v is not None}
+    from ..config import model_overrides
+    overrides = model_overrides(args)  # --model.FIELD, --frames, --size, --kv-heads
+    if args.classes is not None:
+        overrides["num_classes"] = args.classes
     identity = None
     if _is_path(args.name):  # a checkpoint, run or transformers folder
         from ..checkpoint import read_model_config, replace_config, resolve_model_path
@@ -155,9 +143,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("name", help="a model name from `tubelet models` (e.g. vivit_b16x2), or a model folder: "
                                 "a checkpoint, a training run or a transformers Vivit export (then its "
                                 "classes, preprocessing and provenance are shown too)")
-    p.add_argument("--frames", type=int, help="input frames (default: the model's, 32)")
-    p.add_argument("--size", type=parse_size, help="frame size S or HxW (default 224)")
-    p.add_argument("--classes", type=int, help="number of classes (default 400)")
-    p.add_argument("--kv-heads", type=int, help="key/value heads (GQA); default: one per query head")
+    p.add_argument("--classes", type=int, help="number of classes (default: the model's, 400)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    from ..config import add_model_arguments
+    add_model_arguments(p, aliases={"frames": "model.num_frames", "size": "model.image_size",
+                                    "kv_heads": "model.num_kv_heads"})
     p.set_defaults(func=_cmd_info)
