@@ -402,7 +402,7 @@ def coerce(value: Any, hint: Any, name: str) -> Any:
         pass
     else:
         return value
-    kind = getattr(hint, "__name__", str(hint))
+    kind = "size: S or HxW, e.g. 224 or 160x288" if origin is tuple else getattr(hint, "__name__", str(hint))
     raise ConfigError(f"{name}={value!r} is not a valid {kind}")
 
 
