@@ -81,7 +81,8 @@ def _print_table(entry: dict[str, Any]) -> None:
 
     for w in entry.get("windows", []):
         top = w["heads"][-1 if len(w["heads"]) > 1 else 0]["top"][0]
-        print(f"  {w['start']:8.2f}-{w['end']:<8.2f} s  {top['label']:<28} {100 * top['score']:5.1f}%")
+        span = f"{w['start']:.2f}-{w['end']:.2f} s"
+        print(f"  {span:<16} {top['label']:<28} {100 * top['score']:5.1f}%")
     if entry.get("windows"):
         print("  whole video:")
     heads(entry["heads"], "    " if entry.get("windows") else "  ")
