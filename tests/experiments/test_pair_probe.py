@@ -26,6 +26,7 @@ def test_pair_probe_halves_are_the_two_events_of_one_video():
     assert not np.array_equal(later[0].numpy(), first)
 
 
+@pytest.mark.slow
 def test_pair_probe_trains_every_kind_on_one_shared_pool(tmp_path):
     import pair_probe
     out = tmp_path / "probe.json"
