@@ -164,10 +164,10 @@ def first_tokens(k: int, sampling: Sampling, n: int, batch: int, seed: int = 0) 
     return torch.cat(out)
 
 
-def joint_test(tokens: Tensor, sampling: Sampling) -> dict:
+def joint_test(tokens: Tensor, sampling: Sampling, prompt: list[int] = PROMPT) -> dict:
     """Chi-square and total variation of the first :data:`FIRST` tokens against the target's exact
     joint distribution; ``impossible`` counts drawn sequences of target probability 0."""
-    exact = exact_joint(ToyLM(TARGET_TABLE), PROMPT, FIRST, sampling)
+    exact = exact_joint(ToyLM(TARGET_TABLE), prompt, FIRST, sampling)
     probs = torch.tensor(list(exact.values()), dtype=torch.float64)
     index = {seq: i for i, seq in enumerate(exact)}
     counts = torch.zeros(len(exact), dtype=torch.float64)
@@ -178,10 +178,10 @@ def joint_test(tokens: Tensor, sampling: Sampling) -> dict:
             "tv_max": tv_threshold(probs, len(tokens)), "impossible": int(counts[probs == 0].sum())}
 
 
-def marginal_tests(tokens: Tensor, sampling: Sampling) -> list[float]:
+def marginal_tests(tokens: Tensor, sampling: Sampling, prompt: list[int] = PROMPT) -> list[float]:
     """Chi-square p-value of each position's marginal (covers the bonus and the next step)."""
     m = tokens.shape[1]
-    exact = exact_marginals(ToyLM(TARGET_TABLE), PROMPT, m, sampling)
+    exact = exact_marginals(ToyLM(TARGET_TABLE), prompt, m, sampling)
     return [chi_square(torch.bincount(tokens[:, j], minlength=V), exact[j])[2] for j in range(m)]
 
 
