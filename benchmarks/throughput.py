@@ -18,7 +18,6 @@ Timings are printed and written, never asserted.
 from __future__ import annotations
 
 import argparse
-import statistics
 
 import torch
 

