@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
 from ..config import (PRESETS, RunConfig, add_config_arguments, flag_values, load_config, preset,
                       resolve_config, resolve_resume, validate)
 from ..errors import DataError, TrainingError
@@ -67,29 +65,16 @@ def _inference_clip(model, cfg: RunConfig):
     return inference_clip(model, stride=cfg.clip.stride, views=cfg.clip.views, crops=cfg.clip.crops)
 
 
-def label_maps(data_names: list[list[str]], model_names, source: str) -> tuple[list[torch.Tensor], list[str]]:
-    """Per head, data label -> model class index (by name), and the model classes the data lacks.
-
-    A data class the model does not know is an error naming it. Data whose labels are bare numbers
-    (no class names anywhere) and a model without names are matched by position.
-    """
-    maps, absent = [], []
-    for head, names in enumerate(data_names):
-        known = list(model_names[head]) if model_names else None
-        positional = known is None or (all(n.isdigit() for n in names) and not set(names) & set(known))
-        if positional:
-            maps.append(torch.arange(len(names)))
-            continue
-        index = {name: i for i, name in enumerate(known)}
-        unknown = [n for n in names if n not in index]
-        if unknown:
-            raise DataError(f"{source}: {len(unknown)} class(es) of the data are not classes of the model, "
-                            f"e.g. {', '.join(map(repr, unknown[:3]))} (the model knows {len(known)}: "
-                            f"{', '.join(map(repr, known[:5]))}{' ...' if len(known) > 5 else ''}); evaluate "
-                            "on data labelled with the model's classes")
-        maps.append(torch.tensor([index[n] for n in names]))
-        absent += [n for n in known if n not in set(names)]
-    return maps, absent
+def absent_classes(dataset, class_names) -> list[str]:
+    """The model's classes (of every head) that no video of ``dataset`` is labelled with."""
+    if not class_names:
+        return []
+    present: list[set[int]] = [set() for _ in class_names]
+    for record in dataset.records:
+        for head, label in enumerate(record.label if isinstance(record.label, tuple) else (record.label,)):
+            present[head].add(int(label))
+    return [name for head, names in enumerate(class_names) for i, name in enumerate(names)
+            if i not in present[head]]
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -106,19 +91,20 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     try:
         model = load_model(args.checkpoint, map_location=rt.device)
         clip = _inference_clip(model, cfg)
-        _, val = tdata.build_datasets(cfg.data.path, cfg.data.path,
-                                      format=None if cfg.data.format == "auto" else cfg.data.format,
-                                      root=cfg.data.root, missing=cfg.data.missing, clip=clip, seed=0)
-        if val is None or len(val) == 0:
+        # the data's labels are numbered by the model's class names (an unknown class is an error)
+        val = tdata.build_eval_dataset(cfg.data.path, class_names=model.info.class_names,
+                                       format=None if cfg.data.format == "auto" else cfg.data.format,
+                                       root=cfg.data.root, missing=cfg.data.missing, clip=clip)
+        if len(val) == 0:
             raise DataError(f"{cfg.data.path}: no labelled videos to evaluate")
-        maps, absent = label_maps(val.class_names, model.info.class_names, cfg.data.path)
+        absent = absent_classes(val, model.info.class_names)
         sampler = tdata.ClipSampler(len(val), shuffle=False, seed=0, rank=rt.rank, world_size=rt.world_size,
                                     drop_last=False, epoch=0)
         loader = tdata.make_loader(val, sampler, batch_size=args.batch_size, workers=cfg.data.workers,
                                    pin_memory=rt.device.type == "cuda")
         metrics = evaluate(model, loader, rt, class_splits=model.config.class_splits,
                            head_names=model.info.head_names, average=cfg.clip.average,
-                           precision=cfg.runtime.precision, total=len(loader), label_maps=maps,
+                           precision=cfg.runtime.precision, total=len(loader),
                            preprocessing=model.info.preprocessing)
     finally:
         shutdown(rt)

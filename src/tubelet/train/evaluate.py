@@ -58,12 +58,11 @@ def score_views(model: nn.Module, views: Tensor, device: torch.device, precision
 def evaluate(model: nn.Module, batches: Iterable[dict], rt: Runtime, *, class_splits: tuple[int, ...],
              head_names: tuple[str, ...] | None = None, average: str = "logits",
              precision: str = "auto", progress: bool = True, total: int | None = None,
-             label_maps: list[Tensor] | None = None, preprocessing: Preprocessing | None = None) -> dict:
+             preprocessing: Preprocessing | None = None) -> dict:
     """Video-level metrics over ``batches`` of eval items (``video``: (B, V*C, T, H, W, 3)).
 
-    ``label_maps`` (one per head) turn the data's label numbers into the model's class indices
-    (evaluation by class name). Returns the metrics of :func:`classification_metrics` plus
-    ``count`` (videos scored, over all ranks) and ``skipped``; every rank gets the same dictionary.
+    Returns the metrics of :func:`classification_metrics` plus ``count`` (videos scored, over
+    all ranks) and ``skipped`` ("path: reason", each file once); every rank gets the same dictionary.
     """
     was_training = model.training
     model.eval()
@@ -76,11 +75,7 @@ def evaluate(model: nn.Module, batches: Iterable[dict], rt: Runtime, *, class_sp
             continue
         logits = score_views(model, batch["video"], rt.device, precision, preprocessing=preprocessing)
         scores.append(average_views(logits, average).cpu())
-        label = torch.as_tensor(batch["label"])
-        if label_maps is not None:
-            label = (label_maps[0][label] if label.dim() == 1 else
-                     torch.stack([m[label[:, h]] for h, m in enumerate(label_maps)], dim=1))
-        labels.append(label)
+        labels.append(torch.as_tensor(batch["label"]))
         indices += [int(i) for i in batch["index"]]
     model.train(was_training)
     local = (indices, torch.cat(scores) if scores else None, torch.cat(labels) if labels else None, skipped)
@@ -92,7 +87,7 @@ def evaluate(model: nn.Module, batches: Iterable[dict], rt: Runtime, *, class_sp
         raise RuntimeError(f"evaluation scored {len(all_idx) - len(set(all_idx))} videos twice: the "
                            "evaluation sampler must give every video to exactly one rank")
     metrics = classification_metrics(all_scores, all_labels, class_splits, head_names)
-    metrics["skipped"] = sorted({str(s) for g in gathered for s in g[3]})
+    metrics["skipped"] = sorted({f"{path}: {reason}" for g in gathered for path, reason in g[3]})
     metrics["indices"] = sorted(all_idx)
     order = sorted(range(len(all_idx)), key=all_idx.__getitem__)
     metrics["scores"], metrics["labels"] = all_scores[order], all_labels[order]  # by video index
