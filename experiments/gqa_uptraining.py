@@ -30,7 +30,8 @@ from tubelet.convert.gqa import to_gqa
 from tubelet.models import Attention, count_parameters
 from tubelet.train.distributed import Runtime
 from tubelet.train.evaluate import evaluate
-from tubelet.train.loop import Trainer, reversed_classes
+from tubelet.data import reversed_classes
+from tubelet.train.loop import Trainer
 from tubelet.train.metrics import reversed_pair_accuracy
 
 

@@ -68,9 +68,9 @@ def test_mixed_folder_yields_every_good_clip_and_names_bad_ones(mixed_folder):
     names = {"truncated.mp4", "empty.mp4"}
     assert len(caught) == 2 and all(any(n in str(w.message) for n in names) for w in caught)
     assert loader.skip_report.count == 2
-    assert all(n in loader.last_summary for n in names)
+    assert all(n in loader.skip_report.summary() for n in names)
     assert list(loader.skip_report.left_out) == [str(mixed_folder / "b" / "readme.txt")]
-    assert "readme.txt (not a video file" in loader.last_summary
+    assert "readme.txt (not a video file" in loader.skip_report.summary()
     with pytest.warns(RuntimeWarning):
         strict = make_loader(train, batch_size=7, workers=0, skip_limit=0)
         with pytest.raises(TooManySkippedFiles, match="more than the limit of 0"):

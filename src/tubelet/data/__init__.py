@@ -7,7 +7,7 @@ The training loop's path through this package::
     loader = make_loader(train_set, batch_size=64, workers=8, seed=0)
     augment = build_augmentation("none")         # "kinetics", "randaugment", "epic", "ssv2"
     for epoch in range(epochs):
-        loader.set_epoch(epoch)                       # skip_batches=k to resume mid-epoch
+        loader.set_epoch(epoch)                       # skip=n clips to resume mid-epoch
         for batch in loader:                          # batch["data_wait"]: seconds waited
             x = augment(normalise(batch["video"].to(device)))   # (B, C, T, H, W) in [-1, 1]
             targets = soft_targets(batch["label"], train_set.num_classes, 0.1, device)
@@ -25,15 +25,14 @@ from .formats import (AnnotationError, Annotations, Record, detect_format, read_
 from .layouts import Layout, detect_layout
 from .loader import ClipLoader, ClipSampler, SkipReport, TooManySkippedFiles, make_loader
 from .sampling import crop_boxes, evaluation_clips, training_clip
-from .synth import CLASSES as SYNTH_CLASSES
-from .synth import SynthConfig, builtin_dataset
+from .synth import SynthConfig, builtin_dataset, reversed_classes
 
 __all__ = [
     "AnnotationError", "Annotations", "AugmentConfig", "ClipConfig", "ClipLoader", "ClipSampler",
-    "DecodeError", "Layout", "PRESETS", "Record", "SYNTH_CLASSES", "SkipReport", "SynthConfig",
+    "DecodeError", "Layout", "PRESETS", "Record", "SkipReport", "SynthConfig",
     "TooManySkippedFiles", "VideoAugment", "VideoClips", "VideoIndex", "VideoNotFound",
     "VideoReader", "build_augmentation", "build_datasets", "build_eval_dataset", "builtin_dataset",
     "collate_clips", "crop_boxes", "detect_format", "detect_layout", "evaluation_clips",
     "evaluation_views", "index_video", "load_eval_views", "load_splits", "make_loader", "mixup", "normalise", "randaugment", "read_annotations", "read_class_names",
-    "read_frames", "soft_targets", "training_clip",
+    "read_frames", "reversed_classes", "soft_targets", "training_clip",
 ]

@@ -157,8 +157,7 @@ class ClipLoader:
     leaves out batches whose every clip was skipped (their files move to the next batch's
     ``"skipped"``); an evaluation loader (``keep_empty``) yields them with ``video`` None, so a
     consumer counting ``batch["skipped"]`` sees every file. ``batch["data_wait"]`` is the seconds
-    the caller waited for it and :attr:`wait_times` lists them for the pass; :attr:`skip_report`
-    is the :class:`SkipReport`: after a pass, ``skip_report.files`` / ``.count`` are exactly the
+    the caller waited for it; :attr:`skip_report` is the :class:`SkipReport`: after a pass, ``skip_report.files`` / ``.count`` are exactly the
     files that failed in it, each once.
     """
 
@@ -166,18 +165,15 @@ class ClipLoader:
                  keep_empty: bool = False):
         self.loader, self.sampler, self.skip_report = loader, sampler, skip_report
         self.keep_empty = keep_empty
-        self.wait_times: list[float] = []
-        self.last_summary: str | None = None
 
-    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
-        """Set the epoch; ``skip_batches`` resumes after that many batches of it."""
-        self.sampler.set_epoch(epoch, skip=skip_batches * self.loader.batch_size)
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        """Set the epoch; ``skip`` resumes after that many clips of it (see :class:`ClipSampler`)."""
+        self.sampler.set_epoch(epoch, skip=skip)
 
     def __len__(self) -> int:
         return len(self.loader)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        self.wait_times = []
         self.skip_report.start_pass()
         iterator = iter(self.loader)
         pending: list[tuple[str, str]] = []  # skipped files of batches left out
@@ -195,22 +191,20 @@ class ClipLoader:
                 continue
             batch["skipped"] = pending + batch["skipped"]
             pending = []
-            self.wait_times.append(wait)
             batch["data_wait"] = wait
             yield batch
-        self.last_summary = self.skip_report.end_epoch(self.sampler.epoch)
+        self.skip_report.end_epoch(self.sampler.epoch)
 
 
 def make_loader(dataset, sampler: ClipSampler | None = None, *, batch_size: int,
-                workers: int = 2, skip_batches: int = 0, seed: int = 0, rank: int = 0,
+                workers: int = 2, seed: int = 0, rank: int = 0,
                 world_size: int = 1, pin_memory: bool | None = None,
                 persistent_workers: bool = True, prefetch_factor: int = 2,
                 skip_limit: int | None = None) -> ClipLoader:
     """A :class:`ClipLoader` for ``dataset`` (a :class:`tubelet.data.dataset.VideoClips`).
 
     Without a ``sampler``, one is made for the dataset: shuffled and even over ranks for training,
-    in order and exactly once for evaluation. ``skip_batches`` resumes an epoch after that many
-    batches; ``pin_memory`` defaults to CUDA being available; ``skip_limit`` is the number of bad
+    in order and exactly once for evaluation; ``pin_memory`` defaults to CUDA being available; ``skip_limit`` is the number of bad
     files tolerated before :class:`TooManySkippedFiles` (``None``: no limit). An evaluation
     loader yields batches whose every clip was skipped too (``video`` None).
     """
@@ -218,8 +212,6 @@ def make_loader(dataset, sampler: ClipSampler | None = None, *, batch_size: int,
     if sampler is None:
         sampler = ClipSampler(len(dataset), shuffle=train, seed=seed, rank=rank,
                               world_size=world_size, drop_last=train)
-    if skip_batches:
-        sampler.set_epoch(sampler.epoch, skip=skip_batches * batch_size)
     extra = dict(persistent_workers=persistent_workers, prefetch_factor=prefetch_factor) \
         if workers > 0 else {}
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,

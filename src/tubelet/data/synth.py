@@ -356,6 +356,16 @@ def metadata(config: SynthConfig) -> dict:
             "augment": "none"}
 
 
+def reversed_classes(folder: str | Path) -> dict[int, int]:
+    """Class -> its time-reversed class, from a built-in dataset's metadata.json (else empty): the
+    pairs whose "reversed pair top-1" measures whether a model sees the order of frames."""
+    meta = Path(folder) / "metadata.json"
+    if not meta.is_file():
+        return {}
+    classes = json.loads(meta.read_text()).get("classes", [])
+    return {c["id"]: c["reverse_id"] for c in classes if c.get("reverse_id") is not None}
+
+
 def generate(out: str | Path, config: SynthConfig = SynthConfig(), progress: bool = True,
              workers: int | None = None) -> Path:
     """Write the dataset to the new folder ``out`` atomically (a temporary sibling, then a rename).

@@ -53,8 +53,11 @@ def _print_metrics(metrics: dict, run_dir: Path | None = None) -> None:
         absent = metrics["absent_classes"]
         print(f"  {len(absent)} class(es) of the model have no video in the data: {', '.join(absent[:8])}"
               + (" ..." if len(absent) > 8 else ""))
-    if metrics.get("skipped"):
-        print(f"  skipped {len(metrics['skipped'])} unreadable file(s): {', '.join(metrics['skipped'][:5])}")
+    for key, what in (("train_skipped", "training"), ("skipped", "validation")):
+        if metrics.get(key):
+            files = metrics[key]
+            print(f"  {what} skipped {len(files)} unreadable file(s): {'; '.join(files[:5])}"
+                  + (" ..." if len(files) > 5 else ""))
     if run_dir is not None:
         print(f"run folder: {run_dir} (final model in {run_dir / 'final'}, metrics.jsonl, learning_curves.png)")
 

@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .state import write_text_atomic
+from ..fileio import dumps_json, write_text_atomic
 
 
 class MetricLog:
@@ -32,7 +32,7 @@ class MetricLog:
             return
         record = {"kind": kind, "step": step, **values}
         with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(dumps_json(record) + "\n")  # NaN -> null: every line is JSON
         if self._tb is not None:
             for k, v in values.items():
                 if isinstance(v, (int, float)) and math.isfinite(v):
@@ -45,7 +45,7 @@ class MetricLog:
             return
         keep = [r for r in read_metrics(self.path) if r["step"] <= step]
         # a kill now leaves the old file or the new one, never half
-        write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in keep))
+        write_text_atomic(self.path, "".join(dumps_json(r) + "\n" for r in keep))
 
     def close(self) -> None:
         if self._tb is not None:

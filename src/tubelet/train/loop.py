@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import math
 import random
 import signal
@@ -39,15 +38,6 @@ from .logging import MetricLog, plot_run
 from .init import initial_config, initialise
 from .metrics import reversed_pair_accuracy
 from .optim import EMA, build_optimizer, learning_rate, set_learning_rate
-
-
-def reversed_classes(data: str | Path) -> dict[int, int]:
-    """Class -> its time-reversed class, from a built-in dataset's metadata.json (else empty)."""
-    meta = Path(data) / "metadata.json"
-    if not meta.is_file():
-        return {}
-    classes = json.loads(meta.read_text()).get("classes", [])
-    return {c["id"]: c["reverse_id"] for c in classes if c.get("reverse_id") is not None}
 
 
 def seed_everything(seed: int) -> None:
@@ -149,7 +139,7 @@ class Trainer:
             data, cfg.data.val, format=None if cfg.data.format == "auto" else cfg.data.format,
             root=cfg.data.root, missing=cfg.data.missing, clip=self.clip, seed=cfg.runtime.seed,
             **({"val_split": cfg.data.val_split} if cfg.data.val_split is not None else {}))
-        self.reverse_of = reversed_classes(data)
+        self.reverse_of = tdata.reversed_classes(data)  # the built-in dataset's time-reversed pairs
         self.class_splits = tuple(self.train_set.num_classes)
         self.class_names = tuple(tuple(names) for names in self.train_set.class_names)
         self.head_names = self.train_set.head_names
@@ -210,6 +200,7 @@ class Trainer:
                                     rank=self.rt.rank, world_size=self.rt.world_size, drop_last=True)
         loader = tdata.make_loader(self.train_set, sampler, batch_size=self.micro, workers=self.cfg.data.workers,
                                    pin_memory=self.rt.device.type == "cuda")
+        self.train_skips = loader.skip_report
         usable = self.steps_per_epoch * self.accumulation
         epoch, skip = progress.epoch, progress.micro_in_epoch
         while True:
@@ -388,6 +379,7 @@ class Trainer:
             bar.close()
         self._save(progress)
         metrics = self.validate(progress.step, log)
+        metrics["train_skipped"] = [f"{path}: {why}" for path, why in sorted(self.train_skips.run_files.items())]
         if rt.is_main:
             plot_run(self.run_dir, metrics.get("confusion"), self.class_names[0] if self.class_names else None)
         self._save_final(metrics, progress.step)
@@ -408,7 +400,7 @@ class Trainer:
             metrics["reversed_pair_top1"] = reversed_pair_accuracy(metrics["scores"], metrics["labels"],
                                                                    self.reverse_of)
         scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-        log.write("eval", step, **scalars, skipped=len(metrics["skipped"]))
+        log.write("eval", step, **scalars, skipped=len(metrics["skipped"]), skipped_files=metrics["skipped"])
         if self.rt.is_main:
             shown = ", ".join(f"{k.replace('_', ' ')} {100 * v:.1f}%" for k, v in scalars.items()
                               if k.endswith(("top1", "top5")))
