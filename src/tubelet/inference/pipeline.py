@@ -143,13 +143,17 @@ class _Views(torch.utils.data.Dataset):
             return i, None, str(e)
 
 
+def _one(item):
+    return item
+
+
 def decoded(videos: Sequence[Video], clip: ClipConfig, workers: int = 0) -> Iterator[tuple[int, Tensor | None, str | None]]:
     """(i, views, error) for every video, in order, decoded in ``workers`` processes (0: here)."""
     if workers == 0 or len(videos) < 2:
         yield from (_Views(videos, clip)[i] for i in range(len(videos)))
         return
     loader = torch.utils.data.DataLoader(_Views(videos, clip), batch_size=None, shuffle=False,
-                                         num_workers=min(workers, len(videos)), collate_fn=lambda x: x,
+                                         num_workers=min(workers, len(videos)), collate_fn=_one,
                                          prefetch_factor=4)
     yield from loader
 
