@@ -54,7 +54,13 @@ def test_each_window_scores_its_own_frames(run, videos, tmp_path):
     result = classify_windows(classify, path, 1.0, 1.0, views=2, crops=1)
     whole = classify.top(result.video_scores, 10)[0]["top"]
     assert [t["label"] for t in whole] == [t["label"] for t in got["labels"]]
-    # overlapping windows, and the same through `tubelet predict`
+    # decoded frames with their frame rate: the same windows and scores as the file
+    from_frames = classify(frames, window=1.0, hop=1.0, fps=FPS)
+    assert [(w["start"], w["end"]) for w in from_frames["windows"]] == [(w["start"], w["end"]) for w in got["windows"]]
+    for x, y in zip(from_frames["windows"], got["windows"]):
+        assert [a["label"] for a in x["labels"]] == [b["label"] for b in y["labels"]]
+        assert max(abs(a["score"] - b["score"]) for a, b in zip(x["labels"], y["labels"])) < 1e-5
+    # overlapping windows
     assert len(classify(path, window=2.0, hop=1.0)["windows"]) == len(classes) - 1
 
 

@@ -247,7 +247,7 @@ class Pipeline:
 
     def __call__(self, videos: Video | Sequence[Video], *, top_k: int | None = None, views: int | None = None,
                  crops: int | None = None, average: str | None = None, window: float | None = None,
-                 hop: float | None = None):
+                 hop: float | None = None, fps: float | None = None):
         """Labels of one video (a path or (T, H, W, 3) uint8 frames) or of a list of them.
 
         One video: ``[{"label", "score"}, ...]`` (top-k, probabilities); for several heads a dict
@@ -255,13 +255,13 @@ class Pipeline:
         cannot be read raises :class:`DataError` naming it (``tubelet predict`` skips it instead).
         With ``window`` (seconds; ``hop`` defaults to it) a path is classified window by window:
         ``{"windows": [{"start", "end", "labels"}, ...], "labels": ...}`` (see
-        :mod:`tubelet.inference.windows`).
+        :mod:`tubelet.inference.windows`); decoded frames need their ``fps`` for that.
         """
         single = isinstance(videos, (str, Path, np.ndarray, Tensor))
         items = [videos] if single else list(videos)
         if window is not None:
             from .windows import classify_windows
-            out = [classify_windows(self, v, window, hop, top_k=top_k, views=views, crops=crops,
+            out = [classify_windows(self, v, window, hop, fps=fps, top_k=top_k, views=views, crops=crops,
                                     average=average).as_output() for v in items]
             return out[0] if single else out
         out = []
