@@ -47,6 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--stop", action="append", default=[], metavar="TEXT",
                    help="end the text before TEXT when it appears (repeat for several)")
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--threads", type=int, default=0,
+                   help="CPU threads for torch (default: torch's choice); 1 is fastest on a CPU "
+                        "that other work keeps busy (see docs/generate.md)")
     g.add_argument("--json", action="store_true",
                    help="print one JSON object: text, tokens and every statistic")
     g.set_defaults(func=generate_command)
@@ -112,6 +115,10 @@ def generate_command(args: argparse.Namespace) -> int:
         raise UsageError(f"--k must be >= 1, got {args.k}")
     if args.draft_threshold and not args.draft:
         raise UsageError("--draft-threshold needs a --draft")
+    if args.threads < 0:
+        raise UsageError(f"--threads must be >= 1 (or 0 for torch's default), got {args.threads}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     target = _load(args.target, with_tokenizer=not args.tokenizer)
     tok = _tokenizer(args, target)
     if args.draft:
