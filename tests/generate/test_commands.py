@@ -109,6 +109,9 @@ def test_draft_specs_and_threshold(tmp_path):
     args = parse(["generate", "--target", tiny(tmp_path), "--prompt", "x", "--draft-threshold", "0.3"])
     with pytest.raises(UsageError, match="needs a --draft"):
         args.func(args)
+    args = parse(["generate", "--target", tiny(tmp_path), "--prompt", "x", "--threads", "-1"])
+    with pytest.raises(UsageError, match="--threads"):
+        args.func(args)
 
 
 class FakeClock:
@@ -147,3 +150,39 @@ def test_distill_stays_within_max_minutes(tmp_path):
     assert report["seconds"] <= 60.0 + 0.25, report  # + the clock read that measured it
     assert report["steps"] > 10 and report["labelled_tokens"] >= 2 * 16 * 5, report  # both phases ran
     assert report["seconds"] > 50.0, report  # and the budget was used
+
+
+class CharTokenizer:
+    """Bytes as tokens (a stand-in for a transformers tokenizer)."""
+
+    eos_token_id = 127
+
+    def __call__(self, text: str):
+        return argparse.Namespace(input_ids=[min(ord(c), 126) for c in text])
+
+    def decode(self, tokens, skip_special_tokens: bool = False) -> str:
+        return "".join(chr(t) for t in tokens if not (skip_special_tokens and t == self.eos_token_id))
+
+
+def test_generate_json_with_a_draft_and_a_stop_string(tmp_path, monkeypatch, capsys):
+    import json
+    monkeypatch.setattr(commands, "load_tokenizer", lambda spec: CharTokenizer())
+    folder = tiny(tmp_path)
+    base = ["generate", "--target", folder, "--tokenizer", "chars", "--prompt", "abcabcabc",
+            "--temperature", "0", "--max-new-tokens", "12", "--json", "--threads", "1"]
+    args = parse(base)
+    assert args.func(args) == 0
+    plain = json.loads(capsys.readouterr().out)
+    args = parse(base + ["--draft", "ngram:2", "--k", "3"])
+    assert args.func(args) == 0
+    spec = json.loads(capsys.readouterr().out)
+    assert spec["tokens"] == plain["tokens"] and spec["text"] == plain["text"]  # greedy: the same text
+    for key in ("acceptance_rate", "accepted_per_drafted", "drafted", "tested", "accepted",
+                "tokens_per_step", "target_calls_per_token", "tokens_per_second"):
+        assert key in spec["stats"], key
+    stop = plain["text"][3:5]
+    args = parse(base + ["--stop", stop])
+    assert args.func(args) == 0
+    cut = json.loads(capsys.readouterr().out)
+    assert cut["text"] == plain["text"][:plain["text"].index(stop)]
+    assert cut["tokens"] == plain["tokens"][:len(cut["tokens"])]
