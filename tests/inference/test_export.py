@@ -76,3 +76,9 @@ def test_torch_jit_trace_works(kind):
     traced = trace(model, clips(2))
     with torch.no_grad():
         assert (traced(clips(3, seed=2)) - model(clips(3, seed=2))).abs().max() < 1e-5
+
+
+def test_onnx_without_its_extra_names_the_extra(run, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(__import__("sys").modules, "onnxscript", None)  # as if not installed
+    assert main(["export", str(run), "--format", "onnx", "--out", str(tmp_path / "x")]) == 1
+    assert "pip install 'tubelet[onnx]'" in capsys.readouterr().err
