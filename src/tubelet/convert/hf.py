@@ -23,6 +23,7 @@ against ``transformers`` 5.x with a tiny random model (``tests/convert/test_hf.p
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -215,6 +216,9 @@ def info_from_hf(hf_config: Mapping[str, Any], folder: str | Path | None = None)
             names = (tuple(ordered),)
     cfg = config_from_hf(hf_config)
     pre = read_hf_preprocessing(folder, cfg) if folder is not None else None
+    stride = (hf_config.get("tubelet") or {}).get("frame_stride")  # written by save_hf
+    if stride is not None:
+        pre = replace(pre, frame_stride=int(stride)) if pre else Preprocessing.for_config(cfg, frame_stride=int(stride))
     return ModelInfo(class_names=names, preprocessing=pre,
                      provenance={"source": f"transformers {str(folder) if folder else 'state dict'}"})
 
@@ -288,6 +292,8 @@ def save_hf(model: ViViT, folder: str | Path, info: ModelInfo | None = None) -> 
     info = info if info is not None else model.info
     info.check(model.config, f"export to {folder}")
     config = config_to_hf(model.config, info.names_of_head(0))
+    # transformers keeps unknown keys: the stride its processor has no field for travels here
+    config["tubelet"] = {"frame_stride": info.preprocessing_for(model.config).frame_stride}
     state = to_hf_state_dict(model)
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write(folder / "model.safetensors", lambda p: save_file(state, p, metadata={"format": "pt"}))
