@@ -37,7 +37,7 @@ from .evaluate import autocast, evaluate
 from .logging import MetricLog, plot_run
 from .init import initial_config, initialise
 from .metrics import reversed_pair_accuracy
-from .optim import EMA, build_optimizer, learning_rate, set_learning_rate
+from .optim import EMA, build_optimizer, freeze, learning_rate, set_learning_rate
 
 
 def seed_everything(seed: int) -> None:
@@ -161,6 +161,7 @@ class Trainer:
         if cfg.runtime.grad_checkpointing and hasattr(model, "set_grad_checkpointing"):
             model.set_grad_checkpointing(True)
         self.model: ViViT = model.to(self.rt.device)
+        freeze(self.model, cfg.optim.train_only)  # before DDP / FSDP take the trainable parameters
         self.ema = EMA(self.model, cfg.optim.ema) if cfg.optim.ema else None
         self.wrapped = wrap_model(self.model, self.rt, cfg.runtime.parallel)
         if self.ema is not None and is_sharded(self.wrapped):  # the average is sharded like the model

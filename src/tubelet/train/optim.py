@@ -63,14 +63,20 @@ def layer_ids(names: list[str]) -> tuple[list[int], int]:
     return [depth + 1 if i == -1 else i for i in ids], depth
 
 
+def freeze(model: nn.Module, train_only: str | None) -> None:
+    """Freeze (``requires_grad=False``) the parameters ``train_only`` leaves out. The training
+    loop calls it before wrapping the model for DDP / FSDP, which must know what trains."""
+    for name, p in getattr(model, "module", model).named_parameters():  # DDP's names without "module."
+        if not trainable(name, train_only):
+            p.requires_grad_(False)
+
+
 def build_optimizer(model: nn.Module, cfg: OptimSection) -> torch.optim.Optimizer:
     """The optimiser over ``model``'s trainable parameters in groups by weight decay and, with
     ``cfg.layer_decay``, by layer (``lr_scale``). Parameters that ``cfg.train_only`` leaves out
-    are frozen (``requires_grad=False``) and left out of the optimiser."""
-    named = list(getattr(model, "module", model).named_parameters())  # DDP's names without "module."
-    for name, p in named:
-        if not trainable(name, cfg.train_only):
-            p.requires_grad_(False)
+    are frozen (:func:`freeze`) and left out of the optimiser."""
+    freeze(model, cfg.train_only)
+    named = list(getattr(model, "module", model).named_parameters())
     layers, depth = layer_ids([name for name, _ in named])
     groups: dict[tuple[bool, int], list[nn.Parameter]] = {}
     for (name, p), layer in zip(named, layers):
