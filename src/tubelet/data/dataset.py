@@ -115,12 +115,20 @@ def evaluation_views(path: str | Path, clip: ClipConfig, index: VideoIndex | Non
     cover = sampling.cover_shape(index.height, index.width, c.crop)
     with VideoReader(path, index, max_short_side=min(cover), threads=decode_threads) as reader:
         frames = reader.read(frames_at.reshape(-1))  # (V*T, H, W, 3)
-    frames = resize_to_cover(frames, c.crop)
+    return crop_views(frames, clip)
+
+
+def crop_views(frames: np.ndarray, clip: ClipConfig) -> torch.Tensor:
+    """The crops of decoded view frames: (V*T, H, W, 3) uint8, view-major -> (V*C, T, h, w, 3).
+
+    Frames are resized to cover the crop, then cut into ``clip.crops`` crops along the long side.
+    """
+    frames = resize_to_cover(frames, clip.crop)
     h, w = frames.shape[1:3]
-    frames = frames.reshape(c.views, c.num_frames, h, w, 3)
-    return torch.stack([resize_crop(frames[v], box, c.crop)
-                        for v in range(c.views)
-                        for box in sampling.crop_boxes(h, w, c.crop, c.crops)])
+    frames = frames.reshape(clip.views, clip.num_frames, h, w, 3)
+    return torch.stack([resize_crop(frames[v], box, clip.crop)
+                        for v in range(clip.views)
+                        for box in sampling.crop_boxes(h, w, clip.crop, clip.crops)])
 
 
 def load_eval_views(path: str | Path, clip: ClipConfig = ClipConfig()) -> torch.Tensor:

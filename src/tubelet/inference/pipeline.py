@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from ..checkpoint import load_model
 from ..data import ClipConfig, evaluation_views
 from ..data import sampling
-from ..data.dataset import resize_crop, resize_to_cover
+from ..data.dataset import crop_views
 from ..errors import ConfigError, DataError
 from ..models.info import ModelInfo, Preprocessing
 from ..train.evaluate import score_views
@@ -55,13 +55,8 @@ def views_of_frames(frames: np.ndarray | Tensor, clip: ClipConfig) -> Tensor:
         raise DataError(f"a decoded video must be a (T, H, W, 3) uint8 array with T >= 1, got "
                         f"{frames.dtype} {tuple(frames.shape)}: decode it with tubelet.data.read_frames or "
                         "pass the file's path")
-    c = clip
-    frames_at = sampling.evaluation_clips(c.num_frames, c.stride, 0, len(frames), c.views)  # (V, F)
-    picked = resize_to_cover(frames[frames_at.reshape(-1)], c.crop)  # (V*F, H', W', 3)
-    h, w = picked.shape[1:3]
-    picked = picked.reshape(c.views, c.num_frames, h, w, 3)
-    return torch.stack([resize_crop(picked[v], box, c.crop)
-                        for v in range(c.views) for box in sampling.crop_boxes(h, w, c.crop, c.crops)])
+    frames_at = sampling.evaluation_clips(clip.num_frames, clip.stride, 0, len(frames), clip.views)  # (V, F)
+    return crop_views(frames[frames_at.reshape(-1)], clip)
 
 
 def load_views(video: Video, clip: ClipConfig) -> Tensor:
