@@ -186,3 +186,12 @@ def test_generate_json_with_a_draft_and_a_stop_string(tmp_path, monkeypatch, cap
     cut = json.loads(capsys.readouterr().out)
     assert cut["text"] == plain["text"][:plain["text"].index(stop)]
     assert cut["tokens"] == plain["tokens"][:len(cut["tokens"])]
+
+
+def test_end_tokens_join_the_tokenizer_and_the_generation_config():
+    from tubelet.generate.loading import Loaded
+    model = torch.nn.Linear(1, 1)
+    model.generation_config = argparse.Namespace(eos_token_id=[2, 7])
+    tok = argparse.Namespace(eos_token_id=7)
+    assert commands.end_tokens(tok, Loaded(None, model, tok)) == (7, 2)
+    assert commands.end_tokens(argparse.Namespace(), Loaded(None, torch.nn.Linear(1, 1), None)) == ()
