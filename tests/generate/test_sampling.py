@@ -116,7 +116,8 @@ def test_greedy_verification_accepts_exactly_the_matching_prefix():
 
 
 # ---- u close to 1: inverse-CDF sampling never runs past the last token of positive weight --
-NEAR_ONE = [1 - 2.0 ** -26, 1 - 2.0 ** -40, 1 - 2.0 ** -53, float(torch.tensor(1.0).nextafter(torch.tensor(0.0)))]
+NEAR_ONE = [1 - 2.0 ** -26, 1 - 2.0 ** -40, 1 - 2.0 ** -53,
+            float(torch.tensor(1.0).nextafter(torch.tensor(0.0)))]  # the largest float32 below 1
 
 
 @pytest.mark.parametrize("u", NEAR_ONE)

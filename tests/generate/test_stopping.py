@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from tubelet.generate import Sampling, TubeletLM, autoregressive_generate, speculative_generate
 from tubelet.generate.stopping import StopStrings

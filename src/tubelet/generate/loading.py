@@ -124,7 +124,8 @@ def load_draft(spec: str, target: Loaded, threshold: float = 0.0) -> Draft:
         try:
             n = int(spec.split(":", 1)[1])
         except ValueError as e:
-            raise LoadError(f"{spec}: expected ngram:N with N the longest n-gram to match (e.g. ngram:3)") from e
+            raise LoadError(f"{spec}: expected ngram:N with N the longest n-gram to match "
+                            "(e.g. ngram:3)") from e
         if n < 1:
             raise LoadError(f"{spec}: N must be at least 1")
         if threshold:

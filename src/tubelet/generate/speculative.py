@@ -93,7 +93,8 @@ def speculative_generate(target: CausalLM, draft: Draft | CausalLM, prompts: Seq
         stats.generated += int((n + 1).sum())
         for c in n.tolist():
             stats.accepted_histogram[c] += 1
-        done = done | rows.finished(max_new_tokens, eos_token_id) | (stop(rows) if stop is not None else False)
+        done = done | rows.finished(max_new_tokens, eos_token_id)
+        done = done | (stop(rows) if stop is not None else False)
         rows.close(done)
         if on_step is not None:
             on_step(rows)
