@@ -41,9 +41,12 @@ NOT_RUN: list[tuple[str, str]] = [
      "needs released weights (reference, transformers or image ViT) that are not shipped; the conversions "
      "are tested on the reference fixtures in tests/convert"),
     (r"^tubelet (generate|draft) ", "loads SmolLM2-135M (tests/generate runs it); its flags are parsed"),
+    (r"^tubelet train --init runs/default --data mydata",
+     "needs your own videos in mydata/ (tests/train/test_optim.py and the small-data run test the flags)"),
     (r"^python (benchmarks|experiments)/",
      "a benchmark or experiment: tests/benchmarks runs every --quick mode; here the script must exist"),
     (r"'\[--", "a usage line, not a command"),
+    (r"^SCRIPT ", "a shell script with loops and variables (a measurement recipe): read, not run"),
 ]
 
 
@@ -55,6 +58,9 @@ def doc_commands() -> list[tuple[str, str]]:
         for block in re.finditer(r"```(bash|sh|console|shell)\n(.*?)```", text, re.S):
             lang, body = block.groups()
             line_no = text[:block.start()].count("\n") + 2
+            if re.search(r"^\s*(for|while|if) .*(; do|; then)?$", body, re.M):  # a script, not commands
+                found.append((f"{path.relative_to(REPO)}:{line_no}", "SCRIPT " + body.splitlines()[0]))
+                continue
             for line in body.replace("\\\n", " ").splitlines():
                 line = line.strip()
                 if lang == "console":
@@ -137,12 +143,19 @@ def workspace(tmp_path_factory):
                          cwd=ws, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     shutil.copytree(run / "final", ws / "k400_b16x2")
-    shutil.copy(next((data / "validate").rglob("*.mp4")), ws / "clip.mp4")
+    shutil.copytree(run, ws / "runs" / "default")
+    clips = sorted((data / "validate").rglob("*.mp4"))
+    shutil.copy(clips[0], ws / "clip.mp4")
+    shutil.copy(clips[1], ws / "match.mp4")
+    shutil.copytree(data / "validate", ws / "videos")
+    (ws / "list.txt").write_text("".join(f"{p}\n" for p in clips[:2]))
     return ws, data, env
 
 
 # How a runnable command is made small: extra arguments by pattern (first match).
 SMALLER: list[tuple[str, list[str]]] = [
+    (r"^tubelet data synth", ["--videos-per-class", "2", "--val-videos-per-class", "1", "--size", "32",
+                              "--frames", "8"]),
     (r"^tubelet train --out \S+ --resume", []),  # resumes the tiny run as saved
     (r"^tubelet train", ["DATA", *SMALL_TRAINING]),
     (r"^tubelet eval .*--data \S+", ["--views", "1", "--crops", "1", "--workers", "0"]),

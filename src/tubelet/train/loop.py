@@ -122,6 +122,7 @@ class Trainer:
         self.rt = rt or init_runtime()
         self.progress = progress and self.rt.is_main
         self.run_dir = Path(cfg.runtime.out) if cfg.runtime.out else None
+        self.train_skips: tdata.SkipReport | None = None  # the training loader's, once it starts
 
     # ------------------------------------------------------------------ set-up
     def _build_data(self) -> None:
@@ -380,7 +381,8 @@ class Trainer:
             bar.close()
         self._save(progress)
         metrics = self.validate(progress.step, log)
-        metrics["train_skipped"] = [f"{path}: {why}" for path, why in sorted(self.train_skips.run_files.items())]
+        skips = self.train_skips.run_files if self.train_skips else {}
+        metrics["train_skipped"] = [f"{path}: {why}" for path, why in sorted(skips.items())]
         if rt.is_main:
             plot_run(self.run_dir, metrics.get("confusion"), self.class_names[0] if self.class_names else None)
         self._save_final(metrics, progress.step)
