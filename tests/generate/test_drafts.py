@@ -12,7 +12,7 @@ from tubelet.generate.drafts import ModelDraft, NGramDraft, Proposal, prompt_loo
 
 from .test_lossless import (DRAFT_TABLE, FIRST, N_BATCH, P_MAX_WRONG, P_MIN, TARGET_TABLE, V, greedy_path,
                             joint_test, marginal_tests)
-from .toy import ToyLM
+from tubelet.generate.lossless import ToyLM
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -18,8 +18,8 @@ import torch
 import tubelet.generate.speculative as speculative
 from tubelet.generate import Sampling, sample, speculative_generate
 
-from .stats_tests import chi_square, total_variation, tv_threshold
-from .toy import ToyLM, exact_joint, exact_marginals
+from tubelet.generate.lossless import (ToyLM, chi_square, exact_joint, exact_marginals, total_variation,
+                                      tv_threshold)
 
 V = 5
 PROMPT = [1, 2]

@@ -11,7 +11,7 @@ from tubelet.generate import (Sampling, TubeletLM, autoregressive_generate, expe
                               speculative_generate)
 from tubelet.models.decoder import Decoder, DecoderConfig
 
-from .toy import ToyLM
+from tubelet.generate.lossless import ToyLM
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
