@@ -10,9 +10,10 @@ import torch
 from tubelet.generate import Sampling, speculative_generate
 from tubelet.generate.drafts import ModelDraft, NGramDraft, Proposal, prompt_lookup
 
-from .test_lossless import (DRAFT_TABLE, FIRST, N_BATCH, P_MAX_WRONG, P_MIN, TARGET_TABLE, V, greedy_path,
-                            joint_test, marginal_tests)
-from tubelet.generate.lossless import ToyLM
+from tubelet.generate.lossless import (DRAFT_TABLE, FIRST, TARGET_TABLE, V, ToyLM, joint_test,
+                                      marginal_tests)
+
+from .test_lossless import N_BATCH, P_MAX_WRONG, P_MIN, greedy_path
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
