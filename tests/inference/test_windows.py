@@ -8,6 +8,8 @@ weights and the test checks the mechanics, not that each segment gets its class.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -78,32 +80,19 @@ def test_predict_windows_json(run, videos, tmp_path, capsys):
 
 
 MEASURE = """
-import json, sys, threading, psutil, tubelet
+import json, sys, torch, tubelet
 from tubelet.data import VideoReader
+sys.path.insert(0, sys.argv[4])
+from common import peak_memory  # benchmarks/common.py: the RSS rise of one call, in MiB
 
-def peak_rise(fn):
-    process = psutil.Process()
-    base = peak = process.memory_info().rss
-    done = threading.Event()
-    def sample():
-        nonlocal peak
-        while not done.is_set():
-            peak = max(peak, process.memory_info().rss)
-            done.wait(0.001)
-    thread = threading.Thread(target=sample)
-    thread.start()
-    try:
-        fn()
-    finally:
-        done.set()
-        thread.join()
-    return peak - base
+def rise(fn):
+    return peak_memory(fn, torch.device("cpu"))[0]
 
-run, short, long = sys.argv[1:]
+run, short, long = sys.argv[1:4]
 classify = tubelet.pipeline(run, device="cpu", views=2, crops=1)
 classify(short, window=1.0)  # warm-up: first-call allocations
-out = {"windowed": {n: peak_rise(lambda p=p: classify(p, window=1.0)) for n, p in (("1x", short), ("4x", long))},
-       "whole": {n: peak_rise(lambda p=p: VideoReader(p).read_all()) for n, p in (("1x", short), ("4x", long))}}
+out = {"windowed": {n: rise(lambda p=p: classify(p, window=1.0)) for n, p in (("1x", short), ("4x", long))},
+       "whole": {n: rise(lambda p=p: VideoReader(p).read_all()) for n, p in (("1x", short), ("4x", long))}}
 print(json.dumps(out))
 """
 
@@ -121,11 +110,12 @@ def test_memory_is_bounded_by_the_window_not_the_video(run, videos, tmp_path):
     short, _ = concatenated(videos, tmp_path / "x1.mp4", scale=8)
     long, _ = concatenated(videos, tmp_path / "x4.mp4", repeats=4, scale=8)
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    done = subprocess.run([sys.executable, "-c", MEASURE, str(run), str(short), str(long)], env=env,
+    benchmarks = Path(__file__).resolve().parents[2] / "benchmarks"
+    done = subprocess.run([sys.executable, "-c", MEASURE, str(run), str(short), str(long), str(benchmarks)], env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     got = json.loads(done.stdout)
     windowed, whole = got["windowed"], got["whole"]
-    assert whole["4x"] > whole["1x"] + 30e6, got  # the measure sees a whole decode grow with the length
-    assert windowed["4x"] < windowed["1x"] + 8e6, got
-    print(f"peak RSS rise: windows {windowed}, whole decode {whole}")
+    assert whole["4x"] > whole["1x"] + 30, got  # MiB: the measure sees a whole decode grow with the length
+    assert windowed["4x"] < windowed["1x"] + 8, got
+    print(f"peak RSS rise (MiB): windows {windowed}, whole decode {whole}")
