@@ -7,6 +7,7 @@ function; this module only collects them, so the command reads like the package 
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import sys
 
@@ -32,9 +33,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _reject_unknown(parser: argparse.ArgumentParser, args: argparse.Namespace, extra: list[str]) -> None:
+    """Exit 2 naming the unknown arguments, in the subcommand's usage, with the closest flag."""
+    sub = parser._subparsers._group_actions[0].choices.get(args.command) if args.command else None
+    target = sub or parser
+    flags = [o for action in target._actions for o in action.option_strings]
+    hints = [f"{x} -> {close[0]}" for x in extra if x.startswith("-")
+             for close in [difflib.get_close_matches(x.split("=")[0], flags, n=1, cutoff=0.6)] if close]
+    target.error(f"unrecognized arguments: {' '.join(extra)}"
+                 + (f" (did you mean {', '.join(hints)}?)" if hints else ""))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        _reject_unknown(parser, args, extra)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
