@@ -123,6 +123,7 @@ class Trainer:
         self.progress = progress and self.rt.is_main
         self.run_dir = Path(cfg.runtime.out) if cfg.runtime.out else None
         self.train_skips: tdata.SkipReport | None = None  # the training loader's, once it starts
+        self.saved_step: int | None = None  # the step of the last checkpoint written
 
     # ------------------------------------------------------------------ set-up
     def _build_data(self) -> None:
@@ -268,6 +269,7 @@ class Trainer:
                      "class_names": self.class_names, "head_names": self.head_names,
                      "train_config": self.cfg.to_dict()}
             ckpt.save_checkpoint(self.run_dir, model, state, progress.step)
+        self.saved_step = progress.step
         barrier(self.rt)
 
     def _save_final(self, metrics: dict, steps: int) -> None:
@@ -330,56 +332,59 @@ class Trainer:
         eval_interval = round(cfg.runtime.eval_every * self.steps_per_epoch) if cfg.runtime.eval_every else 0
         metrics: dict = {}
         window_clips, window_wait, window_start = 0, 0.0, time.perf_counter()
-        stop = StopRequest()
-        try:
-            stop.__enter__()
-            while progress.step < self.total_steps:
-                batches, wait = [], 0.0
-                for _ in range(self.accumulation):
-                    t0 = time.perf_counter()
-                    epoch, index, batch = next(stream)
-                    wait += time.perf_counter() - t0
-                    batches.append(batch)
-                loss = self._train_step(batches, progress.step)
-                progress.step += 1
-                progress.epoch = epoch
-                progress.micro_in_epoch = index + 1
-                if progress.micro_in_epoch >= self.steps_per_epoch * self.accumulation:
-                    progress.epoch, progress.micro_in_epoch = epoch + 1, 0
-                window_clips += sum(len(b["video"]) for b in batches) * rt.world_size
-                window_wait += wait
-                bar.update(1)
-                if progress.step % cfg.runtime.log_every == 0 or progress.step == self.total_steps:
-                    elapsed = time.perf_counter() - window_start
-                    loss_avg = all_reduce_mean(loss, rt)
-                    record = {"loss": loss_avg, "lr": self.lr, "epoch": progress.epoch,
-                              "clips_per_s": window_clips / elapsed, "data_wait": window_wait / elapsed}
-                    log.write("train", progress.step, **record)
-                    bar.set_postfix(loss=f"{loss_avg:.3f}", lr=f"{self.lr:.2e}",
-                                    clips_s=f"{record['clips_per_s']:.1f}",
-                                    wait=f"{100 * record['data_wait']:.0f}%")
-                    window_clips, window_wait, window_start = 0, 0.0, time.perf_counter()
-                else:
-                    log.write("train", progress.step, loss=loss, lr=self.lr, epoch=progress.epoch)
-                if progress.step % cfg.runtime.checkpoint_every == 0 or progress.micro_in_epoch == 0:
-                    self._save(progress)
-                if eval_interval and progress.step % eval_interval == 0 and progress.step < self.total_steps:
-                    metrics = self.validate(progress.step, log)
-                if all_reduce_mean(float(stop.requested), rt) > 0:  # every rank stops at the same step
-                    bar.close()
-                    self._save(progress)
-                    raise KeyboardInterrupt(f"stopped at step {progress.step} of {self.total_steps} with a "
-                                            f"checkpoint; continue with: tubelet train --out {self.run_dir} "
-                                            "--resume")
-        except torch.OutOfMemoryError as e:
-            raise TrainingError(
-                f"out of memory with {self.micro} clips per forward pass: use a smaller "
-                f"--micro-batch-size (the global --batch-size {cfg.optim.batch_size} is kept by gradient "
-                "accumulation), --grad-checkpointing true, or --precision bf16") from e
-        finally:
-            stop.__exit__()
-            bar.close()
-        self._save(progress)
+        with StopRequest() as stop:
+            try:
+                while progress.step < self.total_steps:
+                    batches, wait = [], 0.0
+                    for _ in range(self.accumulation):
+                        t0 = time.perf_counter()
+                        epoch, index, batch = next(stream)
+                        wait += time.perf_counter() - t0
+                        batches.append(batch)
+                    loss = self._train_step(batches, progress.step)
+                    progress.step += 1
+                    progress.epoch = epoch
+                    progress.micro_in_epoch = index + 1
+                    if progress.micro_in_epoch >= self.steps_per_epoch * self.accumulation:
+                        progress.epoch, progress.micro_in_epoch = epoch + 1, 0
+                    window_clips += sum(len(b["video"]) for b in batches) * rt.world_size
+                    window_wait += wait
+                    bar.update(1)
+                    if progress.step % cfg.runtime.log_every == 0 or progress.step == self.total_steps:
+                        elapsed = time.perf_counter() - window_start
+                        loss_avg = all_reduce_mean(loss, rt)
+                        record = {"loss": loss_avg, "lr": self.lr, "epoch": progress.epoch,
+                                  "clips_per_s": window_clips / elapsed, "data_wait": window_wait / elapsed}
+                        log.write("train", progress.step, **record)
+                        bar.set_postfix(loss=f"{loss_avg:.3f}", lr=f"{self.lr:.2e}",
+                                        clips_s=f"{record['clips_per_s']:.1f}",
+                                        wait=f"{100 * record['data_wait']:.0f}%")
+                        window_clips, window_wait, window_start = 0, 0.0, time.perf_counter()
+                    else:
+                        log.write("train", progress.step, loss=loss, lr=self.lr, epoch=progress.epoch)
+                    if progress.step % cfg.runtime.checkpoint_every == 0 or progress.micro_in_epoch == 0:
+                        self._save(progress)
+                    if eval_interval and progress.step % eval_interval == 0 and progress.step < self.total_steps:
+                        metrics = self.validate(progress.step, log)
+                    # one process stops at once; several agree at the logging steps (a collective on
+                    # every step would synchronise the devices on the hot path)
+                    if (not rt.distributed or progress.step % cfg.runtime.log_every == 0) and \
+                            all_reduce_mean(float(stop.requested), rt) > 0:
+                        bar.close()
+                        if self.saved_step != progress.step:
+                            self._save(progress)
+                        raise KeyboardInterrupt(f"stopped at step {progress.step} of {self.total_steps} with a "
+                                                f"checkpoint; continue with: tubelet train --out {self.run_dir} "
+                                                "--resume")
+            except torch.OutOfMemoryError as e:
+                raise TrainingError(
+                    f"out of memory with {self.micro} clips per forward pass: use a smaller "
+                    f"--micro-batch-size (the global --batch-size {cfg.optim.batch_size} is kept by gradient "
+                    "accumulation), --grad-checkpointing true, or --precision bf16") from e
+            finally:
+                bar.close()
+        if self.saved_step != progress.step:  # the last step's checkpoint may be written already
+            self._save(progress)
         metrics = self.validate(progress.step, log)
         skips = self.train_skips.run_files if self.train_skips else {}
         metrics["train_skipped"] = [f"{path}: {why}" for path, why in sorted(skips.items())]
