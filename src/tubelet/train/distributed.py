@@ -57,7 +57,10 @@ def init_runtime(device: str | None = None) -> Runtime:
 
 
 def shutdown(rt: Runtime) -> None:
+    """Leave the process group together: a rank that destroys its gloo group while another is still
+    talking to it aborts the process ("terminate called without an active exception")."""
     if rt.distributed and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
