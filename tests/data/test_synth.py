@@ -11,7 +11,7 @@ import torch
 from tubelet.data import build_datasets
 from tubelet.data.dataset import ClipConfig
 from tubelet.data.decode import read_frames
-from tubelet.data.synth import CLASSES, PAIRS, SynthConfig, builtin_dataset, generate, render
+from tubelet.data.synth import CLASSES, PAIRS, SynthConfig, builtin_dataset, generate, render, render_scene
 
 SMALL = SynthConfig(seed=5, videos_per_class=2, val_videos_per_class=1, size=32, frames=12)
 
@@ -24,6 +24,24 @@ def test_reversed_class_is_the_same_video_backwards():
         backward = render(2 * pair + 1, np.random.default_rng(11), config)
         assert np.array_equal(forward[::-1], backward)
         assert not np.array_equal(forward, backward)
+
+
+def test_the_object_mask_follows_the_object():
+    """The masks locate the object: its centre moves as the class says (left, up; in the reversed
+    class the other way), it covers what the frames changed, and the facts name what was drawn."""
+    config = SynthConfig(seed=5, size=32, frames=12, distractors=0, noise=0)
+    for label, axis, sign in ((0, 1, -1), (1, 1, 1), (2, 0, -1), (3, 0, 1)):
+        scene = render_scene(label, np.random.default_rng(label), config)
+        assert scene.masks.shape == scene.frames.shape[:3] and scene.masks.max() <= 1
+        assert np.array_equal(scene.frames, render(label, np.random.default_rng(label), config))
+        weight = scene.masks.sum(axis=(1, 2))
+        assert (weight > 5).all()
+        centre = [np.argwhere(m > 0.5).mean(axis=0)[axis] for m in scene.masks]
+        assert sign * (centre[-1] - centre[0]) > 0.2 * config.size, (label, centre)
+        # a pixel the object never covers keeps the background's value in every frame
+        still = scene.masks.max(axis=0) == 0
+        assert np.ptp(scene.frames.astype(int), axis=0)[still].max() <= 1
+        assert scene.facts["reversed"] == bool(label % 2) and scene.facts["kind"] in ("digit", "photo")
 
 
 def test_generate_writes_a_readable_deterministic_dataset(tmp_path):

@@ -60,6 +60,25 @@ PAIRS: list[tuple[str, str, str]] = [
 EVENT_ORDER_PAIR = ("swaying then bobbing", "bobbing then swaying", "sway_bob")
 
 
+# The photographs the object crops come from, in the order of textures()["objects"] (equal shares).
+PHOTOS = ["astronaut", "coffee", "cat", "rocket"]
+
+
+@dataclass
+class Scene:
+    """One rendered video and what the generator knows about it.
+
+    ``frames`` (T, S, S, 3) uint8; ``masks`` (T, S, S) float32, the object's opacity at every pixel
+    of every frame (distractors excluded); ``facts``: the object (``kind`` digit or photo, ``tone``
+    bright or dark), the ``motion`` of the pair and ``reversed`` (played backwards), the number of
+    ``distractors``.
+    """
+
+    frames: np.ndarray
+    masks: np.ndarray
+    facts: dict
+
+
 @dataclass(frozen=True)
 class SynthConfig:
     """Parameters of the built-in dataset; the cache folder name is a hash of them."""
@@ -147,11 +166,12 @@ def _with_ring(rgba: np.ndarray) -> np.ndarray:
 
 
 def _paste(frame: np.ndarray, sprite: np.ndarray, centre: tuple[float, float], scale: float,
-           angle: float, opacity: float = 1.0) -> None:
+           angle: float, opacity: float = 1.0, mask: np.ndarray | None = None) -> None:
     """Alpha-composite an RGBA ``sprite`` (h, w, 4) onto ``frame`` (S, S, 3) in place.
 
     The sprite is scaled by ``scale`` (output pixels per sprite pixel), rotated by ``angle``
-    radians anticlockwise as seen on screen, and centred at ``centre`` = (x, y).
+    radians anticlockwise as seen on screen, and centred at ``centre`` = (x, y). ``mask`` (S, S),
+    if given, receives the sprite's opacity at every pixel.
     """
     size = frame.shape[0]
     reach = scale * np.hypot(*sprite.shape[:2]) / 2 + 2  # the sprite lies within this radius
@@ -170,6 +190,8 @@ def _paste(frame: np.ndarray, sprite: np.ndarray, centre: tuple[float, float], s
     window = frame[y0:y1, x0:x1]
     window *= 1 - alpha
     window += alpha * rgba[..., :3]
+    if mask is not None:
+        mask[y0:y1, x0:x1] = alpha[..., 0]
 
 
 def _luminance(rgb: np.ndarray) -> float:
@@ -199,21 +221,26 @@ def _background(rng: np.random.Generator, size: int, tex: dict[str, np.ndarray],
     return np.clip(level * tint / tint.max(), 0, 255)
 
 
-def _object_sprite(rng: np.random.Generator, tex: dict[str, np.ndarray], bright: bool) -> np.ndarray:
-    """An RGBA float sprite (h, w, 4): a coloured handwritten digit or a photo crop, bright or dark."""
+def _object_sprite(rng: np.random.Generator, tex: dict[str, np.ndarray], bright: bool
+                   ) -> tuple[np.ndarray, dict]:
+    """An RGBA float sprite (h, w, 4), a coloured handwritten digit or a photo crop, bright or dark;
+    and what it is: ``{"kind": "digit", "index": i}`` or ``{"kind": "photo", "photo": name}``."""
     if rng.random() < 0.5:
-        digit = tex["digits"][rng.integers(len(tex["digits"]))].astype(np.float64) / 255
+        index = int(rng.integers(len(tex["digits"])))
+        digit = tex["digits"][index].astype(np.float64) / 255
         colour = rng.uniform(190, 255, size=3) if bright else rng.uniform(0, 60, size=3)
         rgb = np.broadcast_to(colour, digit.shape + (3,))
         alpha = np.clip(digit * 1.5, 0, 1)[..., None]
-        return _with_ring(np.concatenate([rgb, alpha], axis=-1))
-    photo = tex["objects"][rng.integers(len(tex["objects"]))].astype(np.float64)
+        return _with_ring(np.concatenate([rgb, alpha], axis=-1)), {"kind": "digit", "index": index}
+    index = int(rng.integers(len(tex["objects"])))
+    photo = tex["objects"][index].astype(np.float64)
     photo = photo - photo.mean() + (185 if bright else 70)  # keep its texture, set its level
     photo = np.clip(photo, 0, 255)
     # A thick contrasting frame makes orientation and extent visible on any background.
     border = np.full((36, 36, 3), 255.0 if bright else 0.0)
     border[2:-2, 2:-2] = photo
-    return _with_ring(np.concatenate([border, np.ones((36, 36, 1))], axis=-1))
+    sprite = _with_ring(np.concatenate([border, np.ones((36, 36, 1))], axis=-1))
+    return sprite, {"kind": "photo", "photo": PHOTOS[index * len(PHOTOS) // len(tex["objects"])]}
 
 
 def _distractor_sprite(rng: np.random.Generator, tex: dict[str, np.ndarray]) -> np.ndarray:
@@ -223,17 +250,17 @@ def _distractor_sprite(rng: np.random.Generator, tex: dict[str, np.ndarray]) -> 
                                       np.clip(digit, 0, 1)[..., None]], axis=-1))
 
 
-def render_forward(motion: str, rng: np.random.Generator, config: SynthConfig) -> np.ndarray:
-    """The frames (T, S, S, 3) uint8 of one video of the *first* class of a pair.
+def render_forward(motion: str, rng: np.random.Generator, config: SynthConfig) -> Scene:
+    """One video of the *first* class of a pair.
 
     Every nuisance (background, distractor paths, noise) is time-symmetric in distribution, so
-    ``frames[::-1]`` is a sample of the reversed class.
+    the video played backwards is a sample of the reversed class.
     """
     tex = textures()
     s, t = config.size, config.frames
     dark = bool(rng.random() < 0.5)
     background = _background(rng, s, tex, dark)
-    sprite = _object_sprite(rng, tex, bright=dark)
+    sprite, thing = _object_sprite(rng, tex, bright=dark)
     side = max(sprite.shape[:2])
     base = rng.uniform(0.3, 0.4) * s / side  # sprite scale: the object is 30-40 % of the frame
     progress = np.linspace(0.0, 1.0, t)  # constant speed
@@ -305,21 +332,31 @@ def render_forward(motion: str, rng: np.random.Generator, config: SynthConfig) -
         distractors.append((d_sprite, d_scale, start, end, rng.uniform(0, 2 * np.pi)))
     noise = rng.uniform(0, config.noise)
     frames = np.empty((t, s, s, 3), np.uint8)
+    masks = np.zeros((t, s, s), np.float32)
     for i in range(t):
         frame = background.copy()
         for d_sprite, d_scale, start, end, d_angle in distractors:
             _paste(frame, d_sprite, tuple(start + (end - start) * progress[i]), d_scale, d_angle)
-        _paste(frame, sprite, (cx[i], cy[i]), scale[i], angle[i], opacity[i])
+        _paste(frame, sprite, (cx[i], cy[i]), scale[i], angle[i], opacity[i], mask=masks[i])
         if noise > 0:
             frame += rng.normal(0, noise, size=frame.shape)
         frames[i] = np.clip(np.round(frame), 0, 255).astype(np.uint8)
-    return frames
+    facts = dict(thing, tone="dark" if dark else "bright", motion=motion, reversed=False,
+                 distractors=len(distractors))
+    return Scene(frames, masks, facts)
+
+
+def render_scene(label: int, rng: np.random.Generator, config: SynthConfig) -> Scene:
+    """One video of class ``label`` (an index into config.classes), with its masks and facts."""
+    scene = render_forward(config.pairs[label // 2][2], rng, config)
+    if label % 2:
+        scene = Scene(scene.frames[::-1].copy(), scene.masks[::-1].copy(), dict(scene.facts, reversed=True))
+    return scene
 
 
 def render(label: int, rng: np.random.Generator, config: SynthConfig) -> np.ndarray:
     """(T, S, S, 3) uint8 frames of one video of class ``label`` (an index into config.classes)."""
-    frames = render_forward(config.pairs[label // 2][2], rng, config)
-    return frames[::-1].copy() if label % 2 else frames
+    return render_scene(label, rng, config).frames
 
 
 def write_mp4(path: Path, frames: np.ndarray, fps: int, crf: int = 18) -> None:
