@@ -16,6 +16,7 @@ The output is (B, sum(num_classes)) logits; :meth:`ViViT.split_logits` separates
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from .blocks import Block, Encoder, FactorisedSelfAttentionBlock
@@ -63,8 +64,13 @@ class ViViT(nn.Module):
                 f"{tuple(x.shape)}; the config's num_frames/image_size set the input (tubelet.load_model "
                 "resizes position embeddings when a checkpoint was trained at another size)")
 
-    def forward_features(self, x: Tensor) -> Tensor:
-        """(B, C, T, H, W) clips -> (B, D) pooled representation, before pre_logits and the head."""
+    def encode(self, x: Tensor) -> Tensor:
+        """(B, C, T, H, W) clips -> the last encoder's normalised output tokens.
+
+        Models 1, 3, 4: (B, [1 +] t*h*w, D), frame-major after the CLS token if there is one;
+        Model 2: the temporal encoder's (B, [1 +] t, D); the average-pool baseline: one pooled
+        token per frame, (B, t, D).
+        """
         self.check_input(x)
         tokens = self.tokeniser(x)  # (B, t, h*w, D)
         B, t, s, d = tokens.shape
@@ -72,12 +78,30 @@ class ViViT(nn.Module):
         if kind in ("factorised_encoder", "average_pool"):
             frames = self.spatial(tokens.flatten(0, 1), group=t)  # (B*t, s[+1], D)
             frames = self.spatial.pool(frames).unflatten(0, (B, t))  # (B, t, D)
-            if self.temporal is None:
-                return frames.mean(dim=1)
-            return self.temporal.pool(self.temporal(frames))
+            return frames if self.temporal is None else self.temporal(frames)
         grid = None if kind == "spatiotemporal" else (t, s)
-        return self.encoder.pool(self.encoder(tokens.flatten(1, 2), grid))  # (B, t*s, D) -> (B, D)
+        return self.encoder(tokens.flatten(1, 2), grid)
 
+    def forward_features(self, x: Tensor) -> Tensor:
+        """(B, C, T, H, W) clips -> (B, D) pooled representation, before pre_logits and the head."""
+        out = self.encode(x)
+        if self.config.kind == "average_pool":
+            return out.mean(dim=1)
+        return (self.temporal if self.config.kind == "factorised_encoder" else self.encoder).pool(out)
+
+    def time_tokens(self, x: Tensor) -> Tensor:
+        """(B, C, T, H, W) clips -> (B, 1 + t, D): the pooled representation, then one token per
+        token frame in order (the mean over its spatial tokens; Model 2's temporal tokens), the
+        short ordered summary a caption decoder reads."""
+        out = self.encode(x)
+        kind = self.config.kind
+        if kind == "average_pool":
+            return torch.cat([out.mean(dim=1, keepdim=True), out], dim=1)
+        encoder = self.temporal if kind == "factorised_encoder" else self.encoder
+        body = out[:, 1:] if encoder.cls_token is not None else out
+        if kind != "factorised_encoder":  # (B, t*h*w, D) -> (B, t, D)
+            body = body.unflatten(1, (self.config.grid[0], -1)).mean(dim=2)
+        return torch.cat([encoder.pool(out)[:, None], body], dim=1)
     def forward_head(self, features: Tensor) -> Tensor:
         return self.head(self.head_drop(self.pre_logits(features)))
 
