@@ -44,6 +44,19 @@ def test_the_object_mask_follows_the_object():
         assert scene.facts["reversed"] == bool(label % 2) and scene.facts["kind"] in ("digit", "photo")
 
 
+def test_the_tone_fact_is_the_objects():
+    """"bright" is a bright object on a dark background (what a caption says of the object)."""
+    config = SynthConfig(seed=5, size=32, frames=4, distractors=0, noise=0)
+    tones = set()
+    for seed in range(6):
+        scene = render_scene(0, np.random.default_rng(seed), config)
+        grey, inside = scene.frames[0].mean(axis=-1), scene.masks[0] > 0.9
+        brighter = grey[inside].mean() > grey[scene.masks[0] == 0].mean()
+        assert scene.facts["tone"] == ("bright" if brighter else "dark"), seed
+        tones.add(scene.facts["tone"])
+    assert tones == {"bright", "dark"}
+
+
 def test_generate_writes_a_readable_deterministic_dataset(tmp_path):
     out = generate(tmp_path / "a", SMALL, progress=False, workers=1)
     meta = json.loads((out / "metadata.json").read_text())

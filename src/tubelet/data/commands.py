@@ -37,6 +37,9 @@ def register(subparsers) -> None:
     synth.add_argument("--event-order", action="store_true",
                        help="add the event-order pair (swaying then bobbing / bobbing then "
                             "swaying), which a bag of two-frame windows cannot separate")
+    synth.add_argument("--captions", action="store_true",
+                       help="also write captions.csv (video,caption,split; five sentences per video "
+                            "naming the object, its motion and direction) for captioning")
     synth.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
     synth.set_defaults(func=_cmd_synth)
 
@@ -68,7 +71,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
                              val_videos_per_class=args.val_videos_per_class, size=args.size,
                              frames=args.frames, fps=args.fps, distractors=args.distractors,
                              noise=args.noise, event_order=args.event_order,
-                             order_videos_per_class=args.order_videos_per_class)
+                             order_videos_per_class=args.order_videos_per_class, captions=args.captions)
     except ValueError as e:
         raise UsageError(str(e)) from None
     start = time.perf_counter()
@@ -87,7 +90,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     print(f"{out}: {count} videos ({config.videos_per_class} + {config.val_videos_per_class} per "
           f"class{order}, {config.frames} frames at {config.size}x{config.size}) in "
           f"{time.perf_counter() - start:.1f} s; train.csv / validate.csv (Kinetics format), "
-          "classes.txt, metadata.json")
+          "classes.txt, metadata.json" + (", captions.csv" if config.captions else ""))
     return 0
 
 

@@ -18,6 +18,8 @@ Output (Kinetics layout, readable by :func:`tubelet.data.build_datasets`)::
     OUT/<split>/<label>/<id>_000000_000002.mp4    H.264, yuv420p
     OUT/classes.txt                     one class name per line, in label order
     OUT/metadata.json                   classes, their reversed pairs, the generation parameters
+    OUT/captions.csv                    with SynthConfig(captions=True): video,caption,split rows,
+                                        five sentences per video (tubelet.captions.synth)
 """
 
 from __future__ import annotations
@@ -96,6 +98,9 @@ class SynthConfig:
     # Training videos per class of the event-order pair (None: videos_per_class). Learning the order
     # takes thousands of distinct videos (benchmarks/RESULTS.md, Table 2 in small).
     order_videos_per_class: int | None = None
+    # Also write captions.csv: sentences naming the object, its motion, direction and event order.
+    # The videos are the same with or without (the captions draw from their own random stream).
+    captions: bool = False
 
     def __post_init__(self):
         if self.size < 16 or self.size % 2:
@@ -127,11 +132,17 @@ class SynthConfig:
         return self.videos_per_class
 
     def digest(self) -> str:
-        # Fields left at None are omitted, so an optional field added later keeps existing caches.
-        fields = {k: v for k, v in asdict(self).items() if v is not None}
+        # Fields left at None, and opt-in outputs left off, are omitted, so an optional field added
+        # later keeps existing caches.
+        fields = {k: v for k, v in asdict(self).items()
+                  if v is not None and not (k in _OPT_IN and v is False)}
         text = json.dumps({**fields, "version": GENERATOR_VERSION}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
+
+_OPT_IN = {"captions"}  # SynthConfig fields left out of its digest while False
+CAPTIONS_PER_VIDEO = 5
+CAPTION_STREAM = int.from_bytes(b"captions", "big")  # the captions' rng: (seed, split, label, i, this)
 
 CLASSES: list[str] = SynthConfig().classes  # the default dataset's classes, in label order
 
@@ -341,7 +352,8 @@ def render_forward(motion: str, rng: np.random.Generator, config: SynthConfig) -
         if noise > 0:
             frame += rng.normal(0, noise, size=frame.shape)
         frames[i] = np.clip(np.round(frame), 0, 255).astype(np.uint8)
-    facts = dict(thing, tone="dark" if dark else "bright", motion=motion, reversed=False,
+    # The object's tone: a bright object on a dark background, a dark one on a light background.
+    facts = dict(thing, tone="bright" if dark else "dark", motion=motion, reversed=False,
                  distractors=len(distractors))
     return Scene(frames, masks, facts)
 
@@ -388,7 +400,7 @@ def metadata(config: SynthConfig) -> dict:
     return {"name": "tubelet-synth", "version": GENERATOR_VERSION, "config": asdict(config),
             "classes": classes, "pairs": [[2 * p, 2 * p + 1] for p in range(len(config.pairs))],
             "format": "kinetics", "train": "train.csv", "val": "validate.csv",
-            "class_names": "classes.txt",
+            "class_names": "classes.txt", **({"captions": "captions.csv"} if config.captions else {}),
             # A horizontal flip turns moving left into moving right and clockwise into anticlockwise.
             "augment": "none"}
 
@@ -426,17 +438,25 @@ def generate(out: str | Path, config: SynthConfig = SynthConfig(), progress: boo
     return out
 
 
-def _make_video(job: tuple[Path, SynthConfig, str, int, int, int]) -> dict:
-    """Render and write one video; returns its CSV row."""
+def _make_video(job: tuple[Path, SynthConfig, str, int, int, int]) -> tuple[dict, list[dict]]:
+    """Render and write one video; returns its CSV row and its caption rows (none unless
+    config.captions)."""
     folder, config, split, split_id, label, i = job
     rng = np.random.default_rng([config.seed, split_id, label, i])
-    frames = render(label, rng, config)
+    scene = render_scene(label, rng, config)
     seconds = int(np.ceil(config.frames / config.fps))
     video_id = f"{split[0]}{label:02d}{i:05d}"
-    write_mp4(folder / split / config.classes[label] / kinetics_clip_name(video_id, 0, seconds), frames,
-              config.fps, config.crf)
-    return {"label": config.classes[label], "youtube_id": video_id, "time_start": 0,
-            "time_end": seconds, "split": split}
+    relative = Path(split, config.classes[label], kinetics_clip_name(video_id, 0, seconds))
+    write_mp4(folder / relative, scene.frames, config.fps, config.crf)
+    row = {"label": config.classes[label], "youtube_id": video_id, "time_start": 0,
+           "time_end": seconds, "split": split}
+    captions = []
+    if config.captions:
+        from ..captions.synth import captions_for
+        caption_rng = np.random.default_rng([config.seed, split_id, label, i, CAPTION_STREAM])
+        captions = [{"video": relative.as_posix(), "caption": text, "split": split}
+                    for text in captions_for(scene.facts, caption_rng, CAPTIONS_PER_VIDEO)]
+    return row, captions
 
 
 def _write(folder: Path, config: SynthConfig, progress: bool, workers: int) -> None:
@@ -452,14 +472,20 @@ def _write(folder: Path, config: SynthConfig, progress: bool, workers: int) -> N
     bar = dict(desc="synth videos", unit="video", total=len(jobs), disable=not progress)
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
-            rows = list(tqdm(pool.map(_make_video, jobs, chunksize=16), **bar))
+            made = list(tqdm(pool.map(_make_video, jobs, chunksize=16), **bar))
     else:
-        rows = [_make_video(job) for job in tqdm(jobs, **bar)]
+        made = [_make_video(job) for job in tqdm(jobs, **bar)]
+    rows = [row for row, _ in made]
     for split, file in (("train", "train.csv"), ("validate", "validate.csv")):
         with open(folder / file, "w", newline="") as f:
             writer = csv.DictWriter(f, ["label", "youtube_id", "time_start", "time_end", "split"])
             writer.writeheader()
             writer.writerows(row for row in rows if row["split"] == split)
+    if config.captions:
+        with open(folder / "captions.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, ["video", "caption", "split"])
+            writer.writeheader()
+            writer.writerows(caption for _, captions in made for caption in captions)
     (folder / "classes.txt").write_text("".join(f"{name}\n" for name in config.classes))
     # Written last: its presence marks a complete dataset.
     (folder / "metadata.json").write_text(json.dumps(metadata(config), indent=2) + "\n")
