@@ -203,5 +203,6 @@ def test_the_cheap_commands_run_as_written(workspace, capsys):
     assert any(c.startswith("tubelet train") for c in ran) and any(c.startswith("tubelet info") for c in ran)
     # what the commands were to make is there
     assert (ws / "data" / "motion" / "train.csv").is_file()  # tubelet data synth
+    assert (ws / "data" / "captioned" / "captions.csv").is_file()  # tubelet data synth --captions
     assert (ws / "for_transformers" / "config.json").is_file() and (ws / "k400_gqa4" / "config.json").is_file()
     assert any((ws / "default-onnx").iterdir()) and any((ws / "default-ep").iterdir())  # tubelet export

@@ -8,7 +8,7 @@ import csv
 import numpy as np
 import pytest
 
-from tubelet.captions import caption_facts, captions_for, facts_correct
+from tubelet.captions import caption_facts, captions_for, facts_correct, read_captions
 from tubelet.cli import main
 from tubelet.data.synth import PAIRS, SynthConfig, generate, render_scene
 
@@ -105,12 +105,12 @@ def test_synth_captions_command_writes_captions_csv(tmp_path, capsys):
     assert main(["data", "synth", str(out), "--captions", "--videos-per-class", "1",
                  "--val-videos-per-class", "1", "--size", "16", "--frames", "4", "--workers", "1"]) == 0
     assert "captions.csv" in capsys.readouterr().out
+    videos = read_captions(out)  # the folder's captions.csv
+    assert len(videos) == 20 and {v.split for v in videos} == {"train", "validate"}
+    for video in videos:
+        assert len(video.captions) == 5 and video.path.parent.parent.parent == out
+        _, backward, motion = next(p for p in PAIRS if video.path.parent.name in p[:2])
+        facts = {"motion": motion, "reversed": video.path.parent.name == backward}
+        assert all(facts_correct(caption, facts) for caption in video.captions), video
     with open(out / "captions.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    assert len(rows) == 5 * 20 and {r["split"] for r in rows} == {"train", "validate"}
-    for row in rows:
-        assert (out / row["video"]).is_file()
-        label = row["video"].split("/")[1]
-        forward, backward, motion = next(p for p in PAIRS if label in p[:2])
-        facts = {"motion": motion, "reversed": label == backward}
-        assert facts_correct(row["caption"], facts), row
+        assert next(csv.reader(f)) == ["video", "caption", "split"]
