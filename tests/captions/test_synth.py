@@ -4,6 +4,7 @@ order, and they read back out of it."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 
 import numpy as np
 import pytest
@@ -91,7 +92,7 @@ def test_captions_change_neither_the_videos_nor_the_cached_datasets(tmp_path):
     assert SynthConfig(captions=True).digest() != SynthConfig().digest()
     small = SynthConfig(seed=2, videos_per_class=1, val_videos_per_class=0, size=16, frames=4)
     plain = generate(tmp_path / "plain", small, progress=False, workers=1)
-    captioned = generate(tmp_path / "captioned", SynthConfig(**{**small.__dict__, "captions": True}),
+    captioned = generate(tmp_path / "captioned", dataclasses.replace(small, captions=True),
                          progress=False, workers=1)
     videos = sorted(p.relative_to(plain) for p in plain.rglob("*.mp4"))
     assert videos == sorted(p.relative_to(captioned) for p in captioned.rglob("*.mp4"))
