@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "tubelet.train.commands",
     "tubelet.inference.commands",
     "tubelet.generate.commands",
+    "tubelet.serve.commands",
 ]
 
 
