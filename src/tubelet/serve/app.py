@@ -33,7 +33,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from ..errors import DataError
-from ..inference.pipeline import Pipeline, as_pipeline_output, load_views
+from ..inference.pipeline import Pipeline, as_pipeline_output, head_names_of, load_views
 from . import ServeError
 from .batching import Batcher
 from .encoding import encode_explanation
@@ -42,6 +42,10 @@ from .uploads import HOW, Upload, UploadError, looks_like_video, receive_upload
 
 log = logging.getLogger(__name__)
 TRUE = {"1", "true", "yes", "on"}
+
+
+class ClientGone(Exception):
+    """The client disconnected while its request waited for a decoding or the model thread."""
 
 
 @dataclass
@@ -65,19 +69,15 @@ class Settings:
 def model_description(pipe: Pipeline, name: str) -> dict[str, Any]:
     """What ``GET /v1/model`` answers: name, classes per head and preprocessing."""
     pre, cfg = pipe.preprocessing, pipe.model.config
+    names = head_names_of(pipe.info, pipe.class_splits)
     heads = [{"name": head, "classes": list(pipe.info.names_of_head(h) or [str(i) for i in range(n)])}
-             for h, (head, n) in enumerate(zip(_head_names(pipe), pipe.class_splits))]
+             for h, (head, n) in enumerate(zip(names, pipe.class_splits))]
     return {"name": name, "architecture": cfg.name, "kind": cfg.kind, "heads": heads,
             "preprocessing": {"frames": pre.num_frames, "stride": pipe.stride or pre.frame_stride,
                               "size": list(pre.image_size), "pixel_mean": list(pre.pixel_mean),
                               "pixel_std": list(pre.pixel_std), "views": pipe.views, "crops": pipe.crops,
                               "average": pipe.average},
             "top_k": pipe.top_k, "explain": hasattr(pipe, "explain"), "caption": False}
-
-
-def _head_names(pipe: Pipeline) -> list[str | None]:
-    from ..inference.pipeline import head_names_of
-    return head_names_of(pipe.info, pipe.class_splits)
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -160,19 +160,15 @@ class Server:
             if explain:
                 job = Job(explain=upload.path)
             else:
-                job = Job(views=await self._wait(request, self.decoders.submit(
-                    load_views, upload.path, self.pipe.clip())))
-            if job.views is None and job.explain is None:
-                return Response(status_code=499)  # the client left while its video was decoded
+                job = Job(views=await self._wait(request, self.decoders.submit(load_views, upload.path,
+                                                                                self.pipe.clip())))
             result = await self._wait(request, self.batcher.submit(job))
-            if result is None:
-                return Response(status_code=499)  # the client left before its turn
             return JSONResponse({**result, "model": self.settings.name,
                                  "seconds": round(time.perf_counter() - start, 4)})
         except UploadError as e:
             return _error(e.status, str(e))
-        except ClientDisconnect:
-            return Response(status_code=499)  # the client left during its upload
+        except (ClientDisconnect, ClientGone):
+            return Response(status_code=499)  # the client left (nobody reads this answer)
         except DataError as e:
             e = bad_video(upload, e)
             return _error(e.status, str(e))
@@ -185,8 +181,8 @@ class Server:
 
     @staticmethod
     async def _wait(request: Request, future: Future) -> Any:
-        """The future's result, or None when the client disconnected first (the future is then
-        cancelled if it has not started, else awaited so that its file is no longer read)."""
+        """The future's result; :class:`ClientGone` when the client disconnects first, the future
+        then cancelled if it has not started, else awaited (so that its file is no longer read)."""
         waiting = asyncio.wrap_future(future)
         while True:
             done, _ = await asyncio.wait({waiting}, timeout=0.2)
@@ -195,7 +191,7 @@ class Server:
             if await request.is_disconnected():
                 if not future.cancel():
                     await asyncio.wait({waiting})
-                return None
+                raise ClientGone
 
     async def model(self, request: Request) -> Response:
         return JSONResponse(self.description)

@@ -136,7 +136,8 @@ function drawMap(explain) {
   const strip = $("attention");
   strip.replaceChildren();
   $("map-note").textContent = `${T} frames the model saw (${explain.width}x${explain.height}), the map's ` +
-    `${w}x${h} cells over each; share of each frame: ` + explain.frame_mass.map((m) => (100 * m).toFixed(0) + "%").join(" ");
+    `${w}x${h} cells over each; share of each frame: ` +
+    explain.frame_mass.map((m) => (100 * m).toFixed(0) + "%").join(" ");
   explain.images.forEach((src, t) => {
     const canvas = document.createElement("canvas");
     canvas.className = "map-frame";
@@ -153,7 +154,9 @@ function drawMap(explain) {
       const cells = document.createElement("canvas");
       cells.width = w; cells.height = h;
       const data = cells.getContext("2d").createImageData(w, h);
-      for (let i = 0; i < h * w; i++) data.data.set(heatColour((bytes[t * h * w + i] - lo) / Math.max(1, hi - lo)), 4 * i);
+      for (let i = 0; i < h * w; i++) {
+        data.data.set(heatColour((bytes[t * h * w + i] - lo) / Math.max(1, hi - lo)), 4 * i);
+      }
       cells.getContext("2d").putImageData(data, 0, 0);
       ctx.imageSmoothingEnabled = true;
       ctx.drawImage(cells, 0, 0, canvas.width, canvas.height);
