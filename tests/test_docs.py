@@ -45,6 +45,8 @@ NOT_RUN: list[tuple[str, str]] = [
      "a benchmark or experiment: tests/benchmarks runs every --quick mode; here the script must exist"),
     (r"'\[--", "a usage line, not a command"),
     (r"^SCRIPT ", "a shell script with loops and variables (a measurement recipe): read, not run"),
+    (r"^tubelet serve ", "a server runs until Ctrl-C: tests/serve start it on a free port and talk to it"),
+    (r"^curl ", "talks to a running tubelet serve: tests/serve send the same requests"),
 ]
 
 

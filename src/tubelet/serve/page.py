@@ -44,7 +44,7 @@ PAGE = r"""<!doctype html>
   .bar span { display: block; height: 100%; background: var(--accent); }
   .score { text-align: right; font-variant-numeric: tabular-nums; color: var(--muted); }
   #attention { display: flex; flex-wrap: wrap; gap: 4px; margin-top: 8px; }
-  #attention canvas { height: 72px; image-rendering: auto; border-radius: 3px; }
+  #attention canvas { height: 56px; border-radius: 3px; }
   h2 { font-size: 15px; margin: 18px 0 4px; }
   .hidden { display: none; }
 </style>
