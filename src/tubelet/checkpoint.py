@@ -9,6 +9,10 @@
      "preprocessing": {"num_frames", "image_size", "frame_stride", "pixel_mean", "pixel_std"} | null,
      "provenance": {...}}                              # preset, data, steps, metrics, source
 
+A captioner (:class:`~tubelet.models.captioner.Captioner`) adds ``"task": "caption"``, its
+``"captioner"`` section (decoder, prefix, caption length) and its ``"vocab"``; ``config`` is
+its encoder's.
+
 ``model.safetensors`` is the model's state dict, its metadata recording the attention head
 layout (``num_heads``, ``num_kv_heads``, ``head_dim``), which the tensor shapes cannot show.
 Version 1 folders (``config`` only, class names in a ``classes.json`` beside it) still load.
@@ -345,12 +349,17 @@ def save_model(model: ViViT, directory: str | Path, *, info: ModelInfo | None = 
     renamed, weights first and config last, so an interrupted save leaves the previous
     checkpoint readable. Other files in the folder (e.g. the training state) are left alone.
     """
+    from .models.captioner import Captioner
     directory = Path(directory)
     info = info if info is not None else getattr(model, "info", None) or ModelInfo()
     info.check(model.config, f"save_model({str(directory)!r})")
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if isinstance(model, Captioner) and model.decoder.cfg.tie_embeddings:
+        state.pop("decoder.head.weight")  # the embedding's
     header = {"format": FORMAT, "version": VERSION, "config": model.config.to_dict(), **info.to_dict()}
+    if isinstance(model, Captioner):
+        header.update(task="caption", captioner=model.cfg.to_dict(), vocab=model.vocab.words)
     metadata = {"format": FORMAT, "version": str(VERSION), "head_layout": json.dumps(head_layout(model.config))}
     atomic_write(directory / WEIGHTS_FILE, lambda p: save_file(state, p, metadata=metadata))
     atomic_write(directory / CONFIG_FILE, lambda p: Path(p).write_text(dumps_json(header, indent=2) + "\n"))
@@ -381,6 +390,8 @@ def load_model(path: str | Path, *, num_frames: int | None = None,
     cfg = replace_config(trained, changes, str(folder / CONFIG_FILE))
     weights = folder / WEIGHTS_FILE
     state, metadata = read_weights(weights, map_location)
+    if header.get("task", "classify") == "caption":
+        return _load_captioner(header, cfg, info, state, folder, changes).to(map_location).eval()
     check_head_layout(recorded_head_layout(metadata), cfg, str(weights))
     lacking = [n for n in pos_embed_grids(trained) if n.endswith(".time_embed") and n not in state]
     if lacking:  # load_state would draw it fresh: right for an override, wrong for the trained config
@@ -391,6 +402,25 @@ def load_model(path: str | Path, *, num_frames: int | None = None,
     model = load_state(ViViT(cfg), state, str(weights))
     model.info = info_for(info, cfg, str(folder / CONFIG_FILE))
     return model.to(map_location).eval()
+
+
+def _load_captioner(header: Mapping[str, Any], cfg: ViViTConfig, info: ModelInfo,
+                    state: dict[str, torch.Tensor], folder: Path, changes: Mapping[str, Any]) -> torch.nn.Module:
+    from .models.captioner import Captioner, CaptionerConfig, WordVocab
+    source = str(folder / CONFIG_FILE)
+    if changes:
+        raise ConfigError(f"{source} is a captioner, built as it was trained: drop {', '.join(changes)}")
+    try:
+        model = Captioner(ViViT(cfg), WordVocab(header["vocab"]), CaptionerConfig(**header["captioner"]))
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(f"{source}: a captioner needs 'vocab' and 'captioner' sections ({e})") from None
+    if model.decoder.cfg.tie_embeddings and "decoder.embed.weight" in state:
+        state = {**state, "decoder.head.weight": state["decoder.embed.weight"]}
+    check_state_dict(model, state, str(folder / WEIGHTS_FILE))
+    check_finite(state, str(folder / WEIGHTS_FILE))
+    model.load_state_dict(state)
+    model.info = info_for(info, cfg, source)
+    return model
 
 
 def replace_config(cfg: ViViTConfig, changes: Mapping[str, Any], source: str) -> ViViTConfig:

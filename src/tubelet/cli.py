@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "tubelet.convert.commands",
     "tubelet.train.commands",
     "tubelet.inference.commands",
+    "tubelet.captions.commands",
     "tubelet.generate.commands",
     "tubelet.serve.commands",
 ]

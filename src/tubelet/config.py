@@ -52,6 +52,14 @@ class ModelSection:
                                 "differ)")
     init_kernel: str = _f("central_frame", "tubelet kernel from an image ViT's 2D kernel: central_frame | "
                                            "filter_inflation")
+    task: str = _f("classify", "classify | caption: a caption decoder reads the encoder's tokens (data: a "
+                               "caption file or a dataset folder with captions.csv)")
+    decoder_layers: int = _f(2, "caption decoder: transformer blocks")
+    decoder_dim: int = _f(128, "caption decoder: width")
+    decoder_heads: int = _f(4, "caption decoder: query heads")
+    decoder_kv_heads: int = _f(1, "caption decoder: key/value heads (grouped-query attention; = heads: "
+                                  "multi-head)")
+    caption_length: int = _f(32, "caption decoder: longest caption in words, <bos> and <eos> included")
     # Any ViViTConfig field (but num_classes, which the data sets): ``--model.drop-path 0.2``.
     overrides: dict[str, Any] = _f(help="ViViTConfig fields that override the registry's", default_factory=dict)
 
@@ -161,7 +169,7 @@ MODEL_HELP = {
 
 # The flags users already type, each an alias of one dotted field.
 ALIASES: dict[str, str] = {
-    "model": "model.name", "init": "model.init", "init_kernel": "model.init_kernel",
+    "model": "model.name", "init": "model.init", "init_kernel": "model.init_kernel", "task": "model.task",
     "num_frames": "model.num_frames", "image_size": "model.image_size", "num_kv_heads": "model.num_kv_heads",
     "drop_path": "model.drop_path", "dropout": "model.dropout",
     "frame_stride": "clip.stride", "eval_views": "clip.views", "eval_crops": "clip.crops",
@@ -431,6 +439,14 @@ def validate(cfg: RunConfig) -> RunConfig:
     _choice(cfg, "runtime.parallel", ("ddp", "fsdp"))
     _choice(cfg, "model.init_kernel", ("central_frame", "filter_inflation"))
     _choice(cfg, "data.missing", ("error", "skip"))
+    _choice(cfg, "model.task", ("classify", "caption"))
+    for key in ("model.decoder_layers", "model.decoder_dim", "model.decoder_heads", "model.decoder_kv_heads"):
+        _at_least(cfg, key, 1)
+    _at_least(cfg, "model.caption_length", 3)
+    m = cfg.model
+    if m.decoder_dim % m.decoder_heads or m.decoder_heads % m.decoder_kv_heads:
+        raise ConfigError(f"model.decoder_dim={m.decoder_dim} must divide into model.decoder_heads={m.decoder_heads} "
+                          f"heads, which must divide into model.decoder_kv_heads={m.decoder_kv_heads} groups")
     for key in ("optim.batch_size", "clip.views", "clip.crops", "runtime.checkpoint_every", "runtime.log_every"):
         _at_least(cfg, key, 1)
     for key in ("optim.micro_batch_size", "clip.stride", "optim.max_steps"):

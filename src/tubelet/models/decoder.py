@@ -88,30 +88,37 @@ class Decoder(nn.Module):
         return KVCache(len(self.blocks), batch_size, self.embed.weight.device)
 
     def forward(self, tokens: Tensor, cache: KVCache | None = None,
-                num_valid: Tensor | None = None) -> Tensor:
+                num_valid: Tensor | None = None, prefix: Tensor | None = None) -> Tensor:
         """tokens (B, n) -> logits (B, n, V).
 
         Without a cache: the whole sequence, causal (training, scoring). With one: the ``n`` new
         tokens of each row follow its cached ones; ``num_valid[b]`` of them are real (right
-        padding after), and the cache advances by that many.
+        padding after), and the cache advances by that many. ``prefix`` (B, P, D): embeddings
+        (e.g. a video's tokens) that come before the tokens; only the tokens' logits are returned.
         """
-        return self.head(self.features(tokens, cache, num_valid))
+        return self.head(self.features(tokens, cache, num_valid, prefix))
 
     def features(self, tokens: Tensor, cache: KVCache | None = None,
-                 num_valid: Tensor | None = None) -> Tensor:
-        """tokens (B, n) -> final-normed hidden states (B, n, D), the input of the LM head."""
-        B, n = tokens.shape
-        if cache is None:
-            positions = torch.arange(n, device=tokens.device).expand(B, n)
-        else:
-            positions = cache.begin(n)
-        rope = rotary_embedding(positions, self.cfg.head_dim, self.cfg.rope_theta)
+                 num_valid: Tensor | None = None, prefix: Tensor | None = None) -> Tensor:
+        """tokens (B, n) -> final-normed hidden states (B, n, D), the input of the LM head.
+
+        With ``prefix`` (B, P, D) the blocks run over the P embeddings then the n tokens (a
+        cache, if given, takes all P + n; ``num_valid`` then counts the prefix too)."""
         x = self.embed(tokens)  # (B, n, D)
+        B, n = tokens.shape
+        if prefix is not None:
+            x = torch.cat([prefix.to(x.dtype), x], dim=1)
+        total = x.shape[1]
+        if cache is None:
+            positions = torch.arange(total, device=tokens.device).expand(B, total)
+        else:
+            positions = cache.begin(total)
+        rope = rotary_embedding(positions, self.cfg.head_dim, self.cfg.rope_theta)
         for i, blk in enumerate(self.blocks):
             x = blk(x, rope, cache, i)
         if cache is not None:
             cache.advance(num_valid)
-        return self.norm(x)
+        return self.norm(x[:, total - n:])
 
     # ---- checkpoints: a folder with config.json + model.safetensors ---------------------------
     def save(self, folder: str | Path) -> None:

@@ -35,6 +35,7 @@ from .distributed import (Runtime, all_reduce_mean, barrier, gather_model, gathe
                           init_runtime, is_sharded, load_model_state, load_optimizer_state, wrap_model)
 from .evaluate import autocast, evaluate
 from .logging import MetricLog, plot_run
+from .caption import CaptionTask
 from .init import initial_config, initialise
 from .metrics import reversed_pair_accuracy
 from .optim import EMA, build_optimizer, freeze, learning_rate, set_learning_rate
@@ -124,6 +125,7 @@ class Trainer:
         self.run_dir = Path(cfg.runtime.out) if cfg.runtime.out else None
         self.train_skips: tdata.SkipReport | None = None  # the training loader's, once it starts
         self.saved_step: int | None = None  # the step of the last checkpoint written
+        self.task = CaptionTask(cfg) if cfg.model.task == "caption" else None  # None: classification
 
     # ------------------------------------------------------------------ set-up
     def _build_data(self) -> None:
@@ -134,6 +136,10 @@ class Trainer:
         self.clip = tdata.ClipConfig(num_frames=geometry.num_frames, stride=cfg.clip.stride or 2,
                                      size=size[0] if size[0] == size[1] else size,
                                      views=cfg.clip.views, crops=cfg.clip.crops)
+        if self.task is not None:
+            self.train_set, self.val_set = self.task.build_data(self.clip, self.progress)
+            self.reverse_of, self.class_splits, self.class_names, self.head_names = {}, (), None, None
+            return
         data = cfg.data.path
         if data is None:
             data = str(tdata.builtin_dataset(progress=self.progress and self.rt.is_main))
@@ -151,9 +157,17 @@ class Trainer:
 
     def _build_model(self, init_state: dict | None) -> None:
         cfg = self.cfg
-        num_classes = self.class_splits if len(self.class_splits) > 1 else self.class_splits[0]
+        num_classes = self.class_splits if len(self.class_splits) > 1 else self.class_splits[0] \
+            if self.class_splits else 1
         if init_state is not None:  # resume: the checkpoint's model, as saved
             model = init_state["model"]
+            if self.task is not None:
+                self.task.resumed(model)
+        elif self.task is not None:
+            encoder = None
+            if cfg.model.init:
+                encoder, self.init_steps = initialise(cfg, num_classes=1, class_names=None, log=self._log)
+            model = self.task.build_model(encoder)
         elif cfg.model.init:
             model, self.init_steps = initialise(cfg, num_classes=num_classes, class_names=self.class_names,
                                                 log=self._log)
@@ -231,15 +245,20 @@ class Trainer:
             torch.manual_seed(step_seed(seed, step, m, rt.rank, 1))  # dropout, stochastic depth
             x = tdata.normalise(batch["video"].to(rt.device, non_blocking=True))  # -> (B, C, T, H, W)
             x = self.augment(x, generator=gen)
-            targets = tdata.soft_targets(batch["label"], self.class_splits, cfg.label_smoothing, rt.device)
-            if cfg.mixup_alpha > 0:
-                x, targets = tdata.mixup(x, targets, cfg.mixup_alpha, generator=gen)
+            if self.task is None:
+                targets = tdata.soft_targets(batch["label"], self.class_splits, cfg.label_smoothing, rt.device)
+                if cfg.mixup_alpha > 0:
+                    x, targets = tdata.mixup(x, targets, cfg.mixup_alpha, generator=gen)
             last = m == len(micro_batches) - 1
             sync = contextlib.nullcontext() if last or not hasattr(self.wrapped, "no_sync") else self.wrapped.no_sync()
             with sync:
                 with autocast(rt.device, cfg.runtime.precision):
-                    logits = self.forward(x)
-                loss = multi_head_loss(logits, targets, self.class_splits)
+                    if self.task is not None:  # a captioner: teacher forcing on one caption per video
+                        loss = self.task.loss(self.forward, x, batch["label"], step, m, rt.device)
+                    else:
+                        logits = self.forward(x)
+                if self.task is None:
+                    loss = multi_head_loss(logits, targets, self.class_splits)
                 (loss / len(micro_batches)).backward()
             total_loss += loss.item() / len(micro_batches)
         if not math.isfinite(total_loss):
@@ -401,6 +420,8 @@ class Trainer:
         loader = tdata.make_loader(self.val_set, sampler, batch_size=max(1, self.micro // 2),
                                    workers=self.cfg.data.workers, pin_memory=self.rt.device.type == "cuda")
         model = self.ema.model if self.ema else self.model
+        if self.task is not None:
+            return self._validate_captions(model, loader, step, log)
         metrics = evaluate(model, loader, self.rt, class_splits=self.class_splits, head_names=self.head_names,
                            average=self.cfg.clip.average, precision=self.cfg.runtime.precision,
                            progress=self.progress, total=len(loader))
@@ -416,3 +437,14 @@ class Trainer:
                       f"({self.cfg.clip.views} views x {self.cfg.clip.crops} crops): {shown}")
         return metrics
 
+    def _validate_captions(self, model, loader, step: int, log: MetricLog) -> dict:
+        metrics = self.task.evaluate(model, loader, self.rt.device, progress=self.progress)
+        scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+        log.write("eval", step, **scalars, skipped=len(metrics["skipped"]), skipped_files=metrics["skipped"])
+        if self.rt.is_main:
+            shown = ", ".join(f"{k.replace('_', ' ')} {v:.3f}" for k, v in scalars.items() if k != "count")
+            self._log(f"step {step}: captions of {metrics['count']} validation videos: {shown}")
+            for example in metrics.get("examples", [])[:2]:
+                self._log(f"  {Path(example['video']).name}: {example['caption']!r} (reference: "
+                          f"{example['reference']!r})")
+        return metrics

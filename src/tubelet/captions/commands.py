@@ -1,0 +1,125 @@
+"""`tubelet caption MODEL VIDEO...`: captions of videos by a trained captioner.
+
+Each video gives one clip, the centre one at the checkpoint's frames and stride, as in validation;
+videos are decoded in worker processes and captioned in batches (rows of different lengths
+stop at their own <eos>). A bad file is reported in one line and skipped; the exit status is
+1 if any failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import ConfigError, UsageError
+from ..fileio import dumps_json
+
+
+def load_captioner(path: str | Path, device: str | torch.device = "cpu"):
+    """A trained captioner (any folder :func:`tubelet.checkpoint.resolve_model_path` takes)."""
+    from ..checkpoint import load_model
+    from ..models.captioner import Captioner
+    model = load_model(path, map_location=device)
+    if not isinstance(model, Captioner):
+        raise ConfigError(f"{path} is a classifier, not a captioner: train one with `tubelet train --task "
+                          "caption`, or classify with `tubelet predict`")
+    return model
+
+
+def caption_videos(model, videos: Sequence[str | Path], *, draft=None, k: int = 4, sampling=None,
+                   seed: int = 0, max_words: int | None = None, batch_size: int = 16,
+                   workers: int = 0) -> Iterator[dict[str, Any]]:
+    """``{"video", "caption"}`` or ``{"video", "error"}`` for every video, in order.
+
+    ``sampling`` (:class:`tubelet.generate.Sampling`, default greedy), ``seed`` (row i of a batch
+    draws from ``seed + i``-th stream: see :func:`tubelet.generate.rows.row_generators`); with a
+    ``draft`` captioner the words come from exact speculative sampling with ``k`` drafts a step.
+    """
+    from ..data import normalise
+    from ..inference.pipeline import decoded, inference_clip, video_name
+    clip = inference_clip(model.encoder, views=1, crops=1)
+    device = next(model.parameters()).device
+    pending: list[tuple[str, torch.Tensor]] = []
+
+    def flush() -> Iterator[dict[str, Any]]:
+        clips = normalise(torch.stack([v[0] for _, v in pending]).to(device))
+        texts, _ = model.caption(clips, draft=draft, k=k, sampling=sampling, seed=seed,
+                                 max_new_tokens=max_words)
+        yield from ({"video": name, "caption": text} for (name, _), text in zip(pending, texts))
+        pending.clear()
+
+    for i, views, error in decoded(list(videos), clip, workers):
+        name = video_name(videos[i])
+        if error is not None:
+            yield {"video": name, "error": error if name in error else f"{name}: {error}"}
+            continue
+        pending.append((name, views))
+        if len(pending) == batch_size:
+            yield from flush()
+    if pending:
+        yield from flush()
+
+
+def _cmd_caption(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ..generate import Sampling
+    from ..inference.commands import video_files
+    if args.batch_size < 1 or args.k < 1:
+        raise UsageError("--batch-size and --k must be at least 1")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = load_captioner(args.model, device)
+    draft = load_captioner(args.draft, device) if args.draft else None
+    try:
+        sampling = Sampling(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    videos = video_files(args.videos)
+    answered, failed = [], 0
+    bar = tqdm(total=len(videos), desc="captioning", unit="video", disable=None, file=sys.stderr)
+    for entry in caption_videos(model, videos, draft=draft, k=args.k, sampling=sampling, seed=args.seed,
+                                max_words=args.max_words, batch_size=args.batch_size, workers=args.workers):
+        bar.update()
+        if "error" in entry:
+            failed += 1
+            bar.clear()
+            print(f"tubelet caption: skipped {entry['error']}", file=sys.stderr)
+        elif args.json:
+            answered.append(entry)
+        else:
+            bar.clear()
+            print(f"{entry['video']}: {entry['caption']}")
+    bar.close()
+    if args.json:
+        print(dumps_json(answered))
+    if failed:
+        print(f"tubelet caption: {failed} of {len(videos)} video(s) could not be read", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from ..inference.commands import MODEL_HELP
+    p = sub.add_parser("caption", help="caption videos with a trained captioner",
+                       description="Caption videos with a captioner trained by `tubelet train --task caption`: "
+                                   "greedy by default, or sampled; --draft for exact speculative decoding.")
+    p.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    p.add_argument("videos", nargs="+", metavar="VIDEO",
+                   help="video files, folders (searched recursively), globs, or .txt files listing paths")
+    p.add_argument("--temperature", type=float, default=0.0, help="0: greedy (default); above: sampling")
+    p.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest words (0: all)")
+    p.add_argument("--top-p", type=float, default=1.0, help="sample within this probability mass (1: all)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampling (default: 0)")
+    p.add_argument("--draft", metavar="MODEL", help="a smaller captioner with the same vocabulary: speculative "
+                                                    "decoding, exact (the output has the model's distribution)")
+    p.add_argument("--k", type=int, default=4, help="draft words per speculative step (default: 4)")
+    p.add_argument("--max-words", type=int, help="longest caption (default: the model's caption length)")
+    p.add_argument("--json", action="store_true", help="print one JSON list of {video, caption}")
+    p.add_argument("--batch-size", type=int, default=16, help="videos captioned together (default: 16)")
+    p.add_argument("--workers", type=int, default=2, help="decoding processes (0: decode here; default: 2)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
+    p.set_defaults(func=_cmd_caption)
