@@ -15,7 +15,8 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 # script -> the flags after --quick (speculative.py's test skips transformers' two rows: the smoke setting)
 QUICK = {"throughput.py": [], "parity.py": [], "frame_scaling.py": [], "compare_revisions.py": [], "lossless.py": [],
          "speculative.py": ["--no-hf"], "decode.py": [],
-         "predict.py": [], "serve_load.py": []}
+         "predict.py": [], "attention_maps.py": [],
+         "serve_load.py": []}
 HELP_ONLY = ["report.py"]
 
 

@@ -88,6 +88,22 @@ def _print_table(entry: dict[str, Any]) -> None:
     heads(entry["heads"], "    " if entry.get("windows") else "  ")
 
 
+def _write_map(pipe, video: Path, folder: Path, stems: set[str]) -> dict[str, str]:
+    """FOLDER/<stem>.png (the centre clip's frames, and its attention map over them) and
+    FOLDER/<stem>.mp4 (the map over the clip, played); a stem met before gets -2, -3, ..."""
+    from .explain import save_strip, save_video
+
+    stem, n = video.stem, 1
+    while stem in stems:
+        n += 1
+        stem = f"{video.stem}-{n}"
+    stems.add(stem)
+    folder.mkdir(parents=True, exist_ok=True)
+    frames, heat = pipe.explained_view(video)
+    return {"png": str(save_strip(folder / f"{stem}.png", frames, heat)),
+            "mp4": str(save_video(folder / f"{stem}.mp4", frames, heat))}
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -101,6 +117,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         raise UsageError("--hop needs --window SECONDS")
     if sum(map(bool, (args.json, args.jsonl, args.csv))) > 1:
         raise UsageError("choose one of --json, --jsonl and --csv")
+    maps = Path(args.explain) if args.explain else None
+    if maps is not None and maps.exists() and not maps.is_dir():
+        raise UsageError(f"--explain {args.explain}: is a file; name a folder for the maps (it is created "
+                         "if missing)")
     pipe = Pipeline(args.checkpoint, device=args.device, views=cfg.clip.views, crops=cfg.clip.crops,
                     average=cfg.clip.average, stride=cfg.clip.stride, top_k=args.top_k,
                     batch_size=args.batch_size, workers=cfg.data.workers, precision=cfg.runtime.precision)
@@ -126,6 +146,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 yield w.video, None, {"video": w.video, "windows": windows, "heads": whole}
         results = windowed()
 
+    stems: set[str] = set()
     for video, error, entry in results:
         bar.update()
         if error is not None:
@@ -133,6 +154,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             bar.clear()
             print(f"tubelet predict: skipped {error if video in error else f'{video}: {error}'}", file=sys.stderr)
             continue
+        if maps is not None:
+            entry["explain"] = _write_map(pipe, Path(video), maps, stems)
         if args.json:
             answered.append(entry)
         elif args.jsonl:
@@ -145,6 +168,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     bar.close()
     if args.json:
         print(dumps_json(answered))
+    if maps is not None and stems:
+        print(f"tubelet predict: attention maps of {len(stems)} video(s) in {maps} (.png and .mp4)", file=sys.stderr)
     if failed:
         print(f"tubelet predict: {failed} of {len(videos)} video(s) could not be read", file=sys.stderr)
     return 1 if failed else 0
@@ -182,6 +207,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="classify windows of this many seconds (each with its start and end) and the whole "
                         "video (the mean of the windows)")
     p.add_argument("--hop", type=float, metavar="SECONDS", help="seconds between window starts (default: --window)")
+    p.add_argument("--explain", metavar="DIR",
+                   help="also write where the model looked (attention rollout of each video's centre clip): "
+                        "DIR/<video name>.png, the clip's frames with the map over them below, and "
+                        "DIR/<video name>.mp4, the map over the clip as it plays (DIR is created if missing)")
     p.add_argument("--batch-size", type=int, default=16, help="clips per forward pass, over videos (default: 16)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
     add_config_arguments(p, defaults=RunConfig(), presets=False,

@@ -266,6 +266,29 @@ class Pipeline:
             out.append(as_pipeline_output(self.top(r.scores, top_k)))
         return out[0] if single else out
 
+    def explain(self, video: Video, *, top_k: int | None = None) -> dict[str, Any]:
+        """Labels of one video (a path or (T, H, W, 3) uint8 frames) and where the model looked.
+
+        Returns ``{"top": ..., "frames": ..., "map": ...}``:
+
+        - ``"top"``: what ``self(video, top_k=top_k)`` returns (all test views averaged);
+        - ``"frames"``: (T, H, W, 3) uint8, the clip the map is of: the video's middle clip at
+          the checkpoint's frames and stride, centre crop (the one view of ``views=1, crops=1``);
+        - ``"map"``: (T, H, W) float32, non-negative, summing to 1: the attention rollout of that
+          clip (:func:`tubelet.inference.explain.attention_map`), one value per pixel of ``frames``.
+
+        :func:`tubelet.inference.explain.save_strip` and ``save_video`` draw it over the frames.
+        """
+        top = self(video, top_k=top_k)
+        frames, heat = self.explained_view(video)
+        return {"top": top, "frames": frames, "map": heat}
+
+    def explained_view(self, video: Video) -> tuple[np.ndarray, np.ndarray]:
+        """The ``"frames"`` and ``"map"`` of :meth:`explain`, without scoring the test views."""
+        from .explain import explain_view
+        frames, heat = explain_view(self.model, video, self.clip(views=1, crops=1))
+        return frames, heat.astype(np.float32)
+
 
 def pipeline(model: str | Path | nn.Module, **options: Any) -> Pipeline:
     """A callable that classifies videos with ``model``: a run folder, a checkpoint folder, a

@@ -19,9 +19,17 @@ aligned bottom-right per row (new query ``i`` of row ``b`` sees slots ``<= lengt
 which ``is_causal=True`` of SDPA is not when query and key lengths differ (it is top-left
 aligned). Right padding of a batch of prompts is the same mask: padded tokens lie past a row's
 length, where no real query looks.
+
+Attention maps need the weights that the fused kernels never form. Inside
+``with capture_attention(model) as weights:`` every :class:`Attention` of the model computes
+``softmax(q k^T / sqrt(d))`` explicitly (:func:`attention_with_weights`, the same numbers as SDPA
+to float rounding) and records them per call; outside it, nothing changes.
 """
 
 from __future__ import annotations
+
+import contextlib
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +55,28 @@ def sdpa(q: Tensor, k: Tensor, v: Tensor, *, dropout_p: float = 0.0, attn_mask: 
         gqa = False
     return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p,
                                           is_causal=is_causal, enable_gqa=gqa)
+
+
+def attention_with_weights(q: Tensor, k: Tensor, v: Tensor, *, dropout_p: float = 0.0,
+                           attn_mask: Tensor | None = None, is_causal: bool = False) -> tuple[Tensor, Tensor]:
+    """What :func:`sdpa` computes, written out, and the attention weights with it.
+
+    q: (..., H, Lq, d); k, v: (..., G, Lk, d) -> output (..., H, Lq, d) and weights
+    (..., H, Lq, Lk) = softmax(q k^T / sqrt(d) + mask), one row per query of every query head
+    (a key/value head's weights repeated for each query head of its group). Only for
+    :func:`capture_attention`: the Lq x Lk matrix is what the fused kernels avoid.
+    """
+    rep = q.shape[-3] // k.shape[-3]
+    if rep > 1:
+        k, v = k.repeat_interleave(rep, dim=-3), v.repeat_interleave(rep, dim=-3)  # head j -> j // rep
+    scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5  # (..., H, Lq, Lk)
+    if is_causal:  # top-left aligned, as SDPA's is_causal
+        attn_mask = torch.ones(scores.shape[-2:], dtype=torch.bool, device=q.device).tril()
+    if attn_mask is not None:
+        scores = (scores.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool
+                  else scores + attn_mask)
+    weights = scores.softmax(dim=-1)
+    return (F.dropout(weights, dropout_p) if dropout_p else weights) @ v, weights
 
 
 def rotary_embedding(positions: Tensor, head_dim: int, theta: float = 10000.0) -> tuple[Tensor, Tensor]:
@@ -146,7 +176,7 @@ def _kv_range(first_query_head: int, query_heads: int, group: int) -> slice:
 
 
 def factorised_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, grid: tuple[int, int],
-                                     dropout_p: float = 0.0) -> Tensor:
+                                     dropout_p: float = 0.0, weights: dict[str, Tensor] | None = None) -> Tensor:
     """ViViT Model 4: the first half of the heads attend over time, the second over space.
 
     q: (B, H, T*S, d), k, v: (B, G, T*S, d), tokens flattened time-major; grid = (T, S).
@@ -158,6 +188,9 @@ def factorised_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, grid: tupl
     take. With q, k, v as :meth:`Attention.project` makes them (views of one (B, N, heads, d)
     projection), the space fold is a view and only the time fold copies; the two halves'
     outputs are concatenated once, straight into the layout the output projection reads.
+
+    Given a ``weights`` dict (:func:`capture_attention`), each half is computed explicitly and its
+    weights stored as folded: ``"time"`` (B*S, H/2, T, T) and ``"space"`` (B*T, H/2, S, S).
     """
     B, H, N, d = q.shape
     T, S = grid
@@ -182,7 +215,12 @@ def factorised_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, grid: tupl
 
             def unfold(x: Tensor) -> Tensor:  # (B*T, h, S, d) -> (B, T, S, h, d)
                 return x.unflatten(0, (B, T)).transpose(2, 3)
-        out.append(unfold(sdpa(fold(qh), fold(kh), fold(vh), dropout_p=dropout_p)))
+        if weights is None:
+            o = sdpa(fold(qh), fold(kh), fold(vh), dropout_p=dropout_p)
+        else:
+            o, weights["time" if over_time else "space"] = attention_with_weights(
+                fold(qh), fold(kh), fold(vh), dropout_p=dropout_p)
+        out.append(unfold(o))
     # Concatenating the heads writes (B, T, S, H, d) contiguously: (B, T*S, H, d) in memory.
     return torch.cat(out, dim=3).flatten(1, 2).transpose(1, 2)
 
@@ -207,6 +245,8 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, (num_heads + 2 * num_kv_heads) * self.head_dim, bias=qkv_bias)
         self.proj = nn.Linear(num_heads * self.head_dim, dim, bias=proj_bias)
         self.proj_drop = nn.Dropout(proj_drop)
+        # A list while capture_attention is on: the weights of every call are appended to it.
+        self.captured: list[Tensor | dict[str, Tensor]] | None = None
 
     def project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(B, N, D) -> q (B, H, N, d), k and v (B, G, N, d)."""
@@ -237,8 +277,42 @@ class Attention(nn.Module):
             if attn_mask is None:
                 attn_mask = cache.causal_mask()
         p = self.attn_drop if self.training else 0.0
-        if grid is None:
-            o = sdpa(q, k, v, dropout_p=p, attn_mask=attn_mask, is_causal=causal and attn_mask is None)
+        causal = causal and attn_mask is None
+        if grid is not None:
+            weights = None if self.captured is None else {}
+            o = factorised_dot_product_attention(q, k, v, grid, dropout_p=p, weights=weights)
+        elif self.captured is not None:
+            o, weights = attention_with_weights(q, k, v, dropout_p=p, attn_mask=attn_mask, is_causal=causal)
         else:
-            o = factorised_dot_product_attention(q, k, v, grid, dropout_p=p)
+            o = sdpa(q, k, v, dropout_p=p, attn_mask=attn_mask, is_causal=causal)
+        if self.captured is not None:
+            self.captured.append(weights)
         return self.output(o)
+
+
+@contextlib.contextmanager
+def capture_attention(model: nn.Module) -> Iterator[dict[Attention, list[Tensor | dict[str, Tensor]]]]:
+    """Record the attention weights of every :class:`Attention` in ``model`` while inside.
+
+        with capture_attention(model) as weights:
+            model(clip)
+        weights[model.encoder.blocks[0].attn]  # [(B, heads, N, N)]: one entry per call
+
+    Each call appends its (B, heads, Lq, Lk) weights; a call with a token grid (ViViT Model 4)
+    appends ``{"time": (B*S, heads/2, T, T), "space": (B*T, heads/2, S, S)}``. Inside, the
+    weights are computed explicitly instead of by the fused kernel (the outputs agree to float
+    rounding; memory grows with heads * N^2 per layer); on leaving, every module is back on the
+    fused path and the lists stay with the caller.
+    """
+    modules = [m for m in model.modules() if isinstance(m, Attention)]
+    if any(m.captured is not None for m in modules):
+        raise RuntimeError("capture_attention is already on for this model: leave the first one before "
+                           "starting another")
+    records: dict[Attention, list[Tensor | dict[str, Tensor]]] = {m: [] for m in modules}
+    try:
+        for m in modules:
+            m.captured = records[m]
+        yield records
+    finally:
+        for m in modules:
+            m.captured = None
