@@ -208,3 +208,4 @@ def test_the_cheap_commands_run_as_written(workspace, capsys):
     assert (ws / "data" / "captioned" / "captions.csv").is_file()  # tubelet data synth --captions
     assert (ws / "for_transformers" / "config.json").is_file() and (ws / "k400_gqa4" / "config.json").is_file()
     assert any((ws / "default-onnx").iterdir()) and any((ws / "default-ep").iterdir())  # tubelet export
+    assert (ws / "maps" / "clip.png").is_file() and (ws / "maps" / "clip.mp4").is_file()  # predict --explain
