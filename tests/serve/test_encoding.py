@@ -12,7 +12,7 @@ import torch
 import tubelet
 from tubelet.inference.pipeline import Pipeline
 from tubelet.models.info import ModelInfo, Preprocessing
-from tubelet.serve.app import model_description
+from tubelet.serve.runners import Classifier
 from tubelet.serve.encoding import encode_explanation, png
 
 
@@ -53,7 +53,7 @@ def test_the_description_names_every_head():
                                  num_layers=1, num_heads=2, mlp_dim=32)
     model.info = ModelInfo(class_names=[["cut", "open", "wash"], ["knife", "door"]], head_names=("verb", "noun"),
                            preprocessing=Preprocessing(4, (32, 32), frame_stride=2))
-    described = model_description(Pipeline(model, device="cpu"), "ek")
+    described = Classifier(Pipeline(model, device="cpu")).describe("ek")
     assert described["heads"] == [{"name": "verb", "classes": ["cut", "open", "wash"]},
                                   {"name": "noun", "classes": ["knife", "door"]}]
     assert described["preprocessing"]["stride"] == 2 and described["name"] == "ek"

@@ -1,14 +1,15 @@
-"""The web application of `tubelet serve`: a Starlette app around one pipeline.
+"""The web application of `tubelet serve`: a Starlette app around one model (:mod:`.runners`).
 
 A request to ``POST /v1/classify`` goes through four steps, each bounded:
 1. admission: at most ``queue + batch`` requests are in the server at once (uploading, decoding,
    waiting or being scored); one more is answered 503 with ``Retry-After``;
 2. the upload is streamed to a file in the server's temporary folder under the size limit
    (:func:`.uploads.receive_upload`), the file removed when the request ends, whatever happens;
-3. the file is decoded into the pipeline's test views in one of a few decoding threads;
-4. the views wait for the model thread (:class:`.batching.Batcher`), which scores up to
-   ``batch`` requests in one call. A client that disconnects before its turn has its job
-   cancelled. With ``explain`` the model thread runs ``Pipeline.explain`` on the file instead.
+3. the file is decoded into the model's clips (a classifier's test views, a captioner's centre
+   clip) in one of a few decoding threads;
+4. the clips wait for the model thread (:class:`.batching.Batcher`), which runs up to ``batch``
+   requests in one call. A client that disconnects before its turn has its job cancelled. With
+   ``explain`` the model thread runs ``Pipeline.explain`` on the file instead.
 """
 
 from __future__ import annotations
@@ -23,9 +24,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-import torch
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
@@ -33,11 +33,11 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from ..errors import DataError
-from ..inference.pipeline import Pipeline, as_pipeline_output, head_names_of, load_views
+from ..inference.pipeline import load_views
 from . import ServeError
 from .batching import Batcher
-from .encoding import encode_explanation
 from .page import PAGE
+from .runners import Captions, Classifier, Job
 from .uploads import HOW, Upload, UploadError, looks_like_video, receive_upload
 
 log = logging.getLogger(__name__)
@@ -49,14 +49,6 @@ class ClientGone(Exception):
 
 
 @dataclass
-class Job:
-    """What the model thread is given: a request's decoded views, or its file to explain."""
-
-    views: torch.Tensor | None = None
-    explain: Path | None = None
-
-
-@dataclass
 class Settings:
     name: str  # the model's name, as the responses give it
     folder: Path  # where uploads are written (created and removed by the caller)
@@ -64,20 +56,6 @@ class Settings:
     queue: int = 32
     batch: int = 8
     decode_threads: int = 2
-
-
-def model_description(pipe: Pipeline, name: str) -> dict[str, Any]:
-    """What ``GET /v1/model`` answers: name, classes per head and preprocessing."""
-    pre, cfg = pipe.preprocessing, pipe.model.config
-    names = head_names_of(pipe.info, pipe.class_splits)
-    heads = [{"name": head, "classes": list(pipe.info.names_of_head(h) or [str(i) for i in range(n)])}
-             for h, (head, n) in enumerate(zip(names, pipe.class_splits))]
-    return {"name": name, "architecture": cfg.name, "kind": cfg.kind, "heads": heads,
-            "preprocessing": {"frames": pre.num_frames, "stride": pipe.stride or pre.frame_stride,
-                              "size": list(pre.image_size), "pixel_mean": list(pre.pixel_mean),
-                              "pixel_std": list(pre.pixel_std), "views": pipe.views, "crops": pipe.crops,
-                              "average": pipe.average},
-            "top_k": pipe.top_k, "explain": hasattr(pipe, "explain"), "caption": False}
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -97,45 +75,26 @@ def bad_video(upload: Upload, error: Exception) -> UploadError:
 
 
 class Server:
-    """The app's state: the pipeline, the model thread, the decoding threads, the admission count."""
+    """The app's state: the model, its thread, the decoding threads, the admission count."""
 
-    def __init__(self, pipe: Pipeline, settings: Settings):
-        self.pipe, self.settings = pipe, settings
+    def __init__(self, model: Classifier | Captions, settings: Settings):
+        self.model, self.settings = model, settings
         self.in_flight = 0  # requests admitted and not yet answered (touched on the event loop only)
         self.batcher: Batcher | None = None
         self.decoders: ThreadPoolExecutor | None = None
-        self.description = model_description(pipe, settings.name)
+        self.description = model.describe(settings.name)
 
     @property
     def capacity(self) -> int:
         return self.settings.queue + self.settings.batch
 
     def start(self) -> None:
-        self.batcher = Batcher(self.run, self.settings.batch)
+        self.batcher = Batcher(self.model.run, self.settings.batch)
         self.decoders = ThreadPoolExecutor(self.settings.decode_threads, thread_name_prefix="tubelet-decode")
 
     def stop(self) -> None:
         self.decoders.shutdown(wait=True, cancel_futures=True)
         self.batcher.close()
-
-    # -- the model thread -----------------------------------------------------------------------
-    def run(self, jobs: Sequence[Job]) -> list[Any]:
-        """One result (or exception) per job: the views of all classification jobs are scored
-        in one call; explanations one by one."""
-        out: list[Any] = [None] * len(jobs)
-        scored = [i for i, j in enumerate(jobs) if j.views is not None]
-        if scored:
-            scores = self.pipe.score(torch.stack([jobs[i].views for i in scored]))  # (N, classes)
-            for i, s in zip(scored, scores):
-                out[i] = {"top": as_pipeline_output(self.pipe.top(s))}
-        for i, job in enumerate(jobs):
-            if job.explain is not None:
-                try:
-                    found = self.pipe.explain(job.explain)
-                    out[i] = {"top": found["top"], "explain": encode_explanation(found["frames"], found["map"])}
-                except Exception as e:  # noqa: BLE001 - this request's answer; the batch goes on
-                    out[i] = e
-        return out
 
     # -- requests -------------------------------------------------------------------------------
     def retry_after(self) -> int:
@@ -155,13 +114,14 @@ class Server:
             upload = await receive_upload(request.headers, request.stream(), upload.path,
                                           self.settings.max_upload_bytes)
             explain = (request.query_params.get("explain") or upload.fields.get("explain", "")).lower() in TRUE
-            if explain and not hasattr(self.pipe, "explain"):
-                raise UploadError(400, "this tubelet has no attention maps (Pipeline.explain): ask without explain")
+            if explain and not self.model.explains:
+                raise UploadError(400, f"{self.settings.name} gives no attention maps (a captioner, or a tubelet "
+                                       "without Pipeline.explain): ask without explain")
             if explain:
                 job = Job(explain=upload.path)
             else:
                 job = Job(views=await self._wait(request, self.decoders.submit(load_views, upload.path,
-                                                                                self.pipe.clip())))
+                                                                                self.model.clip)))
             result = await self._wait(request, self.batcher.submit(job))
             return JSONResponse({**result, "model": self.settings.name,
                                  "seconds": round(time.perf_counter() - start, 4)})
@@ -193,7 +153,7 @@ class Server:
                     await asyncio.wait({waiting})
                 raise ClientGone
 
-    async def model(self, request: Request) -> Response:
+    async def model_info(self, request: Request) -> Response:
         return JSONResponse(self.description)
 
     async def health(self, request: Request) -> Response:
@@ -209,9 +169,10 @@ async def _http_error(request: Request, exc: HTTPException) -> Response:
     return _error(exc.status_code, exc.detail)
 
 
-def create_app(pipe: Pipeline, settings: Settings) -> Starlette:
-    """The application serving ``pipe``; uploads go to ``settings.folder``, which must exist."""
-    server = Server(pipe, settings)
+def create_app(model: Classifier | Captions, settings: Settings) -> Starlette:
+    """The application serving ``model`` (see :func:`.runners.load_runner`); uploads go to
+    ``settings.folder``, which must exist."""
+    server = Server(model, settings)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -222,7 +183,7 @@ def create_app(pipe: Pipeline, settings: Settings) -> Starlette:
             server.stop()
 
     app = Starlette(routes=[Route("/", server.page), Route("/healthz", server.health),
-                            Route("/v1/model", server.model),
+                            Route("/v1/model", server.model_info),
                             Route("/v1/classify", server.classify, methods=["POST"])],
                     exception_handlers={HTTPException: _http_error}, lifespan=lifespan)
     app.state.server = server
@@ -245,8 +206,8 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(pipe: Pipeline, settings: Settings, host: str, port: int) -> None:
-    """Serve ``pipe`` on ``host:port`` until Ctrl-C; prints the address it listens on first."""
+def serve(model: Classifier | Captions, settings: Settings, host: str, port: int) -> None:
+    """Serve ``model`` on ``host:port`` until Ctrl-C; prints the address it listens on first."""
     import uvicorn
 
     sock = bind(host, port)
@@ -254,7 +215,7 @@ def serve(pipe: Pipeline, settings: Settings, host: str, port: int) -> None:
     shown = f"[{host}]" if ":" in host else host
     print(f"tubelet serve: {settings.name} on http://{shown}:{bound}/ (uploads up to "
           f"{settings.max_upload_bytes / 2**20:g} MB, in {settings.folder}; Ctrl-C stops)", flush=True)
-    config = uvicorn.Config(create_app(pipe, settings), log_level="warning", access_log=False,
+    config = uvicorn.Config(create_app(model, settings), log_level="warning", access_log=False,
                             timeout_graceful_shutdown=5)
     try:
         uvicorn.Server(config).run(sockets=[sock])

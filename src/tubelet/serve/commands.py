@@ -38,15 +38,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     except ImportError as e:
         raise ServeError(f"tubelet serve needs the serve extra ({e.name} is not installed): "
                          "pip install 'tubelet[serve]'") from None
-    from ..inference.pipeline import Pipeline
     from .app import Settings, serve
+    from .runners import load_runner
 
     name = _model_name(args.checkpoint)
-    pipe = Pipeline(args.checkpoint, device=args.device, top_k=args.top_k)
-    pipe.batch_size = args.batch * pipe.views * pipe.crops  # a batch of requests in one forward pass
+    model = load_runner(args.checkpoint, device=args.device, top_k=args.top_k, batch=args.batch)
     folder = Path(tempfile.mkdtemp(prefix="tubelet-serve-"))
     try:
-        serve(pipe, Settings(name=name, folder=folder, max_upload_bytes=int(args.max_upload_mb * 2**20),
+        serve(model, Settings(name=name, folder=folder, max_upload_bytes=int(args.max_upload_mb * 2**20),
                              queue=args.queue, batch=args.batch, decode_threads=min(4, os.cpu_count() or 1)),
               args.host, args.port)
     finally:

@@ -4,9 +4,8 @@ JavaScript, nothing fetched from elsewhere, so it works without internet).
 A person drops or picks a video; it plays in a ``<video>`` element from an object URL (it never
 leaves the browser but for the upload), its top labels are drawn as bars per head, and with
 "attention map" ticked the frames the model saw are shown in a strip with the map over each
-(decoded from the response's ``explain`` field, see :mod:`.encoding`). A captioning model's
-``caption`` field is shown above the bars when a response has one: the hook for captioners,
-which the library does not have yet. Element ids (``file``, ``result`` with ``data-state``,
+(decoded from the response's ``explain`` field, see :mod:`.encoding`). A captioner's answer,
+``caption``, is shown instead of the bars. Element ids (``file``, ``result`` with ``data-state``,
 ``top``, ``attention``, ``caption``, ``error``) are what the browser test reads.
 """
 
@@ -78,8 +77,8 @@ const $ = (id) => document.getElementById(id);
 let objectUrl = null;
 
 fetch("v1/model").then((r) => r.json()).then((m) => {
-  const classes = m.heads.map((h) => h.classes.length).join(" + ");
-  $("model").textContent = `${m.name} (${m.architecture}, ${classes} classes, ${m.preprocessing.frames} frames of ` +
+  const what = m.caption ? "captioner" : m.heads.map((h) => h.classes.length).join(" + ") + " classes";
+  $("model").textContent = `${m.name} (${m.architecture}, ${what}, ${m.preprocessing.frames} frames of ` +
     `${m.preprocessing.size.join("x")})`;
   const box = $("explain");
   box.disabled = !m.explain;
@@ -187,7 +186,7 @@ async function classify(file) {
     const body = await response.json();
     if (!response.ok) throw new Error(`${response.status}: ${body.error}`);
     if (body.caption) { $("caption").textContent = body.caption; $("caption").classList.remove("hidden"); }
-    bars(body.top);
+    if (body.top) bars(body.top);
     if (body.explain) drawMap(body.explain);
     setState("done", `${file.name}: ${body.model} in ${body.seconds.toFixed(2)} s`);
   } catch (e) {
