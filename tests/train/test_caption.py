@@ -70,8 +70,7 @@ def test_caption_command_answers_every_good_file(trained, captioned, tmp_path, c
     assert main(["caption", str(trained), *map(str, videos), str(bad), "--json", "--workers", "0"]) == 1
     out = json.loads(capsys.readouterr().out)
     assert [e["video"] for e in out] == list(map(str, videos))
-    model = tubelet.load_model(trained)
-    from tubelet.captions.commands import caption_videos
-    alone = list(caption_videos(model, videos[:1], batch_size=1))
-    assert alone[0]["caption"] == out[0]["caption"]
+    caption = tubelet.pipeline(trained, device="cpu")  # a captioner's pipeline captions
+    assert caption(videos[0]) == {"caption": out[0]["caption"]}
+    assert caption([str(v) for v in videos]) == [{"caption": e["caption"]} for e in out]
     assert main(["caption", str(trained), str(videos[0]), "--temperature", "-1"]) == 2

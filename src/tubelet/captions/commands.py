@@ -10,59 +10,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterator, Sequence
-from pathlib import Path
-from typing import Any
 
-import torch
-
-from ..errors import ConfigError, UsageError
+from ..errors import UsageError
 from ..fileio import dumps_json
-
-
-def load_captioner(path: str | Path, device: str | torch.device = "cpu"):
-    """A trained captioner (any folder :func:`tubelet.checkpoint.resolve_model_path` takes)."""
-    from ..checkpoint import load_model
-    from ..models.captioner import Captioner
-    model = load_model(path, map_location=device)
-    if not isinstance(model, Captioner):
-        raise ConfigError(f"{path} is a classifier, not a captioner: train one with `tubelet train --task "
-                          "caption`, or classify with `tubelet predict`")
-    return model
-
-
-def caption_videos(model, videos: Sequence[str | Path], *, draft=None, k: int = 4, sampling=None,
-                   seed: int = 0, max_words: int | None = None, batch_size: int = 16,
-                   workers: int = 0) -> Iterator[dict[str, Any]]:
-    """``{"video", "caption"}`` or ``{"video", "error"}`` for every video, in order.
-
-    ``sampling`` (:class:`tubelet.generate.Sampling`, default greedy), ``seed`` (row i of a batch
-    draws from ``seed + i``-th stream: see :func:`tubelet.generate.rows.row_generators`); with a
-    ``draft`` captioner the words come from exact speculative sampling with ``k`` drafts a step.
-    """
-    from ..data import normalise
-    from ..inference.pipeline import decoded, inference_clip, video_name
-    clip = inference_clip(model.encoder, views=1, crops=1)
-    device = next(model.parameters()).device
-    pending: list[tuple[str, torch.Tensor]] = []
-
-    def flush() -> Iterator[dict[str, Any]]:
-        clips = normalise(torch.stack([v[0] for _, v in pending]).to(device))
-        texts, _ = model.caption(clips, draft=draft, k=k, sampling=sampling, seed=seed,
-                                 max_new_tokens=max_words)
-        yield from ({"video": name, "caption": text} for (name, _), text in zip(pending, texts))
-        pending.clear()
-
-    for i, views, error in decoded(list(videos), clip, workers):
-        name = video_name(videos[i])
-        if error is not None:
-            yield {"video": name, "error": error if name in error else f"{name}: {error}"}
-            continue
-        pending.append((name, views))
-        if len(pending) == batch_size:
-            yield from flush()
-    if pending:
-        yield from flush()
 
 
 def _cmd_caption(args: argparse.Namespace) -> int:
@@ -72,18 +22,18 @@ def _cmd_caption(args: argparse.Namespace) -> int:
     from ..inference.commands import video_files
     if args.batch_size < 1 or args.k < 1:
         raise UsageError("--batch-size and --k must be at least 1")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_captioner(args.model, device)
-    draft = load_captioner(args.draft, device) if args.draft else None
+    from .pipeline import CaptionPipeline
     try:
         sampling = Sampling(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    pipe = CaptionPipeline(args.model, device=args.device, draft=args.draft, k=args.k, sampling=sampling,
+                           seed=args.seed, max_words=args.max_words, batch_size=args.batch_size,
+                           workers=args.workers)
     videos = video_files(args.videos)
     answered, failed = [], 0
     bar = tqdm(total=len(videos), desc="captioning", unit="video", disable=None, file=sys.stderr)
-    for entry in caption_videos(model, videos, draft=draft, k=args.k, sampling=sampling, seed=args.seed,
-                                max_words=args.max_words, batch_size=args.batch_size, workers=args.workers):
+    for entry in pipe.results(videos):
         bar.update()
         if "error" in entry:
             failed += 1

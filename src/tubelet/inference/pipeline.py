@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -29,6 +29,9 @@ from ..errors import ConfigError, DataError
 from ..models.info import ModelInfo, Preprocessing
 from ..train.evaluate import score_views
 from ..train.metrics import average_views
+
+if TYPE_CHECKING:
+    from ..captions.pipeline import CaptionPipeline
 
 Video = str | Path | np.ndarray | Tensor  # a file, or decoded (T, H, W, 3) uint8 frames
 
@@ -290,7 +293,7 @@ class Pipeline:
         return frames, heat.astype(np.float32)
 
 
-def pipeline(model: str | Path | nn.Module, **options: Any) -> Pipeline:
+def pipeline(model: str | Path | nn.Module, **options: Any) -> "Pipeline | CaptionPipeline":
     """A callable that classifies videos with ``model``: a run folder, a checkpoint folder, a
     transformers export folder, or a model object.
 
@@ -303,7 +306,13 @@ def pipeline(model: str | Path | nn.Module, **options: Any) -> Pipeline:
     >>> classify = tubelet.pipeline("runs/default")
     >>> classify("clip.mp4")
     [{'label': 'moving left', 'score': 0.97}, ...]
+
+    A captioner (``tubelet train --task caption``) gives a
+    :class:`~tubelet.captions.pipeline.CaptionPipeline` instead: ``{"caption": ...}`` per video.
     """
+    from ..captions.pipeline import CaptionPipeline, is_captioner
+    if is_captioner(model):
+        return CaptionPipeline(model, **options)
     return Pipeline(model, **options)
 
 
