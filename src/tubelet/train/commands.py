@@ -15,9 +15,10 @@ def _train_config(args: argparse.Namespace) -> RunConfig:
     """The run's configuration: a new one from preset / file / flags, or (``--resume``) the saved one."""
     if not args.resume:
         return resolve_config(args)
-    from .run import default_run_dir
-    out = flag_values(args).get("runtime.out")
-    name = args.preset or "default"
+    from .run import default_run_dir, run_name
+    given = flag_values(args)
+    out = given.get("runtime.out")
+    name = run_name(args.preset or "default", given.get("model.task", "classify"))
     run_dir = Path(out) if out else default_run_dir(name, resume=True)
     saved = run_dir / "config.yaml"
     if not saved.is_file():
@@ -49,6 +50,11 @@ def _print_metrics(metrics: dict, run_dir: Path | None = None) -> None:
             print(f"  {k.replace('_', ' '):<24} {100 * v:6.2f}%")
     if "reversed_pair_top1" in metrics:
         print("  (reversed pair top1: the true class scored above its time-reversal; 50% = blind to order)")
+    for key, what in (("bleu4", "BLEU-4"), ("cider_d", "CIDEr-D"), ("facts_correct", "facts correct")):
+        if key in metrics:
+            print(f"  {what:<24} {metrics[key]:6.3f}")
+    if "facts_correct" in metrics:
+        print("  (facts correct: captions whose motion, direction and event order are all right)")
     if metrics.get("absent_classes"):
         absent = metrics["absent_classes"]
         print(f"  {len(absent)} class(es) of the model have no video in the data: {', '.join(absent[:8])}"

@@ -303,7 +303,7 @@ class Trainer:
     def fit(self, resume: bool = False) -> dict:
         cfg, rt = self.cfg, self.rt
         if self.run_dir is None:  # every rank picks the folder before any rank creates one
-            self.run_dir = run.default_run_dir(cfg.preset, resume)
+            self.run_dir = run.default_run_dir(run.run_name(cfg.preset, cfg.model.task), resume)
             self.cfg = cfg = cfg.with_values({"runtime.out": str(self.run_dir)})
             barrier(rt)
         run.check_new_run(self.run_dir, resume)

@@ -22,6 +22,14 @@ from .state import latest_checkpoint
 CONFIG_FILE = "config.yaml"
 
 
+def run_name(preset: str, task: str = "classify") -> str:
+    """The folder name of a run under runs/: the preset's, ``caption`` for a caption run of the
+    default recipe (``<preset>-caption`` of another), so the two tasks never share a folder."""
+    if task == "classify":
+        return preset
+    return task if preset == "default" else f"{preset}-{task}"
+
+
 def default_run_dir(preset: str, resume: bool, root: Path = Path("runs")) -> Path:
     """runs/<preset>, or runs/<preset>-2, -3, ...: the first without a run (with ``resume``, the
     last one that has one)."""
