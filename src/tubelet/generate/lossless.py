@@ -68,6 +68,29 @@ class ToyLM:
         return probabilities(self.logits_table[history[-1], sum(history) % 2], sampling).double()
 
 
+class ReducedToyLM(ToyLM):
+    """A :class:`ToyLM` whose output layer keeps only the tokens ``vocab`` (a reduced draft
+    vocabulary): logits (B, n, V'), column i being token ``vocab[i]``. ``full`` holds, for each
+    call, the unreduced distribution at each row's last valid position (for the negative
+    controls that report it)."""
+
+    def __init__(self, table: Tensor, vocab: list[int]) -> None:
+        super().__init__(table)
+        self.vocab = torch.tensor(vocab)
+        self.full: list[Tensor] = []
+
+    def extend(self, tokens: Tensor, num_valid: Tensor) -> Tensor:
+        logits = super().extend(tokens, num_valid)  # (B, n, V)
+        last = logits[torch.arange(len(tokens)), (num_valid - 1).clamp(min=0)]
+        self.full.append(last.softmax(-1))
+        return logits[..., self.vocab]  # (B, n, V')
+
+
+# The toy draft's reduced vocabulary: drops token 2, which target and draft both give weight
+# (the residual must supply it), and token 4, which the draft never proposes anyway.
+TOY_VOCAB = [0, 1, 3]
+
+
 def exact_joint(model: ToyLM, prompt: list[int], m: int, sampling: Sampling) -> dict[tuple, float]:
     """Probability of every sequence of the first m new tokens."""
     out = {}
