@@ -134,3 +134,23 @@ def test_a_saved_captioner_captions_the_same(tmp_path):
     (tmp_path / "cap" / "config.json").write_text(header.replace('"vocab"', '"vocabulary"'))
     with pytest.raises(CheckpointError, match="vocab"):
         tubelet.load_model(tmp_path / "cap")
+
+
+def test_a_truncated_draft_encodes_each_video_once():
+    """``truncated(1)`` keeps the first decoder block and shares the encoder: the speculative
+    captions are the greedy ones, and the encoder runs once per batch for target and draft."""
+    model = captioner()
+    x = clips()
+    plain, _ = model.caption(x, max_new_tokens=8)
+    draft = model.truncated(1)
+    assert draft.encoder is model.encoder and len(draft.decoder.blocks) == 1
+    calls = []
+    hook = model.encoder.tokeniser.register_forward_pre_hook(lambda *a: calls.append(1))
+    try:
+        fast, out = model.caption(x, max_new_tokens=8, draft=draft, k=3)
+    finally:
+        hook.remove()
+    assert fast == plain and out.stats.draft_calls > 0
+    assert len(calls) == 1  # the clips went through the encoder once, for target and draft
+    with pytest.raises(Exception, match="1 to 2"):
+        model.truncated(3)

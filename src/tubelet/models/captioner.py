@@ -120,10 +120,31 @@ class Captioner(nn.Module):
     def config(self):  # the encoder's: what the data pipeline reads (frames, size)
         return self.encoder.config
 
+    def encode_video(self, clips: Tensor) -> Tensor:
+        """(B, C, T, H, W) -> (B, P, encoder width): the encoder tokens the decoder reads."""
+        return self.encoder.time_tokens(clips) if self.cfg.prefix == "time" else self.encoder.encode(clips)
+
     def video_prefix(self, clips: Tensor) -> Tensor:
         """(B, C, T, H, W) -> (B, P, decoder dim) prefix embeddings."""
-        tokens = self.encoder.time_tokens(clips) if self.cfg.prefix == "time" else self.encoder.encode(clips)
-        return self.project(tokens)
+        return self.project(self.encode_video(clips))
+
+    def truncated(self, layers: int) -> Captioner:
+        """A draft for speculative decoding that needs no training: the first ``layers`` decoder
+        blocks with this captioner's embedding, final norm and head, reading the same projected
+        video tokens (encoder and projection shared, so a video is encoded once for both)."""
+        from dataclasses import replace
+
+        from ..generate.loading import truncated_draft
+        if not 1 <= layers <= self.decoder.cfg.num_layers:
+            raise ConfigError(f"a truncated draft keeps 1 to {self.decoder.cfg.num_layers} decoder blocks, "
+                              f"not {layers}")
+        cfg = replace(self.cfg, decoder=replace(self.decoder.cfg, num_layers=layers))
+        draft = Captioner.__new__(Captioner)
+        nn.Module.__init__(draft)
+        draft.cfg, draft.vocab, draft.info = cfg, self.vocab, self.info
+        draft.encoder, draft.project = self.encoder, self.project
+        draft.decoder = truncated_draft(self.decoder, layers).to(next(self.decoder.parameters()).device)
+        return draft.eval()
 
     def forward(self, clips: Tensor, tokens: Tensor) -> Tensor:
         """Teacher forcing: (B, C, T, H, W) clips and (B, n) ids -> (B, n, V) next-id logits."""
@@ -154,7 +175,7 @@ class Captioner(nn.Module):
         else:
             if draft.vocab.words != self.vocab.words:
                 raise ConfigError("the draft captioner's vocabulary differs from the target's")
-            out = speculative_generate(target, VideoPrefixLM(draft, clips), prompts, limit, k=k,
+            out = speculative_generate(target, VideoPrefixLM(draft, clips, shares=target), prompts, limit, k=k,
                                        sampling=sampling, seed=seed, eos_token_id=EOS)
         return [self.vocab.decode(ids) for ids in out.tokens], out
 
@@ -164,9 +185,11 @@ class VideoPrefixLM:
     and fills each row's cache with its video's prefix, which the lengths seen by the sampler
     leave out, so every sampler of :mod:`tubelet.generate` captions videos unchanged."""
 
-    def __init__(self, model: Captioner, clips: Tensor) -> None:
+    def __init__(self, model: Captioner, clips: Tensor, shares: VideoPrefixLM | None = None) -> None:
         self.model = model.eval()
         self.clips = clips
+        self.shares = shares  # another captioner's LM on the same clips: its encoder output is reused
+        self._tokens: Tensor | None = None
         self.vocab_size = len(model.vocab)
         self.device = clips.device
         self.calls = 0
@@ -178,10 +201,21 @@ class VideoPrefixLM:
         return self.cache.lengths - self.prefix_length
 
     @torch.no_grad()
+    def video_tokens(self) -> Tensor:
+        """The encoder's tokens of the clips, computed once (or taken from ``shares`` when both
+        captioners have the same encoder and prefix, as a truncated draft does)."""
+        other = self.shares
+        if other is not None and other.model.encoder is self.model.encoder and other.model.cfg.prefix == self.model.cfg.prefix:
+            return other.video_tokens()
+        if self._tokens is None:
+            self._tokens = self.model.encode_video(self.clips)
+        return self._tokens
+
+    @torch.no_grad()
     def reset(self, batch_size: int) -> None:
         if batch_size != len(self.clips):
             raise ValueError(f"{batch_size} rows for {len(self.clips)} videos")
-        prefix = self.model.video_prefix(self.clips)
+        prefix = self.model.project(self.video_tokens())
         self.prefix_length = prefix.shape[1]
         self.cache = self.model.decoder.new_cache(batch_size)
         empty = torch.zeros(batch_size, 0, dtype=torch.long, device=self.device)
