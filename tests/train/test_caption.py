@@ -73,4 +73,6 @@ def test_caption_command_answers_every_good_file(trained, captioned, tmp_path, c
     caption = tubelet.pipeline(trained, device="cpu")  # a captioner's pipeline captions
     assert caption(videos[0]) == {"caption": out[0]["caption"]}
     assert caption([str(v) for v in videos]) == [{"caption": e["caption"]} for e in out]
+    assert main(["caption", str(trained), *map(str, videos), "--json", "--workers", "0", "--draft", "truncated:1"]) == 0
+    assert json.loads(capsys.readouterr().out) == out  # greedy: speculative decoding gives the same words
     assert main(["caption", str(trained), str(videos[0]), "--temperature", "-1"]) == 2

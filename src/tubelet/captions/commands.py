@@ -64,8 +64,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest words (0: all)")
     p.add_argument("--top-p", type=float, default=1.0, help="sample within this probability mass (1: all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling (default: 0)")
-    p.add_argument("--draft", metavar="MODEL", help="a smaller captioner with the same vocabulary: speculative "
-                                                    "decoding, exact (the output has the model's distribution)")
+    p.add_argument("--draft", metavar="MODEL", help="a smaller captioner with the same vocabulary, or truncated:L "
+                                                    "(the model's first L decoder blocks): speculative decoding, "
+                                                    "exact (the output has the model's distribution)")
     p.add_argument("--k", type=int, default=4, help="draft words per speculative step (default: 4)")
     p.add_argument("--max-words", type=int, help="longest caption (default: the model's caption length)")
     p.add_argument("--json", action="store_true", help="print one JSON list of {video, caption}")

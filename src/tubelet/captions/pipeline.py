@@ -47,7 +47,8 @@ class CaptionPipeline:
 
     ``sampling`` (:class:`tubelet.generate.Sampling`; default greedy) and ``seed`` as in
     :mod:`tubelet.generate`; with ``draft`` (a smaller captioner with the same vocabulary: a folder
-    or a model) the words come from exact speculative sampling, ``k`` drafts a step.
+    or a model; or ``"truncated:L"``, the model's own first L decoder blocks) the words come from
+    exact speculative sampling, ``k`` drafts a step.
     """
 
     def __init__(self, model: str | Path | nn.Module, *, device: str | torch.device | None = None,
@@ -55,7 +56,15 @@ class CaptionPipeline:
                  max_words: int | None = None, batch_size: int = 16, workers: int = 0) -> None:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = load_captioner(model, self.device)
-        self.draft = load_captioner(draft, self.device) if draft is not None else None
+        self.draft = None
+        if isinstance(draft, str) and draft.startswith("truncated:"):
+            try:
+                layers = int(draft.split(":", 1)[1])
+            except ValueError:
+                raise ConfigError(f"draft {draft!r}: write truncated:L with L decoder blocks, e.g. truncated:1") from None
+            self.draft = self.model.truncated(layers)
+        elif draft is not None:
+            self.draft = load_captioner(draft, self.device)
         if self.draft is not None and self.draft.vocab.words != self.model.vocab.words:
             raise ConfigError("the draft captioner's vocabulary differs from the model's: train the draft on "
                               "the same captions")
