@@ -144,8 +144,8 @@ def workspace(tmp_path, monkeypatch, capsys):
     from tubelet.data.synth import SynthConfig, generate
     ws = tmp_path
     data = ws / "tiny"
-    generate(data, SynthConfig(videos_per_class=2, val_videos_per_class=1, size=32, frames=8), progress=False,
-             workers=2)
+    generate(data, SynthConfig(videos_per_class=2, val_videos_per_class=1, size=32, frames=8, captions=True),
+             progress=False, workers=2)
     (ws / "home").mkdir()
     monkeypatch.chdir(ws)
     monkeypatch.setenv("HOME", str(ws / "home"))
@@ -170,6 +170,7 @@ SMALLER: list[tuple[str, list[str]]] = [
     (r"^tubelet data synth", ["--videos-per-class", "2", "--val-videos-per-class", "1", "--size", "32",
                               "--frames", "8"]),
     (r"^tubelet train --out \S+ --resume", []),  # resumes the tiny run as saved
+    (r"^tubelet train --task caption", ["DATA", *SMALL_TRAINING, "--out", "runs/caption"]),  # then captioned
     (r"^tubelet train", ["DATA", *SMALL_TRAINING]),
     (r"^tubelet eval .*--data \S+", ["--views", "1", "--crops", "1", "--workers", "0"]),
 ]
@@ -192,7 +193,7 @@ def test_the_cheap_commands_run_as_written(workspace, capsys):
         extra = next((e for pattern, e in SMALLER if re.search(pattern, command)), [])
         if "DATA" in extra:
             extra = ["--data", str(data), *extra[1:]]
-            if "--out" not in argv:
+            if "--out" not in argv and "--out" not in extra:
                 extra += ["--out", str(ws / "runs" / f"doc-{len(ran)}")]
         if "--data" in argv and argv[0:2] == ["tubelet", "eval"]:
             argv[argv.index("--data") + 1] = str(data)
@@ -208,4 +209,5 @@ def test_the_cheap_commands_run_as_written(workspace, capsys):
     assert (ws / "data" / "captioned" / "captions.csv").is_file()  # tubelet data synth --captions
     assert (ws / "for_transformers" / "config.json").is_file() and (ws / "k400_gqa4" / "config.json").is_file()
     assert any((ws / "default-onnx").iterdir()) and any((ws / "default-ep").iterdir())  # tubelet export
+    assert (ws / "runs" / "caption" / "final" / "config.json").is_file()  # tubelet train --task caption
     assert (ws / "maps" / "clip.png").is_file() and (ws / "maps" / "clip.mp4").is_file()  # predict --explain
