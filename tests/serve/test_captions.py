@@ -6,7 +6,6 @@ import pytest
 import torch
 
 import tubelet
-from tubelet.captions.commands import caption_videos, load_captioner
 from tubelet.models.captioner import Captioner, CaptionerConfig, WordVocab
 from tubelet.models.decoder import DecoderConfig
 from tubelet.models.info import ModelInfo, Preprocessing
@@ -35,7 +34,7 @@ def captioner(tmp_path_factory):
 
 
 def test_a_captioner_answers_its_caption(captioner, clip, tmp_path):
-    expected = next(caption_videos(load_captioner(captioner), [clip]))["caption"]
+    expected = tubelet.pipeline(captioner, device="cpu")(clip)["caption"]  # what tubelet caption writes
     with running_server(captioner, "--device", "cpu", tmp=tmp_path) as served:
         model = served.get("v1/model")[1]
         assert model["caption"] is True and model["heads"] == [] and model["explain"] is False

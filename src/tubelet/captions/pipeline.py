@@ -78,19 +78,30 @@ class CaptionPipeline:
     def info(self):
         return self.model.info
 
+    @property
+    def clip(self):
+        """The one clip a video gives: the centre one at the checkpoint's frames and stride."""
+        from ..inference.pipeline import inference_clip
+        return inference_clip(self.model.encoder, views=1, crops=1)
+
+    def caption_views(self, views: Sequence[torch.Tensor]) -> list[str]:
+        """Captions of decoded videos, each its (1, F, H, W, 3) uint8 view of :attr:`clip`, in one batch."""
+        from ..data import normalise
+        clips = normalise(torch.stack([v[0] for v in views]).to(self.device))
+        texts, _ = self.model.caption(clips, draft=self.draft, k=self.k, sampling=self.sampling, seed=self.seed,
+                                      max_new_tokens=self.max_words)
+        return texts
+
     def results(self, videos: Sequence[Any]) -> Iterator[dict[str, Any]]:
         """``{"video", "caption"}`` or ``{"video", "error"}`` for every video, in order, as soon
         as its batch is captioned; a video that cannot be read does not stop the others."""
-        from ..data import normalise
-        from ..inference.pipeline import decoded, inference_clip, video_name
+        from ..inference.pipeline import decoded, video_name
         videos = list(videos)
-        clip = inference_clip(self.model.encoder, views=1, crops=1)
+        clip = self.clip
         pending: list[tuple[str, torch.Tensor]] = []
 
         def flush() -> Iterator[dict[str, Any]]:
-            clips = normalise(torch.stack([v[0] for _, v in pending]).to(self.device))
-            texts, _ = self.model.caption(clips, draft=self.draft, k=self.k, sampling=self.sampling,
-                                          seed=self.seed, max_new_tokens=self.max_words)
+            texts = self.caption_views([v for _, v in pending])
             yield from ({"video": name, "caption": text} for (name, _), text in zip(pending, texts))
             pending.clear()
 

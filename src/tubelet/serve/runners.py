@@ -14,8 +14,8 @@ from typing import Any, Sequence
 
 import torch
 
-from ..data import ClipConfig, normalise
-from ..inference.pipeline import Pipeline, as_pipeline_output, head_names_of, inference_clip
+from ..data import ClipConfig
+from ..inference.pipeline import Pipeline, as_pipeline_output, head_names_of
 from .encoding import encode_explanation
 
 
@@ -76,14 +76,15 @@ class Classifier:
 
 class Captions:
     """A captioner (``tubelet train --task caption``): the centre clip of every video, captioned
-    together, greedy, as ``tubelet caption`` does."""
+    together by the caption pipeline, greedy, as ``tubelet caption`` does."""
 
     explains = False
 
     def __init__(self, model: torch.nn.Module):
-        self.model = model.eval()
-        self.clip = inference_clip(model.encoder, views=1, crops=1)
-        self.device = next(model.parameters()).device
+        from ..captions.pipeline import CaptionPipeline
+        self.pipe = CaptionPipeline(model, device=next(model.parameters()).device)
+        self.model = self.pipe.model
+        self.clip = self.pipe.clip
 
     def describe(self, name: str) -> dict[str, Any]:
         cfg = self.model.encoder.config
@@ -93,9 +94,7 @@ class Captions:
                 "explain": False, "caption": True}
 
     def run(self, jobs: Sequence[Job]) -> list[Any]:
-        clips = normalise(torch.stack([job.views[0] for job in jobs]).to(self.device))  # (N, 3, F, H, W)
-        texts, _ = self.model.caption(clips)
-        return [{"caption": text} for text in texts]
+        return [{"caption": text} for text in self.pipe.caption_views([job.views for job in jobs])]
 
 
 def load_runner(path: str | Path, *, device: str | None, top_k: int, batch: int) -> Classifier | Captions:
