@@ -70,6 +70,8 @@ class ClipSection:
     views: int = _f(4, "temporal views per video in evaluation (paper 4.1)")
     crops: int = _f(3, "spatial crops per view in evaluation: 3 = left/centre/right, 1 = centre")
     average: str = _f("logits", "how view scores are averaged: logits | softmax")
+    shuffle_frames: bool = _f(False, "a control for temporal order: the frames of every clip in a random order, "
+                                     "in training and validation")
 
 
 @dataclass

@@ -44,6 +44,27 @@ def test_training_item_deterministic_per_seed_epoch_index(mixed_folder):
     assert any(not torch.equal(item["video"], o) for o in others)  # epochs differ
 
 
+def test_shuffled_frames_are_the_same_frames_in_another_order(mixed_folder):
+    """The order control (--clip.shuffle-frames): each clip holds exactly the frames it would
+    hold, in a seeded order; an evaluation item's views all share one order."""
+    import dataclasses
+    shuffled = dataclasses.replace(CLIP, shuffle_frames=True)
+    train, _ = build_datasets(mixed_folder, clip=CLIP, seed=3)
+    mixed, _ = build_datasets(mixed_folder, clip=shuffled, seed=3)
+    index = [r.id for r in train.records].index("a/good1.mp4")
+    plain, other = train[(index, 0)]["video"], mixed[(index, 0)]["video"]
+    assert not torch.equal(plain, other)
+    key = lambda clip: sorted(frame.flatten().tolist() for frame in clip)  # noqa: E731
+    assert key(plain) == key(other)
+    assert torch.equal(other, build_datasets(mixed_folder, clip=shuffled, seed=3)[0][(index, 0)]["video"])
+    evaluated = build_datasets(mixed_folder, mixed_folder, clip=CLIP, seed=3)[1]
+    shuffled_eval = build_datasets(mixed_folder, mixed_folder, clip=shuffled, seed=3)[1]
+    views, mixed_views = evaluated[index]["video"], shuffled_eval[index]["video"]  # (V*C, T, H, W, 3)
+    order = [next(j for j in range(len(views[0])) if torch.equal(views[0][j], f)) for f in mixed_views[0]]
+    assert sorted(order) == list(range(len(order))) and order != sorted(order)
+    assert all(torch.equal(mixed_views[v], views[v][order]) for v in range(len(views)))
+
+
 def test_evaluation_views_and_crops(videos):
     views = load_eval_views(videos["h264"], ClipConfig(num_frames=4, stride=3, size=32, views=2))
     assert views.shape == (6, 4, 32, 32, 3)

@@ -32,13 +32,18 @@ from .layouts import Layout, detect_layout
 log = logging.getLogger(__name__)
 
 
+EVAL_ORDER = 2**31 - 1  # the 'epoch' of an evaluation item's shuffled frame order
+
+
 @dataclass(frozen=True)
 class ClipConfig:
     """How clips are cut: the paper's defaults are 32 frames at stride 2, 224 px, 4 views x 3 crops.
 
     ``size`` is the crop: an int (square) or ``(height, width)``. ``scale`` is the scale jitter
     range; ``train_short_side`` the side the reference resizes the crop's short side to before
-    jittering and cropping (``None``: ``8 / 7`` of it, i.e. 256 for 224).
+    jittering and cropping (``None``: ``8 / 7`` of it, i.e. 256 for 224). ``shuffle_frames`` is a
+    control for temporal order: every clip's frames in a random order (seeded, fixed per video in
+    evaluation), so a model can use what is in the frames but not their order.
     """
 
     num_frames: int = 32
@@ -48,6 +53,7 @@ class ClipConfig:
     crops: int = 3
     scale: tuple[float, float] = (0.9, 1.33)
     train_short_side: int | None = None
+    shuffle_frames: bool = False
 
     def __post_init__(self):
         if not isinstance(self.size, int):  # a list from YAML/JSON: keep the config hashable
@@ -200,6 +206,9 @@ class VideoClips(Dataset):
         if not self.train:
             clip = evaluation_views(record.path, self.clip, video, record.start, record.end,
                                     self.decode_threads)
+            if self.clip.shuffle_frames:  # (V*C, T, H, W, 3): the same order for every view of a video
+                order = sampling.item_seed(self.seed, EVAL_ORDER, index).permutation(clip.shape[1])
+                clip = clip[:, torch.from_numpy(order)]
             return {"video": clip, "label": torch.as_tensor(record.label, dtype=torch.int64),
                     "index": index}
         c = self.clip
@@ -212,6 +221,8 @@ class VideoClips(Dataset):
         box = sampling.scale_jitter_box(frames.shape[1], frames.shape[2], c.crop, c.scale, rng,
                                         short_side=c.short_side)
         clip = resize_crop(frames, box, c.crop)  # (T, height, width, 3)
+        if c.shuffle_frames:
+            clip = clip[torch.from_numpy(rng.permutation(len(clip)))]
         label = torch.as_tensor(record.label, dtype=torch.int64)
         return {"video": clip, "label": label, "index": index}
 

@@ -12,6 +12,7 @@ dataset the share of captions whose motion, direction and event order are all ri
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
 from typing import Any
@@ -74,8 +75,7 @@ class CaptionTask:
     def build_data(self, clip: tdata.ClipConfig, progress: bool) -> tuple[tdata.VideoClips, tdata.VideoClips | None]:
         self.source, self.train_videos, self.val_videos = caption_data(self.cfg, progress)
         self.vocab = WordVocab.build(c for v in self.train_videos for c in v.captions)
-        self.val_clip = tdata.ClipConfig(num_frames=clip.num_frames, stride=clip.stride, size=clip.size,
-                                         views=1, crops=1)
+        self.val_clip = dataclasses.replace(clip, views=1, crops=1)
         seed = self.cfg.runtime.seed
         train = clip_set(self.train_videos, self.source, clip, True, seed)
         val = clip_set(self.val_videos, self.source, self.val_clip, False, seed) if self.val_videos else None

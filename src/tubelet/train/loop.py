@@ -135,7 +135,7 @@ class Trainer:
         size = geometry.image_size
         self.clip = tdata.ClipConfig(num_frames=geometry.num_frames, stride=cfg.clip.stride or 2,
                                      size=size[0] if size[0] == size[1] else size,
-                                     views=cfg.clip.views, crops=cfg.clip.crops)
+                                     views=cfg.clip.views, crops=cfg.clip.crops, shuffle_frames=cfg.clip.shuffle_frames)
         if self.task is not None:
             self.train_set, self.val_set = self.task.build_data(self.clip, self.progress)
             self.reverse_of, self.class_splits, self.class_names, self.head_names = {}, (), None, None
