@@ -228,7 +228,11 @@ def main(argv: list[str] | None = None) -> int:
         for i, ids in enumerate(prompts):
             for method in methods:
                 spec = method.split(" ", 1)[1] if method.startswith("speculative ") else None
-                k = plan[spec, temp]["k"] if spec else plan[model_specs[0], temp]["k"] if model_specs else 4
+                if spec:
+                    k = plan[spec, temp]["k"]
+                else:  # transformers' assisted generation: the first model draft's K; prompt lookup: ngram's
+                    like = [s for s in specs if s.startswith("ngram:") == (method == "hf_prompt_lookup")]
+                    k = plan[like[0], temp]["k"] if like else 4
                 counter.calls, stats = 0, None
                 start = time.perf_counter()
                 if method == "autoregressive":
