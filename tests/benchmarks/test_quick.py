@@ -16,7 +16,7 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 QUICK = {"throughput.py": [], "parity.py": [], "frame_scaling.py": [], "compare_revisions.py": [], "lossless.py": [],
          "speculative.py": ["--no-hf"], "decode.py": [],
          "predict.py": [], "attention_maps.py": [],
-         "serve_load.py": []}
+         "serve_load.py": [], "captions.py": []}
 HELP_ONLY = ["report.py"]
 
 
