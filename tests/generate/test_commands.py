@@ -195,3 +195,37 @@ def test_end_tokens_join_the_tokenizer_and_the_generation_config():
     tok = argparse.Namespace(eos_token_id=7)
     assert commands.end_tokens(tok, Loaded(None, model, tok)) == (7, 2)
     assert commands.end_tokens(argparse.Namespace(), Loaded(None, torch.nn.Linear(1, 1), None)) == ()
+
+
+def test_generate_prompt_file_stream_and_repetition_penalty(tmp_path, monkeypatch, capsys):
+    import json
+    monkeypatch.setattr(commands, "load_tokenizer", lambda spec: CharTokenizer())
+    base = ["generate", "--target", tiny(tmp_path), "--tokenizer", "chars", "--temperature", "0",
+            "--max-new-tokens", "10", "--threads", "1"]
+
+    def run(*extra: str) -> str:
+        args = parse(base + list(extra))
+        assert args.func(args) == 0
+        return capsys.readouterr().out
+
+    singles = [json.loads(run("--prompt", p, "--json")) for p in ("abcabc", "xyz")]
+    (tmp_path / "prompts.txt").write_text("abcabc\n\nxyz\n")
+    for draft in ([], ["--draft", "ngram:2", "--k", "3"]):  # one batch: each row as when alone (greedy)
+        lines = [json.loads(line) for line in run("--prompt-file", str(tmp_path / "prompts.txt"), *draft).splitlines()]
+        assert [(x["prompt"], x["text"], x["tokens"]) for x in lines] == \
+            [(p, s["text"], s["tokens"]) for p, s in zip(("abcabc", "xyz"), singles)]
+    assert run("--prompt", "abcabc", "--stream") == singles[0]["text"] + "\n"
+    stop = singles[0]["text"][4:6]
+    assert run("--prompt", "abcabc", "--stream", "--stop", stop) == singles[0]["text"][:singles[0]["text"].index(stop)] + "\n"
+    penalised = json.loads(run("--prompt", "abcabc", "--json", "--repetition-penalty", "3"))
+    assert penalised["tokens"] != singles[0]["tokens"]
+    assert json.loads(run("--prompt", "abcabc", "--json", "--repetition-penalty", "3", "--draft", "truncated:1",
+                          "--k", "3"))["tokens"] == penalised["tokens"]
+    (tmp_path / "empty.txt").write_text("\n\n")
+    for bad, match in ((["--prompt-file", str(tmp_path / "empty.txt")], "no prompts"),
+                       (["--prompt-file", str(tmp_path / "none.txt")], "cannot read"),
+                       (["--prompt", "a", "--stream", "--json"], "--stream"),
+                       (["--prompt", "a", "--repetition-penalty", "0"], "repetition_penalty")):
+        args = parse(base + bad)
+        with pytest.raises(UsageError, match=match):
+            args.func(args)

@@ -17,7 +17,7 @@ import torch
 
 import tubelet.generate.speculative as speculative
 from tubelet.generate import Sampling
-from tubelet.generate.lossless import PROMPT, TARGET_TABLE, ToyLM, joint_test, marginal_tests
+from tubelet.generate.lossless import DRAFT_TABLE, PROMPT, TARGET_TABLE, ToyLM, joint_test, marginal_tests
 from tubelet.generate.lossless import WRONG_VERIFY as VARIANTS
 from tubelet.generate.lossless import first_tokens as generate
 
@@ -95,3 +95,34 @@ def test_greedy_wrong_variant_fails(k, wrong):
     wrong("shifted")
     tokens = generate(k, Sampling(temperature=0), 64, batch=64)
     assert not (tokens == torch.tensor(greedy_path(k + 2))).all()
+
+
+PENALISED = Sampling(temperature=1.0, repetition_penalty=1.8)
+
+
+def test_repetition_penalty_keeps_speculative_sampling_exact(monkeypatch):
+    """The target penalises each verified position with the drafts before it in its context; a
+    target that penalises all K+1 positions with the row's context alone (a plausible bug) fails."""
+    import tubelet.generate.autoregressive as autoregressive
+    tokens = generate(3, PENALISED, N_BATCH, batch=N_BATCH, seed=300)
+    r = joint_test(tokens, PENALISED)
+    assert r["impossible"] == 0 and r["p"] > P_MIN and r["tv"] < r["tv_max"], r
+    assert joint_test(tokens, SAMPLED)["p"] < P_MAX_WRONG  # the penalty does change the distribution
+    plain = autoregressive.autoregressive_generate(ToyLM(TARGET_TABLE), [PROMPT] * 5000, 3, sampling=PENALISED)
+    r = joint_test(torch.tensor(plain.tokens), PENALISED)
+    assert r["p"] > P_MIN and r["tv"] < r["tv_max"], r
+    monkeypatch.setattr(speculative, "seen_after", lambda seen, tokens: seen[:, None].expand(-1, tokens.shape[1] + 1, -1))
+    tokens = generate(3, PENALISED, N_BATCH, batch=N_BATCH, seed=300)
+    r = joint_test(tokens, PENALISED)
+    assert r["p"] < P_MAX_WRONG and r["tv"] > r["tv_max"], r
+
+
+@pytest.mark.parametrize("k", [1, 4])
+def test_greedy_with_a_repetition_penalty_is_the_penalised_greedy_path(k):
+    from tubelet.generate import autoregressive_generate
+    greedy = Sampling(temperature=0, repetition_penalty=10.0)
+    plain = autoregressive_generate(ToyLM(TARGET_TABLE), [PROMPT], 12, sampling=greedy).tokens
+    assert plain != [greedy_path(12)]  # the penalty changes the greedy path
+    out = speculative.speculative_generate(ToyLM(TARGET_TABLE), ToyLM(DRAFT_TABLE), [PROMPT] * 3, 12, k=k,
+                                           sampling=greedy)
+    assert out.tokens == plain * 3

@@ -163,3 +163,22 @@ def test_verify_with_fewer_drafts_in_some_rows():
     n, x = verify(drafted, p, q, torch.zeros(3, 2), torch.zeros(3), torch.tensor([2, 1, 0]))
     assert n.tolist() == [2, 1, 0]
     assert x.tolist() == [3, 2, 1]  # q at the position after the drafts
+
+
+def test_repetition_penalty_and_the_context_it_reads():
+    from tubelet.generate.rows import Rows
+    from tubelet.generate.sampling import seen_after
+    rows = Rows([[1, 2], [3]])
+    rows.put(torch.tensor([[4], [4]]))  # proposals past the end are not context
+    seen = rows.seen(6)
+    assert seen.tolist() == [[False, True, True, False, False, False], [False, False, False, True, False, False]]
+    after = seen_after(seen, torch.tensor([[5, 0], [3, 5]]))  # (B, 3, V): position j has seen tokens[:j]
+    assert after.shape == (2, 3, 6) and not after[0, 0, 5] and after[0, 1, 5] and after[0, 2, 0]
+    assert after[1, 2].nonzero().flatten().tolist() == [3, 5]
+    logits = torch.tensor([2.0, -1.0, 0.5])
+    p = probabilities(logits, Sampling(repetition_penalty=2.0), torch.tensor([True, True, False]))
+    assert torch.allclose(p, torch.tensor([1.0, -2.0, 0.5]).softmax(-1))
+    with pytest.raises(ValueError, match="seen"):
+        probabilities(logits, Sampling(repetition_penalty=2.0))
+    with pytest.raises(ValueError, match="repetition_penalty"):
+        Sampling(repetition_penalty=0.0)

@@ -47,3 +47,28 @@ def test_a_stop_string_ends_the_rows_that_produce_it(speculative):
         else:
             assert row == free[b]
     assert len(out[2]) < 16
+
+
+@pytest.mark.parametrize("speculative", [False, True])
+def test_a_stream_writes_a_prefix_of_the_final_text_and_never_past_a_stop(speculative):
+    from tubelet.generate.stopping import TextStream
+    target, draft = decoders()
+    free = autoregressive_generate(TubeletLM(target), PROMPTS[2:3], 16, sampling=Sampling(0)).tokens[0]
+    stop = StopStrings(decode, [decode(free[6:8])[1:]])  # starts inside token 6, spans into 8
+    pieces = []
+    stream = TextStream(stop, pieces.append, 16)
+
+    def on_step(rows):
+        stream(rows)
+        assert stop.cut(free)[1].startswith("".join(pieces))  # written: always final text
+
+    if speculative:
+        out = speculative_generate(TubeletLM(target), TubeletLM(draft), PROMPTS[2:3], 16, k=3,
+                                   sampling=Sampling(0), stop=stop, on_step=on_step)
+    else:
+        out = autoregressive_generate(TubeletLM(target), PROMPTS[2:3], 16, sampling=Sampling(0), stop=stop,
+                                      on_step=on_step)
+    text = stop.cut(out.tokens[0])[1]
+    assert len(pieces) > 1 and "".join(pieces) == text[:len("".join(pieces))]
+    stream.finish(text)
+    assert "".join(pieces) == text == decode(free)[:12 + 1]

@@ -71,6 +71,9 @@ def test_load_draft_with_a_corpus_vocabulary_decodes_the_greedy_tokens(tmp_path)
     plain = autoregressive_generate(target.lm, [prompt], 12, sampling=Sampling(0)).tokens
     out = speculative_generate(target.lm, draft, [prompt], 12, k=3, sampling=Sampling(0))
     assert out.tokens == plain
+    penalised = Sampling(0, repetition_penalty=1.5)  # the draft penalises in its reduced vocabulary too
+    plain_penalised = autoregressive_generate(target.lm, [prompt], 12, sampling=penalised).tokens
+    assert speculative_generate(target.lm, draft, [prompt], 12, k=3, sampling=penalised).tokens == plain_penalised
     for dtype, name in ((torch.bfloat16, "bf16"), (torch.float32, "fp32")):
         other = load_draft(f"truncated:2,vocab:8:{tmp_path / 'corpus.txt'},{name}", target, tokenizer=CharTokenizer())
         assert other.lm.model.head.weight.dtype == dtype

@@ -31,7 +31,8 @@ def autoregressive_generate(model: CausalLM, prompts: Sequence[Sequence[int]], m
         u = uniforms(generators, 1, rows.device)
         tokens, num_valid = rows.pending(model.lengths)
         logits = model.extend(tokens, num_valid)  # (B, n, V)
-        x = sample(probabilities(logits[rows.arange, num_valid - 1], sampling), u[:, 0])
+        seen = rows.seen(logits.shape[-1]) if sampling.penalised else None
+        x = sample(probabilities(logits[rows.arange, num_valid - 1], sampling, seen), u[:, 0])
         rows.append(torch.zeros_like(x), x)
         active = int((~done).sum())
         stats.target_calls += 1

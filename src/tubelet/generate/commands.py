@@ -16,7 +16,7 @@ from .loading import LoadError, Loaded, load_draft, load_model, load_tokenizer
 from .rows import eos_ids
 from .sampling import Sampling
 from .speculative import speculative_generate
-from .stopping import StopStrings
+from .stopping import StopStrings, TextStream
 from .stats import Stats, expected_tokens_per_step
 
 STDLIB_HINT = "e.g. '/usr/lib/python3.11/**/*.py' or a folder of .py files"
@@ -38,7 +38,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--draft", help="draft spec (e.g. truncated:2,vocab:4096 or ngram:3); without it, "
                                    "plain autoregressive sampling")
     g.add_argument("--tokenizer", help="tokenizer spec (default: the target's)")
-    g.add_argument("--prompt", required=True, help="prompt text")
+    prompt = g.add_mutually_exclusive_group(required=True)
+    prompt.add_argument("--prompt", help="prompt text")
+    prompt.add_argument("--prompt-file", metavar="FILE",
+                        help="a text file of prompts, one per line (empty lines skipped), run as one batch; "
+                             "prints one JSON line per prompt: prompt, text, tokens (and stats with --json)")
     g.add_argument("--chat", action="store_true", help="wrap the prompt in the tokenizer's chat template")
     g.add_argument("--k", type=int, default=4, help="draft tokens per step, at most (default 4)")
     g.add_argument("--draft-threshold", type=float, default=0.0,
@@ -48,6 +52,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--temperature", type=float, default=1.0, help="0 = greedy (default 1)")
     g.add_argument("--top-k", type=int, default=0, help="0 = off")
     g.add_argument("--top-p", type=float, default=1.0, help="1 = off")
+    g.add_argument("--repetition-penalty", type=float, default=1.0,
+                   help="divide the positive logits of tokens already in the text (prompt included) by "
+                        "this and multiply the negative ones (transformers' rule; 1 = off); draft and "
+                        "target both apply it, the output stays the penalised target's distribution")
+    g.add_argument("--stream", action="store_true",
+                   help="print the text as tokens are accepted (one --prompt, not with --json)")
     g.add_argument("--stop", action="append", default=[], metavar="TEXT",
                    help="end the text before TEXT when it appears (repeat for several)")
     g.add_argument("--seed", type=int, default=0)
@@ -103,6 +113,31 @@ def _tokenizer(args: argparse.Namespace, target: Loaded):
         raise UsageError(str(e)) from e
 
 
+def read_prompts(path: str) -> list[str]:
+    """The non-empty lines of a prompt file."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"--prompt-file {path}: cannot read it ({e})") from e
+    prompts = [line for line in lines if line.strip()]
+    if not prompts:
+        raise UsageError(f"--prompt-file {path}: no prompts (one per line)")
+    return prompts
+
+
+def encode(tok, text: str, chat: bool) -> list[int]:
+    """A prompt's tokens, wrapped in the tokenizer's chat template with ``chat``."""
+    if chat:
+        ids = tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                      tokenize=True)
+        ids = list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+    else:
+        ids = tok(text).input_ids
+    if not ids:
+        raise UsageError(f"the prompt {text!r} is empty after tokenization")
+    return ids
+
+
 def end_tokens(tok, target: Loaded) -> tuple[int, ...]:
     """Every end-of-sequence token: the tokenizer's and the model's generation config's (which
     transformers often gives as a list, e.g. end-of-text and end-of-turn)."""
@@ -112,7 +147,7 @@ def end_tokens(tok, target: Loaded) -> tuple[int, ...]:
 
 def generate_command(args: argparse.Namespace) -> int:
     try:
-        sampling = Sampling(args.temperature, args.top_k, args.top_p)
+        sampling = Sampling(args.temperature, args.top_k, args.top_p, args.repetition_penalty)
     except ValueError as e:
         raise UsageError(str(e)) from e
     if args.k < 1:
@@ -121,6 +156,9 @@ def generate_command(args: argparse.Namespace) -> int:
         raise UsageError("--draft-threshold needs a --draft")
     if args.threads < 0:
         raise UsageError(f"--threads must be >= 1 (or 0 for torch's default), got {args.threads}")
+    if args.stream and (args.json or args.prompt_file):
+        raise UsageError("--stream prints one prompt's text as it grows: not with --json or --prompt-file")
+    texts = read_prompts(args.prompt_file) if args.prompt_file else [args.prompt]
     if args.threads:
         torch.set_num_threads(args.threads)
     target = _load(args.target, with_tokenizer=not args.tokenizer)
@@ -132,40 +170,47 @@ def generate_command(args: argparse.Namespace) -> int:
             raise UsageError(str(e)) from e
     else:
         draft = None
-    if args.chat:
-        ids = tok.apply_chat_template([{"role": "user", "content": args.prompt}],
-                                      add_generation_prompt=True, tokenize=True)
-        ids = list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
-    else:
-        ids = tok(args.prompt).input_ids
-    if not ids:
-        raise UsageError("the prompt is empty after tokenization")
+    prompts = [encode(tok, text, args.chat) for text in texts]
     eos = end_tokens(tok, target)
     try:
         stop = StopStrings(lambda t: tok.decode(t, skip_special_tokens=True), args.stop)
     except ValueError as e:
         raise UsageError(f"--stop: {e}") from e
+    stream = TextStream(stop, lambda t: print(t, end="", flush=True), args.max_new_tokens, eos) \
+        if args.stream else None
     start = time.perf_counter()
     if draft is None:
-        out = autoregressive_generate(target.lm, [ids], args.max_new_tokens, sampling=sampling,
-                                      seed=args.seed, eos_token_id=eos, stop=stop if args.stop else None)
+        out = autoregressive_generate(target.lm, prompts, args.max_new_tokens, sampling=sampling,
+                                      seed=args.seed, eos_token_id=eos, stop=stop if args.stop else None,
+                                      on_step=stream)
     else:
         try:
-            out = speculative_generate(target.lm, draft, [ids], args.max_new_tokens, k=args.k,
+            out = speculative_generate(target.lm, draft, prompts, args.max_new_tokens, k=args.k,
                                        sampling=sampling, seed=args.seed, eos_token_id=eos,
-                                       stop=stop if args.stop else None)
+                                       stop=stop if args.stop else None, on_step=stream)
         except ValueError as e:
             raise UsageError(str(e)) from e
     seconds = time.perf_counter() - start
-    generated = len(out.tokens[0])
-    tokens, text = stop.cut(out.tokens[0])
+    generated = sum(len(t) for t in out.tokens)
+    results = [stop.cut(t) for t in out.tokens]
     stats = out.stats.summary()
     device = "cpu" if not torch.cuda.is_available() else torch.cuda.get_device_name()
     stats.update(seconds=seconds, tokens_per_second=generated / seconds, device=device)
-    if args.json:
-        print(json.dumps({"text": text, "tokens": tokens, "prompt_tokens": len(ids), "stats": stats}))
+    if args.prompt_file:
+        for text, ids, (tokens, out_text) in zip(texts, prompts, results):
+            line = {"prompt": text, "text": out_text, "tokens": tokens, "prompt_tokens": len(ids)}
+            print(json.dumps({**line, "stats": stats} if args.json else line))
+        if args.json:
+            return 0
+    elif args.json:
+        tokens, text = results[0]
+        print(json.dumps({"text": text, "tokens": tokens, "prompt_tokens": len(prompts[0]), "stats": stats}))
         return 0
-    print(text)
+    elif stream is not None:
+        stream.finish(results[0][1])
+        print()
+    else:
+        print(results[0][1])
     print("---", file=sys.stderr)
     if draft is not None:
         print(acceptance_line(out.stats), file=sys.stderr)

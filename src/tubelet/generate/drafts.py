@@ -95,6 +95,7 @@ class ModelDraft:
         drafting = torch.ones(B, dtype=torch.bool, device=rows.device)
         num_drafted = torch.zeros(B, dtype=torch.long, device=rows.device)
         vocab = None if self.vocab is None else self.vocab.to(rows.device)
+        seen = rows.seen(self.vocab_size) if sampling.penalised else None  # (B, V), + each draft
         calls = 0
         for t in range(k):
             logits = self.lm.extend(tokens, num_valid)
@@ -104,9 +105,12 @@ class ModelDraft:
                 drafting &= (last.float().softmax(-1).max(-1).values >= self.threshold).to(rows.device)
                 if not drafting.any():
                     break
-            p_t = probabilities(last, sampling).to(rows.device)
+            seen_t = None if seen is None else seen if vocab is None else seen[:, vocab]
+            p_t = probabilities(last, sampling, seen_t).to(rows.device)
             x = sample(p_t, u[:, t])
             drafted[:, t] = x if vocab is None else vocab[x]
+            if seen is not None:
+                seen[rows.arange, drafted[:, t]] = True
             p.append(p_t)
             num_drafted += drafting.long()
             tokens, num_valid = drafted[:, t:t + 1], drafting.long()  # a stopped row feeds nothing

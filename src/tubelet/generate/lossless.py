@@ -64,8 +64,10 @@ class ToyLM:
         return [(toks, toks)]
 
     def next_distribution(self, history: list[int], sampling: Sampling) -> Tensor:
-        """The filtered distribution of the token after ``history``."""
-        return probabilities(self.logits_table[history[-1], sum(history) % 2], sampling).double()
+        """The filtered (and penalised) distribution of the token after ``history``."""
+        seen = torch.zeros(self.vocab_size, dtype=torch.bool)
+        seen[history] = True
+        return probabilities(self.logits_table[history[-1], sum(history) % 2], sampling, seen).double()
 
 
 class ReducedToyLM(ToyLM):
@@ -106,7 +108,10 @@ def exact_joint(model: ToyLM, prompt: list[int], m: int, sampling: Sampling) -> 
 
 
 def exact_marginals(model: ToyLM, prompt: list[int], m: int, sampling: Sampling) -> Tensor:
-    """(m, V): distribution of each of the first m new tokens, through the (last, parity) chain."""
+    """(m, V): distribution of each of the first m new tokens, through the (last, parity) chain
+    (not with a repetition penalty: the state is then the whole set of tokens seen)."""
+    if sampling.penalised:
+        raise ValueError("exact_marginals: a repetition penalty breaks the (last, parity) chain; use exact_joint")
     V = model.vocab_size
     trans = probabilities(model.logits_table, sampling).double()  # (V, 2, V)
     state = torch.zeros(V, 2, dtype=torch.float64)  # P(last token, parity of the sum)

@@ -101,6 +101,14 @@ class Rows:
             done |= (is_eos & new).any(1)
         return done
 
+    def seen(self, vocab_size: int) -> Tensor:
+        """(B, V) True for the tokens that occur in each row (prompt and generated; not the
+        proposals put after its end): the context of a repetition penalty."""
+        cols = torch.arange(self.buffer.shape[1], device=self.device)
+        inside = (cols < self.lengths[:, None]).long()
+        counts = torch.zeros(self.batch_size, vocab_size, dtype=torch.long, device=self.device)
+        return counts.scatter_add_(1, self.buffer, inside) > 0
+
     def tokens(self, row: int) -> list[int]:
         return self.buffer[row, :int(self.lengths[row])].tolist()
 

@@ -19,12 +19,17 @@ class Sampling:
     """How logits become the distribution a token is drawn from.
 
     ``temperature == 0`` is greedy: a one-hot distribution on the arg-max. ``top_k = 0`` and
-    ``top_p = 1`` switch those filters off. The same settings apply to draft and target.
+    ``top_p = 1`` switch those filters off. ``repetition_penalty`` r (1 = off; the CTRL rule,
+    as transformers applies it) divides the positive logits of every token already in the context
+    (prompt included) by r and multiplies the negative ones by r, before everything else. The same
+    settings apply to draft and target; the penalty depends on the context of each position, which
+    for the target's K+1 verified positions includes the drafts before it (:func:`seen_after`).
     """
 
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
+    repetition_penalty: float = 1.0
 
     def __post_init__(self) -> None:
         if self.temperature < 0:
@@ -33,20 +38,40 @@ class Sampling:
             raise ValueError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
         if not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if not self.repetition_penalty > 0:
+            raise ValueError(f"repetition_penalty must be > 0 (1 = off), got {self.repetition_penalty}")
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0
 
+    @property
+    def penalised(self) -> bool:
+        return self.repetition_penalty != 1.0
 
-def probabilities(logits: Tensor, sampling: Sampling = Sampling()) -> Tensor:
-    """(..., V) logits -> (..., V) probabilities after temperature, top-k and top-p (float32).
 
-    Greedy gives a one-hot on the first arg-max. Top-k keeps the k largest logits; top-p keeps
-    the smallest set of most probable tokens whose mass reaches p (the token that crosses p is
-    kept); then the kept probabilities are renormalised.
+def seen_after(seen: Tensor, tokens: Tensor) -> Tensor:
+    """The tokens in the context of each of n+1 positions: seen (B, V) before them, tokens (B, n)
+    appended one per position -> (B, n+1, V), position j having seen ``tokens[:, :j]`` too."""
+    appended = torch.nn.functional.one_hot(tokens, seen.shape[-1]).cumsum(1) > 0  # (B, n, V)
+    return torch.cat([seen[:, None], seen[:, None] | appended], dim=1)
+
+
+def probabilities(logits: Tensor, sampling: Sampling = Sampling(), seen: Tensor | None = None) -> Tensor:
+    """(..., V) logits -> (..., V) probabilities after the repetition penalty, temperature, top-k
+    and top-p (float32).
+
+    ``seen`` (..., V) marks the tokens already in each position's context; it is needed only
+    with a repetition penalty. Greedy gives a one-hot on the first arg-max. Top-k keeps the k
+    largest logits; top-p keeps the smallest set of most probable tokens whose mass reaches p
+    (the token that crosses p is kept); then the kept probabilities are renormalised.
     """
     logits = logits.float()
+    if sampling.penalised:
+        if seen is None:
+            raise ValueError("a repetition penalty needs the tokens of the context (seen=...)")
+        r = sampling.repetition_penalty
+        logits = torch.where(seen, torch.where(logits > 0, logits / r, logits * r), logits)
     if sampling.greedy:
         return torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).float()
     logits = logits / sampling.temperature

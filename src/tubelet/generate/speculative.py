@@ -24,7 +24,7 @@ from torch import Tensor
 from .drafts import Draft, as_draft
 from .models import CausalLM
 from .rows import EOS, Rows, row_generators, uniforms
-from .sampling import Sampling, probabilities, verify
+from .sampling import Sampling, probabilities, seen_after, verify
 from .stats import Generation, Stats
 
 
@@ -74,7 +74,9 @@ def speculative_generate(target: CausalLM, draft: Draft | CausalLM, prompts: Seq
         # than K' reads padding past its own, which verify never uses
         positions = (num_valid - d - 1)[:, None] + torch.arange(kk + 1, device=rows.device)
         positions = positions.clamp_(max=logits.shape[1] - 1)
-        q = probabilities(logits[rows.arange[:, None], positions], sampling)
+        # a repetition penalty at proposal j counts the proposals before it
+        seen = seen_after(rows.seen(target.vocab_size), proposal.tokens) if sampling.penalised else None
+        q = probabilities(logits[rows.arange[:, None], positions], sampling, seen)
         # 3. accept a prefix and draw the next token
         num_accepted, next_token = verify(proposal.tokens, proposal.p.to(q.device), q,
                                           u[:, k:k + kk], u[:, 2 * k], d)
