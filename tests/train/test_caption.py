@@ -76,3 +76,12 @@ def test_caption_command_answers_every_good_file(trained, captioned, tmp_path, c
     assert main(["caption", str(trained), *map(str, videos), "--json", "--workers", "0", "--draft", "truncated:1"]) == 0
     assert json.loads(capsys.readouterr().out) == out  # greedy: speculative decoding gives the same words
     assert main(["caption", str(trained), str(videos[0]), "--temperature", "-1"]) == 2
+
+
+def test_eval_scores_a_captioner_on_the_held_out_videos(trained, captioned, capsys):
+    capsys.readouterr()
+    assert main(["eval", str(trained), "--data", str(captioned), "--json", "--workers", "0"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["count"] == 10 and {"bleu4", "cider_d", "facts_correct"} <= set(metrics)
+    run_metrics = [r for r in read_metrics(trained / "metrics.jsonl") if r["kind"] == "eval"][-1]
+    assert abs(metrics["bleu4"] - run_metrics["bleu4"]) < 1e-9  # the run's own validation, repeated

@@ -31,6 +31,7 @@ from ..models.captioner import PAD, Captioner, CaptionerConfig, WordVocab
 from ..models.decoder import DecoderConfig
 
 FACTS = ("motion", "direction", "order")
+HELD_OUT = ("val", "validate", "validation", "test")  # splits a caption file may hold out
 
 
 def caption_data(cfg: RunConfig, progress: bool) -> tuple[Path, list, list]:
@@ -40,9 +41,8 @@ def caption_data(cfg: RunConfig, progress: bool) -> tuple[Path, list, list]:
         from ..data.synth import SynthConfig
         data = tdata.builtin_dataset(SynthConfig(captions=True), progress=progress)
     videos = read_captions(data, cfg.data.root, missing=cfg.data.missing)
-    held_out = ("val", "validate", "validation", "test")
-    train = [v for v in videos if v.split not in held_out]
-    val = [v for v in videos if v.split in held_out]
+    train = [v for v in videos if v.split not in HELD_OUT]
+    val = [v for v in videos if v.split in HELD_OUT]
     if cfg.data.val is not None:
         val = list(read_captions(cfg.data.val, cfg.data.root, missing=cfg.data.missing))
     elif not val and cfg.data.val_split:
@@ -107,32 +107,56 @@ class CaptionTask:
         return F.cross_entropy(logits.flatten(0, 1).float(), ids[:, 1:].flatten(), ignore_index=PAD,
                                label_smoothing=self.cfg.label_smoothing)
 
-    @torch.no_grad()
     def evaluate(self, model: Captioner, loader, device: torch.device, progress: bool = False) -> dict[str, Any]:
         """Greedy captions of every validation video and their scores."""
-        from tqdm import tqdm
-        was_training = model.training
-        model.eval()
-        predicted: dict[int, str] = {}
-        skipped = []
-        for batch in tqdm(loader, desc="captioning", unit="batch", disable=not progress, leave=False):
-            skipped += [f"{path}: {why}" for path, why in batch.get("skipped", [])]
-            if "video" not in batch:
-                continue
-            clips = tdata.normalise(batch["video"][:, 0].to(device))  # the one (centre) view
-            texts, _ = model.caption(clips)
-            predicted.update(zip(batch["label"].view(-1).tolist(), texts))
-        model.train(was_training)
-        if not predicted:
-            return {"count": 0, "skipped": skipped}
-        refs = {i: self.val_videos[i].captions for i in predicted}
-        metrics: dict[str, Any] = {"count": len(predicted), "bleu4": bleu4(predicted, refs),
-                                   "cider_d": cider_d(predicted, refs) if len(predicted) > 1 else 0.0,
-                                   "skipped": skipped}
-        truths = {i: caption_facts(refs[i][0]) for i in predicted}
-        if all(t["motion"] is not None for t in truths.values()):  # captions that state the facts
-            right = [all(caption_facts(predicted[i]).get(f) == truths[i].get(f) for f in FACTS) for i in predicted]
-            metrics["facts_correct"] = sum(right) / len(right)
-        metrics["examples"] = [{"video": str(self.val_videos[i].path), "caption": predicted[i],
-                                "reference": refs[i][0]} for i in sorted(predicted)[:5]]
-        return metrics
+        return caption_metrics(model, loader, self.val_videos, device, progress)
+
+
+@torch.no_grad()
+def caption_metrics(model: Captioner, loader, videos: list, device: torch.device, progress: bool = False
+                    ) -> dict[str, Any]:
+    """Greedy captions of the videos of ``loader`` (a :func:`clip_set` of ``videos``, one view each)
+    scored against their references: BLEU-4, CIDEr-D and, when the references state the built-in
+    dataset's facts, ``facts_correct``; ``count``, ``skipped`` and a few ``examples``."""
+    from tqdm import tqdm
+    was_training = model.training
+    model.eval()
+    predicted: dict[int, str] = {}
+    skipped = []
+    for batch in tqdm(loader, desc="captioning", unit="batch", disable=not progress, leave=False):
+        skipped += [f"{path}: {why}" for path, why in batch.get("skipped", [])]
+        if "video" not in batch:
+            continue
+        clips = tdata.normalise(batch["video"][:, 0].to(device))  # the one (centre) view
+        texts, _ = model.caption(clips)
+        predicted.update(zip(batch["label"].view(-1).tolist(), texts))
+    model.train(was_training)
+    if not predicted:
+        return {"count": 0, "skipped": skipped}
+    refs = {i: videos[i].captions for i in predicted}
+    metrics: dict[str, Any] = {"count": len(predicted), "bleu4": bleu4(predicted, refs),
+                               "cider_d": cider_d(predicted, refs) if len(predicted) > 1 else 0.0,
+                               "skipped": skipped}
+    truths = {i: caption_facts(refs[i][0]) for i in predicted}
+    if all(t["motion"] is not None for t in truths.values()):  # captions that state the facts
+        right = [all(caption_facts(predicted[i]).get(f) == truths[i].get(f) for f in FACTS) for i in predicted]
+        metrics["facts_correct"] = sum(right) / len(right)
+    metrics["examples"] = [{"video": str(videos[i].path), "caption": predicted[i], "reference": refs[i][0]}
+                           for i in sorted(predicted)[:5]]
+    return metrics
+
+
+def evaluate_captioner(model: Captioner, cfg: RunConfig, device: torch.device, batch_size: int,
+                       progress: bool = True) -> dict[str, Any]:
+    """`tubelet eval` of a captioner: the held-out videos of ``--data`` (all of them when the file
+    names no split), captioned greedily and scored."""
+    from ..inference.pipeline import inference_clip
+    videos = read_captions(cfg.data.path, cfg.data.root, missing=cfg.data.missing)
+    held_out = [v for v in videos if v.split in HELD_OUT] or list(videos)
+    clip = dataclasses.replace(inference_clip(model.encoder, stride=cfg.clip.stride, views=1, crops=1),
+                               shuffle_frames=cfg.clip.shuffle_frames)
+    dataset = clip_set(held_out, Path(cfg.data.path), clip, False, cfg.runtime.seed)
+    sampler = tdata.ClipSampler(len(dataset), shuffle=False, seed=0, drop_last=False, epoch=0)
+    loader = tdata.make_loader(dataset, sampler, batch_size=batch_size, workers=cfg.data.workers,
+                               pin_memory=device.type == "cuda")
+    return caption_metrics(model, loader, held_out, device, progress)

@@ -89,6 +89,7 @@ def absent_classes(dataset, class_names) -> list[str]:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from .. import data as tdata
     from ..checkpoint import load_model
+    from ..models.captioner import Captioner
     from .distributed import init_runtime, shutdown
     from .evaluate import evaluate
 
@@ -99,6 +100,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     rt = init_runtime(args.device)
     try:
         model = load_model(args.checkpoint, map_location=rt.device)
+        if isinstance(model, Captioner):
+            return _eval_captioner(model, cfg, rt, args)
         clip = _inference_clip(model, cfg)
         # the data's labels are numbered by the model's class names (an unknown class is an error)
         val = tdata.build_eval_dataset(cfg.data.path, class_names=model.info.class_names,
@@ -128,6 +131,23 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     else:
         print(f"{args.checkpoint}: {clip.views} views x {clip.crops} crops, {cfg.clip.average} averaged")
         _print_metrics(metrics)
+    return 0
+
+
+def _eval_captioner(model, cfg: RunConfig, rt, args: argparse.Namespace) -> int:
+    from .caption import evaluate_captioner
+    if rt.distributed:
+        raise TrainingError("tubelet eval of a captioner runs in one process (not under torchrun)")
+    metrics = evaluate_captioner(model, cfg, rt.device, args.batch_size)
+    if metrics["count"] == 0:
+        raise DataError(f"{cfg.data.path}: none of the videos could be decoded ({len(metrics['skipped'])} skipped)")
+    if args.json:
+        print(dumps_json(metrics))
+    else:
+        print(f"{args.checkpoint}: greedy captions of the centre clip")
+        _print_metrics(metrics)
+        for example in metrics["examples"][:3]:
+            print(f"  {Path(example['video']).name}: {example['caption']!r} (reference: {example['reference']!r})")
     return 0
 
 
