@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-# script -> the flags after --quick (speculative.py's test skips transformers' two rows: the smoke setting)
-QUICK = {"throughput.py": [], "parity.py": [], "frame_scaling.py": [], "compare_revisions.py": [], "lossless.py": [],
+# script -> the flags after --quick (speculative.py's test skips transformers' rows, frame_scaling.py's
+# measures two of the five models: the smoke setting)
+QUICK = {"throughput.py": [], "parity.py": [], "frame_scaling.py": ["--variants", "1,4"], "compare_revisions.py": [], "lossless.py": [],
          "speculative.py": ["--no-hf"], "decode.py": [],
          "predict.py": [], "attention_maps.py": [],
          "serve_load.py": [], "captions.py": []}
