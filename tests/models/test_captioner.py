@@ -45,7 +45,7 @@ def test_the_vocabulary_round_trips_and_pads():
     vocab = WordVocab.build(CAPTIONS)
     ids = vocab.encode("A bright digit moves to the left.")
     assert ids[0] == BOS and ids[-1] == EOS and vocab.decode(ids[1:]) == "a bright digit moves to the left"
-    assert vocab.decode([vocab.ids["cat"], EOS, vocab.ids["dog"] if "dog" in vocab.ids else 3]) == "cat"
+    assert vocab.decode([vocab.ids["cat"], EOS, vocab.ids["grows"]]) == "cat"  # nothing after <eos>
     assert vocab.encode("a zebra")[2] == 3  # <unk>
     batch = vocab.batch(["a cat", "a dark photo of a cat grows"], max_length=5)
     assert batch.shape == (2, 5) and batch[0, 4] == PAD and batch[1, -1] == EOS
@@ -87,8 +87,8 @@ def test_rows_of_a_batch_are_independent():
 
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
 def test_speculative_captions_follow_the_target(temperature):
-    """Greedy: exactly the target's words whatever the draft. Sampling: a draft identical to the
-    target accepts every proposal, and the target alone with the same seed gives the same words."""
+    """Greedy: exactly the target's words whatever the draft. Both: a draft identical to the target
+    has every proposal accepted (its distribution is the target's, including the excluded specials)."""
     from tubelet.generate import Sampling
     model, other = captioner(seed=0), captioner(layers=1, seed=3)
     x = clips(3)
@@ -97,8 +97,8 @@ def test_speculative_captions_follow_the_target(temperature):
     if temperature == 0:
         fast, out = model.caption(x, max_new_tokens=10, sampling=sampling, draft=other, k=3)
         assert fast == plain and out.stats.target_calls < 10 * 3
-    same, out = model.caption(x, max_new_tokens=10, sampling=sampling, draft=model, k=3)
-    assert out.stats.accepted == out.stats.tested
+    _, out = model.caption(x, max_new_tokens=10, sampling=sampling, draft=model, k=3)
+    assert out.stats.tested > 0 and out.stats.accepted == out.stats.tested
 
 
 def test_the_prefix_is_outside_the_lengths_the_sampler_sees():

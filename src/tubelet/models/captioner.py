@@ -105,15 +105,18 @@ class CaptionerConfig:
 class Captioner(nn.Module):
     """A ViViT encoder, a projection of its tokens and a causal decoder that continues them."""
 
-    def __init__(self, encoder: ViViT, vocab: WordVocab, cfg: CaptionerConfig | None = None) -> None:
+    def __init__(self, encoder: ViViT, vocab: WordVocab, cfg: CaptionerConfig | None = None, *,
+                 project: nn.Module | None = None, decoder: Decoder | None = None) -> None:
+        """``project`` and ``decoder``: modules to use (shared with another captioner) instead of new ones."""
         super().__init__()
         cfg = cfg or CaptionerConfig()
         cfg.decoder.vocab_size = len(vocab)
         self.cfg, self.vocab = cfg, vocab
         self.encoder = encoder
         width = encoder.config.hidden_size
-        self.project = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, cfg.decoder.dim))
-        self.decoder = Decoder(cfg.decoder)
+        self.project = project if project is not None else \
+            nn.Sequential(nn.LayerNorm(width), nn.Linear(width, cfg.decoder.dim))
+        self.decoder = decoder if decoder is not None else Decoder(cfg.decoder)
         self.info = ModelInfo()
 
     @property
@@ -139,11 +142,9 @@ class Captioner(nn.Module):
             raise ConfigError(f"a truncated draft keeps 1 to {self.decoder.cfg.num_layers} decoder blocks, "
                               f"not {layers}")
         cfg = replace(self.cfg, decoder=replace(self.decoder.cfg, num_layers=layers))
-        draft = Captioner.__new__(Captioner)
-        nn.Module.__init__(draft)
-        draft.cfg, draft.vocab, draft.info = cfg, self.vocab, self.info
-        draft.encoder, draft.project = self.encoder, self.project
-        draft.decoder = truncated_draft(self.decoder, layers).to(next(self.decoder.parameters()).device)
+        decoder = truncated_draft(self.decoder, layers).to(next(self.decoder.parameters()).device)
+        draft = Captioner(self.encoder, self.vocab, cfg, project=self.project, decoder=decoder)
+        draft.info = self.info
         return draft.eval()
 
     def forward(self, clips: Tensor, tokens: Tensor) -> Tensor:

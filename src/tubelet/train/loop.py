@@ -31,11 +31,11 @@ from ..errors import TrainingError
 from ..models import ViViT, count_parameters, create_model
 from . import run
 from . import state as ckpt
+from .caption import CaptionTask
 from .distributed import (Runtime, all_reduce_mean, barrier, gather_model, gather_optimizer_state,
                           init_runtime, is_sharded, load_model_state, load_optimizer_state, wrap_model)
 from .evaluate import autocast, evaluate
 from .logging import MetricLog, plot_run
-from .caption import CaptionTask
 from .init import initial_config, initialise
 from .metrics import reversed_pair_accuracy
 from .optim import EMA, build_optimizer, freeze, learning_rate, set_learning_rate
@@ -157,8 +157,6 @@ class Trainer:
 
     def _build_model(self, init_state: dict | None) -> None:
         cfg = self.cfg
-        num_classes = self.class_splits if len(self.class_splits) > 1 else self.class_splits[0] \
-            if self.class_splits else 1
         if init_state is not None:  # resume: the checkpoint's model, as saved
             model = init_state["model"]
             if self.task is not None:
@@ -168,11 +166,13 @@ class Trainer:
             if cfg.model.init:
                 encoder, self.init_steps = initialise(cfg, num_classes=1, class_names=None, log=self._log)
             model = self.task.build_model(encoder)
-        elif cfg.model.init:
-            model, self.init_steps = initialise(cfg, num_classes=num_classes, class_names=self.class_names,
-                                                log=self._log)
         else:
-            model = create_model(cfg.model.name, num_classes=num_classes, **cfg.model.overrides)
+            num_classes = self.class_splits if len(self.class_splits) > 1 else self.class_splits[0]
+            if cfg.model.init:
+                model, self.init_steps = initialise(cfg, num_classes=num_classes, class_names=self.class_names,
+                                                    log=self._log)
+            else:
+                model = create_model(cfg.model.name, num_classes=num_classes, **cfg.model.overrides)
         model.info = run.model_info(cfg, model, self.class_names, self.head_names, self.clip.stride)
         if cfg.runtime.grad_checkpointing and hasattr(model, "set_grad_checkpointing"):
             model.set_grad_checkpointing(True)
