@@ -70,6 +70,9 @@ class TubeletLM:
     def crop(self, lengths: Tensor) -> None:
         self.cache.crop(lengths)
 
+    def reorder(self, rows: Tensor) -> None:
+        self.cache.select(rows)
+
     def cached(self, row: int) -> list[tuple[Tensor, Tensor]]:
         return [self.cache.rows(i)[row] for i in range(len(self.model.blocks))]
 

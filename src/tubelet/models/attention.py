@@ -162,6 +162,12 @@ class KVCache:
         """Keep the first ``lengths[b]`` tokens of each row (never more than it holds)."""
         self.lengths = torch.minimum(self.lengths, lengths.to(self.lengths))
 
+    def select(self, rows: Tensor) -> None:
+        """Keep rows ``rows`` in that order: new row ``i`` is a copy of row ``rows[i]`` (beam search)."""
+        self.keys = [None if k is None else k[rows] for k in self.keys]
+        self.values = [None if v is None else v[rows] for v in self.values]
+        self.lengths = self.lengths[rows]
+
     def rows(self, layer: int) -> list[tuple[Tensor, Tensor]]:
         """The valid keys and values (G, lengths[b], d) of each row of one layer (inspection)."""
         k, v = self.keys[layer], self.values[layer]
