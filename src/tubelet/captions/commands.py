@@ -20,8 +20,8 @@ def _cmd_caption(args: argparse.Namespace) -> int:
 
     from ..generate import Sampling
     from ..inference.commands import video_files
-    if args.batch_size < 1 or args.k < 1:
-        raise UsageError("--batch-size and --k must be at least 1")
+    if args.batch_size < 1 or args.k < 1 or args.beams < 1:
+        raise UsageError("--batch-size, --k and --beams must be at least 1")
     from .pipeline import CaptionPipeline
     try:
         sampling = Sampling(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
@@ -29,7 +29,7 @@ def _cmd_caption(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     pipe = CaptionPipeline(args.model, device=args.device, draft=args.draft, k=args.k, sampling=sampling,
                            seed=args.seed, max_words=args.max_words, batch_size=args.batch_size,
-                           workers=args.workers)
+                           workers=args.workers, beams=args.beams, length_penalty=args.length_penalty)
     videos = video_files(args.videos)
     answered, failed = [], 0
     bar = tqdm(total=len(videos), desc="captioning", unit="video", disable=None, file=sys.stderr)
@@ -56,7 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     from ..inference.commands import MODEL_HELP
     p = sub.add_parser("caption", help="caption videos with a trained captioner",
                        description="Caption videos with a captioner trained by `tubelet train --task caption`: "
-                                   "greedy by default, or sampled; --draft for exact speculative decoding.")
+                                   "greedy by default, sampled, or by beam search; --draft for exact speculative "
+                                   "decoding.")
     p.add_argument("model", metavar="MODEL", help=MODEL_HELP)
     p.add_argument("videos", nargs="+", metavar="VIDEO",
                    help="video files, folders (searched recursively), globs, or .txt files listing paths")
@@ -68,6 +69,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                     "(the model's first L decoder blocks): speculative decoding, "
                                                     "exact (the output has the model's distribution)")
     p.add_argument("--k", type=int, default=4, help="draft words per speculative step (default: 4)")
+    p.add_argument("--beams", type=int, default=1,
+                   help="beam search with this many beams: the caption the model scores best, not word by "
+                        "word (default: 1, greedy)")
+    p.add_argument("--length-penalty", type=float, default=1.0,
+                   help="beam search ranks captions by log-prob / length^this: 0 favours short captions, "
+                        "1 (default) compares the mean log-prob per word")
     p.add_argument("--max-words", type=int, help="longest caption (default: the model's caption length)")
     p.add_argument("--json", action="store_true", help="print one JSON list of {video, caption}")
     p.add_argument("--batch-size", type=int, default=16, help="videos captioned together (default: 16)")

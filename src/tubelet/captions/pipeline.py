@@ -48,12 +48,14 @@ class CaptionPipeline:
     ``sampling`` (:class:`tubelet.generate.Sampling`; default greedy) and ``seed`` as in
     :mod:`tubelet.generate`; with ``draft`` (a smaller captioner with the same vocabulary: a folder
     or a model; or ``"truncated:L"``, the model's own first L decoder blocks) the words come from
-    exact speculative sampling, ``k`` drafts a step.
+    exact speculative sampling, ``k`` drafts a step; ``beams`` > 1: beam search with
+    ``length_penalty`` (see :meth:`Captioner.caption`).
     """
 
     def __init__(self, model: str | Path | nn.Module, *, device: str | torch.device | None = None,
                  draft: str | Path | nn.Module | None = None, k: int = 4, sampling=None, seed: int = 0,
-                 max_words: int | None = None, batch_size: int = 16, workers: int = 0) -> None:
+                 max_words: int | None = None, batch_size: int = 16, workers: int = 0, beams: int = 1,
+                 length_penalty: float = 1.0) -> None:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = load_captioner(model, self.device)
         self.draft = None
@@ -65,14 +67,17 @@ class CaptionPipeline:
             self.draft = self.model.truncated(layers)
         elif draft is not None:
             self.draft = load_captioner(draft, self.device)
-        if self.draft is not None and self.draft.vocab.words != self.model.vocab.words:
+        if self.draft is not None and self.draft.vocab != self.model.vocab:
             raise ConfigError("the draft captioner's vocabulary differs from the model's: train the draft on "
                               "the same captions")
-        for name, value in (("k", k), ("batch_size", batch_size)):
+        for name, value in (("k", k), ("batch_size", batch_size), ("beams", beams)):
             if int(value) < 1:
                 raise ConfigError(f"{name}={value} must be at least 1")
         self.k, self.sampling, self.seed, self.max_words = k, sampling, seed, max_words
         self.batch_size, self.workers = batch_size, workers
+        self.beams, self.length_penalty = beams, length_penalty
+        if beams > 1 and (self.draft is not None or (sampling is not None and sampling.temperature > 0)):
+            raise ConfigError("beam search is deterministic: give --beams without --draft and --temperature")
 
     @property
     def info(self):
@@ -89,7 +94,8 @@ class CaptionPipeline:
         from ..data import normalise
         clips = normalise(torch.stack([v[0] for v in views]).to(self.device))
         texts, _ = self.model.caption(clips, draft=self.draft, k=self.k, sampling=self.sampling, seed=self.seed,
-                                      max_new_tokens=self.max_words)
+                                      max_new_tokens=self.max_words, beams=self.beams,
+                                      length_penalty=self.length_penalty)
         return texts
 
     def results(self, videos: Sequence[Any]) -> Iterator[dict[str, Any]]:

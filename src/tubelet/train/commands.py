@@ -55,6 +55,8 @@ def _print_metrics(metrics: dict, run_dir: Path | None = None) -> None:
             print(f"  {what:<24} {metrics[key]:6.3f}")
     if "facts_correct" in metrics:
         print("  (facts correct: captions whose motion, direction and event order are all right)")
+        shares = ", ".join(f"{m} {100 * v:.1f}%" for m, v in metrics.get("facts_correct_by_motion", {}).items())
+        print(f"  facts correct by motion: {shares}")
     if metrics.get("absent_classes"):
         absent = metrics["absent_classes"]
         print(f"  {len(absent)} class(es) of the model have no video in the data: {', '.join(absent[:8])}"

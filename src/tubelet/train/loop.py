@@ -177,7 +177,11 @@ class Trainer:
         if cfg.runtime.grad_checkpointing and hasattr(model, "set_grad_checkpointing"):
             model.set_grad_checkpointing(True)
         self.model: ViViT = model.to(self.rt.device)
-        freeze(self.model, cfg.optim.train_only)  # before DDP / FSDP take the trainable parameters
+        train_only = self.task.train_only() if self.task is not None else cfg.optim.train_only
+        if train_only != cfg.optim.train_only:
+            self._log(f"--init {cfg.model.init}: the encoder stays frozen; training {train_only.replace(',', ' and ')} "
+                      "(--optim.train-only encoder,project,decoder trains it too)")
+        freeze(self.model, train_only)  # before DDP / FSDP take the trainable parameters
         self.ema = EMA(self.model, cfg.optim.ema) if cfg.optim.ema else None
         self.wrapped = wrap_model(self.model, self.rt, cfg.runtime.parallel)
         if self.ema is not None and is_sharded(self.wrapped):  # the average is sharded like the model
@@ -429,7 +433,10 @@ class Trainer:
             metrics["reversed_pair_top1"] = reversed_pair_accuracy(metrics["scores"], metrics["labels"],
                                                                    self.reverse_of)
         scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-        log.write("eval", step, **scalars, skipped=len(metrics["skipped"]), skipped_files=metrics["skipped"])
+        by_motion = {"facts_correct_by_motion": metrics["facts_correct_by_motion"]} \
+            if "facts_correct_by_motion" in metrics else {}
+        log.write("eval", step, **scalars, **by_motion, skipped=len(metrics["skipped"]),
+                  skipped_files=metrics["skipped"])
         if self.rt.is_main:
             shown = ", ".join(f"{k.replace('_', ' ')} {100 * v:.1f}%" for k, v in scalars.items()
                               if k.endswith(("top1", "top5")))
@@ -440,7 +447,10 @@ class Trainer:
     def _validate_captions(self, model, loader, step: int, log: MetricLog) -> dict:
         metrics = self.task.evaluate(model, loader, self.rt.device, progress=self.progress)
         scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-        log.write("eval", step, **scalars, skipped=len(metrics["skipped"]), skipped_files=metrics["skipped"])
+        by_motion = {"facts_correct_by_motion": metrics["facts_correct_by_motion"]} \
+            if "facts_correct_by_motion" in metrics else {}
+        log.write("eval", step, **scalars, **by_motion, skipped=len(metrics["skipped"]),
+                  skipped_files=metrics["skipped"])
         if self.rt.is_main:
             shown = ", ".join(f"{k.replace('_', ' ')} {v:.3f}" for k, v in scalars.items() if k != "count")
             self._log(f"step {step}: captions of {metrics['count']} validation videos: {shown}")

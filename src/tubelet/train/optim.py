@@ -35,6 +35,9 @@ TRAIN_ONLY_PARTS: dict[str, str] = {
     "norm": r"(^|\.)norm\d*\.",  # every LayerNorm
     "embed": r"^tokeniser\.|(^|\.)(pos_embed|cls_token|time_embed)$",  # tubelet embedding, positions, CLS
     "temporal": r"^temporal\.",  # Model 2's temporal encoder
+    "encoder": r"^encoder\.",  # a captioner's video encoder (Model 1's transformer in a classifier)
+    "project": r"^project\.",  # a captioner's projection of the video tokens into the decoder
+    "decoder": r"^decoder\.",  # a captioner's text decoder
 }
 _BLOCK = re.compile(r"^(.*?)blocks\.(\d+)\.")
 
@@ -43,7 +46,9 @@ def trainable(name: str, train_only: str | None) -> bool:
     """Whether parameter ``name`` trains under ``optim.train_only`` (None: every parameter)."""
     if train_only is None:
         return True
-    return any(re.search(TRAIN_ONLY_PARTS[part.strip()], name) for part in train_only.split(","))
+    encoder_name = name.removeprefix("encoder.")  # a captioner's encoder parts go by the classifier's names
+    return any(re.search(TRAIN_ONLY_PARTS[part.strip()], n) for part in train_only.split(",")
+               for n in {name, encoder_name})
 
 
 def layer_ids(names: list[str]) -> tuple[list[int], int]:
