@@ -5,7 +5,9 @@ centre clips of held-out built-in videos, in batches, greedily:
 
 - plain: one decoder call per word (``autoregressive_generate`` on the video-prefix LM);
 - speculative with ``truncated:L`` drafts (the captioner's first L decoder blocks, encoder and
-  projection shared) at several K, and with ``--draft`` (another captioner) if given.
+  projection shared) at several K, and with ``--draft`` (another captioner) if given;
+- beam search (``--beams``), which looks for another caption: its share of captions that differ
+  from greedy and the facts both get right are reported beside its time.
 
 The methods run round-robin in one process (paired samples). The greedy words of every method
 are checked to be identical before anything is timed. Each row reports words/s, the ratio over
@@ -51,16 +53,17 @@ def quick_captioner():
     return model.eval()
 
 
-def held_out_clips(model, count: int) -> torch.Tensor:
-    """(count, 3, T, H, W) centre clips of built-in videos not in the training set."""
+def held_out_clips(model, count: int) -> tuple[torch.Tensor, list[dict]]:
+    """(count, 3, T, H, W) centre clips of built-in videos not in the training set (the event-order
+    pair included, as in the built-in caption data), and each video's facts."""
     from tubelet.data import normalise
-    from tubelet.data.synth import SynthConfig, render
+    from tubelet.data.synth import SynthConfig, render_scene
     from tubelet.inference.pipeline import inference_clip, views_of_frames
-    config = SynthConfig(seed=777)
+    config = SynthConfig(seed=777, event_order=True)
     clip = inference_clip(model.encoder, views=1, crops=1)
-    views = [views_of_frames(render(i % len(config.classes), np.random.default_rng([777, i]), config), clip)[0]
-             for i in range(count)]
-    return normalise(torch.stack(views))
+    scenes = [render_scene(i % len(config.classes), np.random.default_rng([777, i]), config) for i in range(count)]
+    views = [views_of_frames(scene.frames, clip)[0] for scene in scenes]
+    return normalise(torch.stack(views)), [scene.facts for scene in scenes]
 
 
 def cache_bytes_per_token(model) -> dict:
@@ -80,6 +83,10 @@ def main() -> None:
     p.add_argument("--videos", type=int, default=32, help="held-out videos captioned per call (default: 32)")
     p.add_argument("--batch", type=int, default=16, help="videos per batch (default: 16)")
     p.add_argument("--ks", default="2,4", help="draft lengths K to try (default: 2,4)")
+    p.add_argument("--layers", help="the truncated:L drafts to try, a comma list of L (default: every L below the "
+                                    "model's decoder blocks; e.g. 2,15,29 for SmolLM2's 30)")
+    p.add_argument("--beams", type=int, default=4, help="also time beam search with this many beams and score "
+                                                        "its captions' facts (1: skip; default: 4)")
     p.add_argument("--quick", action="store_true", help="a random-weight captioner, few videos: a smoke run")
     add_run_args(p, warmup=1, repeats=5)
     args = p.parse_args()
@@ -90,21 +97,26 @@ def main() -> None:
     device, env = start(args)
     from tubelet.captions.pipeline import load_captioner
     model = quick_captioner().to(device) if args.quick else load_captioner(args.model, device)
-    clips = held_out_clips(model, args.videos).to(device)
+    clips, facts = held_out_clips(model, args.videos)
+    clips = clips.to(device)
     batches = clips.split(args.batch)
-    drafts = {f"truncated:{layers}": model.truncated(layers) for layers in range(1, model.decoder.cfg.num_layers)}
+    layers = [int(n) for n in args.layers.split(",")] if args.layers else range(1, model.decoder.cfg.num_layers)
+    drafts = {f"truncated:{n}": model.truncated(n) for n in layers}
     if args.draft:
         drafts["draft"] = load_captioner(args.draft, device)
     ks = [int(k) for k in args.ks.split(",")]
 
-    def method(draft=None, k: int = 4):
+    def method(draft=None, k: int = 4, beams: int = 1):
         def run():
-            return [model.caption(b, draft=draft, k=k) for b in batches]
+            return [model.caption(b, draft=draft, k=k, beams=beams) for b in batches]
         return run
 
     methods = {"plain": method()}
     methods.update({f"{name} K={k}": method(d, k) for name, d in drafts.items() for k in ks})
+    if args.beams > 1:
+        methods[f"beams={args.beams}"] = method(beams=args.beams)
     # the greedy words of every method, and the statistics of one pass
+    from tubelet.captions import facts_correct
     reference = None
     stats = {}
     for name, fn in methods.items():
@@ -112,38 +124,50 @@ def main() -> None:
         words = [t for texts, _ in outs for t in texts]
         if reference is None:
             reference = words
-        if words != reference:
+        if name.startswith("beams="):  # a search for another caption: how often it differs, and its facts
+            stats["beam_search"] = {"beams": args.beams, "differs_from_greedy": float(np.mean(
+                [a != b for a, b in zip(words, reference)])), "facts_correct": float(np.mean(
+                [facts_correct(w, f) for w, f in zip(words, facts)]))}
+        elif words != reference:
             raise SystemExit(f"{name}: greedy captions differ from plain decoding; the benchmark stops")
         s = [o.stats for _, o in outs]
-        generated = sum(x.generated for x in s)
+        generated = sum(len(ids) for _, o in outs for ids in o.tokens)  # the captions' words (and <eos>)
         stats[name] = {"words": generated, "target_calls": sum(x.target_calls for x in s),
                        "draft_calls": sum(x.draft_calls for x in s),
                        "acceptance": (sum(x.accepted for x in s) / max(sum(x.drafted for x in s), 1)
-                                      if name != "plain" else None)}
+                                      if " K=" in name else None)}
     timings = time_interleaved(methods, device, warmup=args.warmup, repeats=args.repeats, min_repeat_ms=0)
     base = timings["plain"].median
     rows = []
     print(f"\n{args.videos} held-out videos in batches of {args.batch}; greedy captions identical for every "
           f"method; e.g. {reference[0]!r}")
-    print(f"{'method':<18} {'words/s':>8} {'x plain':>8} {'spread':>13} {'accept':>7} {'words/target call':>18}")
+    print(f"{'method':<18} {'words/s':>8} {'ms/caption':>10} {'x plain':>8} {'spread':>13} {'accept':>7} "
+          f"{'words/target call':>18}")
     for name, t in timings.items():
         if isinstance(t, str):
             print(f"{name:<18} failed: {t}")
             continue
         st = stats[name]
         ratios = sorted(b / x for b, x in zip(timings["plain"].ms, t.ms))
-        row = {"method": name, "words_per_s": st["words"] / (t.median / 1e3), "ratio": base / t.median,
+        row = {"method": name, "words_per_s": st["words"] / (t.median / 1e3),
+               "ms_per_caption": t.median / args.videos, "ratio": base / t.median,
                "ratio_min": ratios[0], "ratio_max": ratios[-1], **st,
                "words_per_target_call": st["words"] / st["target_calls"], "timing": t.summary()}
         rows.append(row)
         acc = "-" if st["acceptance"] is None else f"{st['acceptance']:.2f}"
-        print(f"{name:<18} {row['words_per_s']:8.1f} {row['ratio']:7.2f}x "
+        print(f"{name:<18} {row['words_per_s']:8.1f} {row['ms_per_caption']:10.1f} {row['ratio']:7.2f}x "
               f"{row['ratio_min']:5.2f}-{row['ratio_max']:.2f}x {acc:>7} {row['words_per_target_call']:18.2f}")
+    greedy_facts = float(np.mean([facts_correct(w, f) for w, f in zip(reference, facts)]))
+    print(f"\nfacts correct (motion, direction and order) over the {args.videos} videos: greedy {greedy_facts:.3f}"
+          + (f", beam search ({args.beams} beams) {stats['beam_search']['facts_correct']:.3f}, its caption "
+             f"differing from greedy for {stats['beam_search']['differs_from_greedy']:.1%}"
+             if "beam_search" in stats else ""))
     cache = cache_bytes_per_token(model)
     print(f"\nkey/value cache per token: {cache['bytes_gqa']} bytes with {cache['kv_heads']} key/value head(s) of "
           f"{cache['heads']} ({cache['layers']} layers), {cache['bytes_mha']} bytes multi-head "
           f"({cache['bytes_mha'] / cache['bytes_gqa']:.0f}x)")
-    write_json(args.out, {"environment": env, "rows": rows, "cache": cache, "example": reference[:5]})
+    write_json(args.out, {"environment": env, "rows": rows, "cache": cache, "example": reference[:5],
+                          "greedy_facts_correct": greedy_facts, "beam_search": stats.get("beam_search")})
 
 
 if __name__ == "__main__":
