@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
 from ..errors import GenerateError
 from ..models.decoder import Decoder
@@ -155,6 +156,7 @@ def distill(draft: Decoder, target: Callable[[Tensor], Tensor], tokenize: Callab
     xs, qs, ids = [], [], []
     start = budget.clock()
     label_until = start + cfg.label_share * (budget.deadline - reserve - start)
+    bar = tqdm(total=cfg.label_tokens, desc="labelling", unit="tok", unit_scale=True, disable=None, leave=False)
     for _ in budget.steps(label_until):
         if len(xs) * cfg.batch_size * cfg.seq_len >= cfg.label_tokens:
             break
@@ -163,6 +165,8 @@ def distill(draft: Decoder, target: Callable[[Tensor], Tensor], tokenize: Callab
         xs.append(x)
         qs.append(q_top.half())
         ids.append(top_ids)
+        bar.update(x.numel())
+    bar.close()
     if not xs:
         raise GenerateError(f"max_minutes={cfg.max_minutes}: no time left to label a single batch "
                             "after the held-out evaluation; give the run more minutes")
@@ -173,6 +177,7 @@ def distill(draft: Decoder, target: Callable[[Tensor], Tensor], tokenize: Callab
     g = torch.Generator().manual_seed(cfg.seed)
     history, start, step = [], budget.clock(), 0
     draft.train()
+    bar = tqdm(total=cfg.steps, desc="training", unit="step", disable=None, leave=False)
     for _ in budget.steps(budget.deadline - reserve):
         if step >= cfg.steps:
             break
@@ -187,8 +192,12 @@ def distill(draft: Decoder, target: Callable[[Tensor], Tensor], tokenize: Callab
         opt.step()
         step += 1
         history.append(float(loss.detach()))
+        bar.update()
+        bar.set_postfix(loss=f"{history[-1]:.3f}")
         if step % 25 == 0 or step == 1:
+            bar.clear()
             log(f"step {step}: loss {history[-1]:.3f} ({budget.clock() - start:.0f}s)")
+    bar.close()
     train_seconds = budget.clock() - start
     draft.eval()
     for p in draft.parameters():
