@@ -179,8 +179,8 @@ class Trainer:
         self.model: ViViT = model.to(self.rt.device)
         train_only = self.task.train_only() if self.task is not None else cfg.optim.train_only
         if train_only != cfg.optim.train_only:
-            self._log(f"--init {cfg.model.init}: the encoder stays frozen; training {train_only.replace(',', ' and ')} "
-                      "(--optim.train-only encoder,project,decoder trains it too)")
+            self._log(f"--init {cfg.model.init}: the encoder stays frozen; training "
+                      f"{train_only.replace(',', ' and ')} (--optim.train-only encoder,project,decoder trains it too)")
         freeze(self.model, train_only)  # before DDP / FSDP take the trainable parameters
         self.ema = EMA(self.model, cfg.optim.ema) if cfg.optim.ema else None
         self.wrapped = wrap_model(self.model, self.rt, cfg.runtime.parallel)
@@ -433,10 +433,7 @@ class Trainer:
             metrics["reversed_pair_top1"] = reversed_pair_accuracy(metrics["scores"], metrics["labels"],
                                                                    self.reverse_of)
         scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-        by_motion = {"facts_correct_by_motion": metrics["facts_correct_by_motion"]} \
-            if "facts_correct_by_motion" in metrics else {}
-        log.write("eval", step, **scalars, **by_motion, skipped=len(metrics["skipped"]),
-                  skipped_files=metrics["skipped"])
+        log.write("eval", step, **scalars, skipped=len(metrics["skipped"]), skipped_files=metrics["skipped"])
         if self.rt.is_main:
             shown = ", ".join(f"{k.replace('_', ' ')} {100 * v:.1f}%" for k, v in scalars.items()
                               if k.endswith(("top1", "top5")))
