@@ -77,7 +77,7 @@ def test_distill_trains_the_draft_towards_the_target(tmp_path):
                                    eval_chunks=4), log=lambda m: None)
     assert report["steps"] == 40
     assert report["after"]["acceptance_t1"] > report["before"]["acceptance_t1"]
-    assert sum(report["loss"][-5:]) < sum(report["loss"][:5])
+    assert sum(report["loss"]["train"][-5:]) < sum(report["loss"]["train"][:5])
 
 
 def test_acceptance_is_reported_per_tested_and_per_drafted_token():
@@ -229,3 +229,18 @@ def test_generate_prompt_file_stream_and_repetition_penalty(tmp_path, monkeypatc
         args = parse(base + bad)
         with pytest.raises(UsageError, match=match):
             args.func(args)
+
+
+def test_target_precision_option(tmp_path):
+    from tubelet.generate.loading import LoadError, load_model
+    from tubelet.generate.models import TubeletLM
+    folder = tiny(tmp_path)
+    full, half = load_model(folder), load_model(folder + ",bf16")
+    assert half.model.embed.weight.dtype == torch.bfloat16 and isinstance(half.lm, TubeletLM)
+    x = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        torch.testing.assert_close(half.logits(x).float(), full.logits(x), atol=0.05, rtol=0.05)
+    with pytest.raises(LoadError, match="vocab"):
+        load_model(folder + ",vocab:8")
+    with pytest.raises(LoadError, match="unknown"):
+        load_model(folder + ",fp16")

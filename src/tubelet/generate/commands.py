@@ -10,7 +10,9 @@ from pathlib import Path
 
 import torch
 
-from ..errors import UsageError
+from ..errors import GenerateError, UsageError
+from ..fileio import dumps_json, write_text_atomic
+from ..models.decoder import Decoder
 from .autoregressive import autoregressive_generate
 from .loading import LoadError, Loaded, load_draft, load_model, load_tokenizer
 from .rows import eos_ids
@@ -73,23 +75,46 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s = dsub.add_parser(
         "distill", help="distil a small tubelet decoder from a target on a text corpus",
         description="Copy the target's first --layers layers into a tubelet decoder and train it to "
-                    "match the target's next-token distributions on --corpus; every 10th file is "
-                    "held out to measure the acceptance rate before and after.")
+                    "match the target's next-token distributions on --corpus: the target labels "
+                    "--label-tokens tokens once (kept in OUT/labels), the draft trains --steps steps, "
+                    "then --rounds on-policy rounds (the draft writes, the target labels, the draft "
+                    "trains). Every 10th file is held out to measure the acceptance rate after each "
+                    "stage. Checkpoints are kept in OUT: --resume goes on after a stop or Ctrl-C.")
     s.add_argument("--target", required=True, help="target model spec (e.g. smollm2)")
     s.add_argument("--layers", type=int, required=True, help="layers of the draft")
-    s.add_argument("--corpus", required=True, help=f"glob or folder of text files, {STDLIB_HINT}")
-    s.add_argument("--out", required=True, help="output folder (config.json + model.safetensors)")
-    s.add_argument("--steps", type=int, default=300, help="training minibatches (default 300)")
+    s.add_argument("--corpus", required=True, action="append",
+                   help=f"glob or folder of text files, {STDLIB_HINT}; repeat it to mix corpora "
+                        "(code and English text, say: each keeps its own held-out tenth)")
+    s.add_argument("--out", required=True,
+                   help="output folder: the draft (config.json + model.safetensors), distill.json, "
+                        "labels/ and checkpoints/")
+    s.add_argument("--resume", action="store_true",
+                   help="go on with the distillation in --out (its labels and latest checkpoint), "
+                        "with the same settings")
+    s.add_argument("--steps", type=int, default=300, help="training minibatches on the corpus labels (default 300)")
     s.add_argument("--label-tokens", type=int, default=16384,
-                   help="corpus tokens the target labels once (its forward pass dominates)")
+                   help="corpus tokens the target labels once (its forward pass dominates; default 16384)")
+    s.add_argument("--label-precision", choices=["auto", "bf16", "fp32"], default="auto",
+                   help="precision of the target while it labels (auto: bf16 where it is faster, on a "
+                        "GPU or a CPU with bf16 instructions; acceptance is always measured in fp32)")
+    s.add_argument("--rounds", type=int, default=0,
+                   help="on-policy rounds after the corpus stage (default 0)")
+    s.add_argument("--round-tokens", type=int, default=8192,
+                   help="tokens per round that the draft writes and the target labels (default 8192)")
+    s.add_argument("--round-steps", type=int, default=100, help="training minibatches per round (default 100)")
     s.add_argument("--max-minutes", type=float, default=8.0,
                    help="time limit of the whole command, loading and evaluations included: a "
                         "labelling batch or training step starts only if it ends in time (default 8)")
-    s.add_argument("--seq-len", type=int, default=128)
-    s.add_argument("--batch-size", type=int, default=4)
-    s.add_argument("--lr", type=float, default=1e-3)
-    s.add_argument("--top-k", type=int, default=32, help="target top-k kept for the loss")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--checkpoint-minutes", type=float, default=5.0,
+                   help="minutes between checkpoints while training (default 5)")
+    s.add_argument("--seq-len", type=int, default=128, help="tokens per training sequence (default 128)")
+    s.add_argument("--batch-size", type=int, default=4, help="sequences per batch (default 4)")
+    s.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of the corpus stage (default 1e-3)")
+    s.add_argument("--round-lr", type=float, default=3e-4, help="peak learning rate of each round (default 3e-4)")
+    s.add_argument("--top-k", type=int, default=32, help="target top-k kept for the loss (default 32)")
+    s.add_argument("--eval-chunks", type=int, default=16,
+                   help="held-out sequences of --seq-len tokens for the acceptance report (default 16)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the corpus order and the batches")
     s.set_defaults(func=distill_command)
 
 
@@ -230,12 +255,19 @@ def acceptance_line(stats: Stats) -> str:
 
 
 def distill_command(args: argparse.Namespace) -> int:
-    from .distill import Budget, DistillConfig, corpus_files, distill
+    from .distill import Budget, DistillConfig, check_out, corpus_files, distill
     from .loading import truncated_draft
     budget = Budget(args.max_minutes * 60)  # from the start: loading the target counts
+    for name in ("layers", "steps", "label_tokens", "seq_len", "batch_size", "top_k", "eval_chunks",
+                 "round_tokens", "round_steps"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} {getattr(args, name)}: expected a positive number")
+    if args.rounds < 0 or args.max_minutes <= 0 or args.checkpoint_minutes <= 0:
+        raise UsageError("--rounds must be >= 0, --max-minutes and --checkpoint-minutes > 0")
     try:
         train, held = corpus_files(args.corpus)
-    except FileNotFoundError as e:
+        check_out(args.out, args.resume)
+    except (FileNotFoundError, GenerateError) as e:
         raise UsageError(str(e)) from e
     target = _load(args.target, with_tokenizer=True)
     if target.tokenizer is None:
@@ -244,17 +276,43 @@ def distill_command(args: argparse.Namespace) -> int:
         draft = truncated_draft(target.model, args.layers)
     except (LoadError, ValueError) as e:
         raise UsageError(str(e)) from e
+    labeller, precision = label_model(target, args.label_precision)
     cfg = DistillConfig(seq_len=args.seq_len, batch_size=args.batch_size, steps=args.steps,
-                        label_tokens=args.label_tokens,
-                        max_minutes=args.max_minutes, lr=args.lr, top_k=args.top_k, seed=args.seed)
+                        label_tokens=args.label_tokens, max_minutes=args.max_minutes, lr=args.lr,
+                        top_k=args.top_k, eval_chunks=args.eval_chunks, seed=args.seed, rounds=args.rounds,
+                        round_tokens=args.round_tokens, round_steps=args.round_steps, round_lr=args.round_lr,
+                        checkpoint_minutes=args.checkpoint_minutes)
     print(f"distilling a {args.layers}-layer draft from {args.target}: {len(train)} training files, "
-          f"{len(held)} held out", file=sys.stderr)
+          f"{len(held)} held out; the target labels in {precision}", file=sys.stderr)
     tok = target.tokenizer
-    report = distill(draft, target.logits, lambda s: tok(s).input_ids, train, held, cfg,
-                     log=lambda m: print(m, file=sys.stderr), budget=budget)
     out = Path(args.out)
-    draft.save(out)
-    (out / "distill.json").write_text(json.dumps({"target": args.target, "layers": args.layers,
-                                                  "corpus": args.corpus, **report}, indent=1) + "\n")
-    print(f"wrote {out}/ (config.json, model.safetensors, distill.json)")
+    try:
+        report = distill(draft, target.logits, lambda s: tok(s).input_ids, train, held, cfg,
+                         log=lambda m: print(m, file=sys.stderr), budget=budget, out=out, resume=args.resume,
+                         label_target=labeller, meta={"target": args.target, "precision": precision})
+    except GenerateError as e:
+        raise UsageError(str(e)) from e
+    write_text_atomic(out / "distill.json", dumps_json({"target": args.target, "layers": args.layers,
+                                                       "corpus": args.corpus, **report}, indent=1) + "\n")
+    state = "" if report["finished"] else " (stopped by --max-minutes: --resume goes on)"
+    print(f"wrote {out}/ (config.json, model.safetensors, distill.json, labels/, checkpoints/){state}")
     return 0
+
+
+def label_model(target: Loaded, precision: str):
+    """(the function that labels the corpus, its precision): the target as a tubelet decoder in
+    bfloat16 where that is faster (3.4x on a 2-core CPU with avx512_bf16: 1,922 tokens/s against
+    557 for transformers in float32; total variation 0.019 from the float32 distribution on
+    standard-library code), else the target itself in float32."""
+    from .loading import draft_dtype, truncated_draft
+    device = next(target.model.parameters()).device
+    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}.get(precision) or draft_dtype(device)
+    try:
+        layers = target.model.cfg.num_layers if isinstance(target.model, Decoder) else \
+            target.model.config.num_hidden_layers
+        model = truncated_draft(target.model, layers).to(device=device, dtype=dtype).eval()
+    except (LoadError, AttributeError):  # not a Llama-style model: label with the target as it is
+        if dtype == torch.bfloat16 and precision == "bf16":
+            raise UsageError(f"{target.lm}: --label-precision bf16 needs a Llama-style target") from None
+        return target.logits, "fp32"
+    return model, "bf16" if dtype == torch.bfloat16 else "fp32"

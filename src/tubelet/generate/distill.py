@@ -5,11 +5,29 @@ and head) and learns to match the target's next-token distributions: the loss is
 entropy from the target's top-k distribution (renormalised) to the draft's softmax taken over
 the tokens that appear in any top-k of the batch (a sampled softmax: the full 49k-way head is
 the dominant cost on a CPU). The embedding / head stay frozen; the blocks and final norm train.
-The target is run once over ``label_tokens`` tokens of the corpus (its forward pass is by far
-the most expensive part) and its top-k kept; the draft then trains for ``steps`` minibatches
-drawn from those labels. ``max_minutes`` bounds the whole run (both evaluations, labelling and
-training): a labelling batch or a training step starts only if it is expected to end in time,
-with the time of the final evaluation kept aside.
+
+A run has stages, each ending with a held-out acceptance report:
+
+1. **label**: the target runs once over ``label_tokens`` tokens of the corpus (its forward
+   pass is by far the most expensive part); its top-k log-probabilities are stored on disk
+   (:class:`LabelStore`: shards of token ids, top-k ids and float16 log-probabilities);
+2. **train**: ``steps`` minibatches drawn from those labels, warm-up then cosine decay;
+3. **round r** (``rounds`` of them, on-policy as in DistillSpec / GKD): the draft continues
+   prompts from the corpus by sampling at temperature 1, the target labels what the draft
+   wrote, and the draft trains ``round_steps`` more steps on half on-policy, half corpus
+   batches.
+
+With an output folder everything is kept there and a run can stop at any moment:
+``labels/`` (shards written whole, so at most one shard of labelling is lost),
+``checkpoints/`` (the draft, its optimiser, the sampling generator and the report, every
+``checkpoint_minutes`` and at the end of each stage), the current draft (``config.json`` +
+``model.safetensors``) and ``distill.json`` after each stage. ``resume=True`` continues from
+there: labelled tokens are not labelled again, and a resumed run trains exactly as one that
+was never stopped.
+
+``max_minutes`` bounds the whole run: a labelling batch or a training step starts only if
+the longest one so far still ends in time, with the time of the final evaluation kept aside;
+labelling takes at most ``label_share`` of the time left while training is still to come.
 Evaluation on held-out files reports what decoding will see: the expected acceptance rate of
 sampling at temperature 1, sum_x min(p(x), q(x)), and the greedy agreement.
 """
@@ -17,18 +35,33 @@ sampling at temperature 1, sum_x min(p(x), q(x)), and the greedy agreement.
 from __future__ import annotations
 
 import glob
+import hashlib
+import json
+import math
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm import tqdm
 
 from ..errors import GenerateError
+from ..fileio import atomic_write, dumps_json, write_text_atomic
 from ..models.decoder import Decoder
+
+LABELS = "labels"
+LABELS_META = "meta.json"
+LABELS_FORMAT = "tubelet-distill-labels"
+CORPUS = "corpus"  # the pool of labels of corpus text; rounds add "round-1", "round-2", ...
+# what each recorded property of the labels is called on the command line
+SETTING = {"target": "--target", "precision": "--label-precision", "seq_len": "--seq-len", "top_k": "--top-k",
+           "seed": "--seed", "corpus": "the files of --corpus"}
 
 
 class Budget:
@@ -61,16 +94,27 @@ class DistillConfig:
     steps: int = 300
     label_tokens: int = 16384
     max_minutes: float = 8.0  # the whole run: evaluations, labelling and training
-    label_share: float = 0.5  # of the time left for labelling + training, at most for labelling
+    label_share: float = 0.5  # of the time left while training is to come, at most for labelling
     lr: float = 1e-3
     top_k: int = 32
     eval_chunks: int = 8
     seed: int = 0
+    rounds: int = 0  # on-policy rounds after the corpus stage
+    round_tokens: int = 8192  # tokens per round the draft writes and the target labels
+    round_steps: int = 100
+    round_lr: float = 3e-4
+    shard_tokens: int = 65536  # labels per file on disk
+    checkpoint_minutes: float = 5.0
 
 
-def corpus_files(pattern: str, holdout_every: int = 10) -> tuple[list[Path], list[Path]]:
-    """Files matching a glob (``**`` allowed) or under a folder, split into (train, held-out):
-    every ``holdout_every``-th file in sorted order is held out."""
+# ------------------------------------------------------------------------------- the corpus
+def corpus_files(pattern: str | Sequence[str], holdout_every: int = 10) -> tuple[list[Path], list[Path]]:
+    """Files matching a glob (``**`` allowed) or the ``.py`` files under a folder, split into
+    (train, held-out): every ``holdout_every``-th file in sorted order is held out. Several
+    patterns (code and English, say) are split each on its own, so each keeps a held-out tenth."""
+    if not isinstance(pattern, str):
+        parts = [corpus_files(p, holdout_every) for p in pattern]
+        return [f for t, _ in parts for f in t], [f for _, h in parts for f in h]
     path = Path(pattern)
     files = sorted(path.rglob("*.py")) if path.is_dir() else sorted(map(Path, glob.glob(pattern, recursive=True)))
     files = [f for f in files if f.is_file() and f.stat().st_size > 0]
@@ -99,21 +143,136 @@ def token_chunks(files: Sequence[Path], tokenize: Callable[[str], list[int]], se
                 yield torch.tensor(ids[i:i + seq_len])
 
 
+def corpus_digest(files: Sequence[Path]) -> str:
+    """A short digest of which files (paths and sizes) a run labels: a resumed run must see the same."""
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f"{f}\0{f.stat().st_size}\n".encode())
+    return h.hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------- labels
 def target_topk(target: Callable[[Tensor], Tensor], x: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """The target's top-k next-token distribution at every position: (probs, ids) (B, L, k)."""
+    """The target's top-k next-token log-probabilities at every position: (logp, ids) (B, L, k),
+    log-probabilities under the full softmax (their exp sums to the mass the top-k hold)."""
     with torch.no_grad():
-        values, ids = target(x).float().topk(k, dim=-1)
-    return values.softmax(-1), ids
+        logp = target(x).float().log_softmax(-1)
+        values, ids = logp.topk(k, dim=-1)
+    return values, ids
 
 
-def sparse_distill_loss(draft: Decoder, x: Tensor, q_top: Tensor, ids: Tensor) -> Tensor:
-    """Cross entropy from the target's top-k distribution to the draft's softmax over the
-    tokens in the batch's top-k sets."""
+@dataclass
+class Labels:
+    """The target's top-k at every position of ``tokens`` (N, L): ``ids`` and ``logprobs`` (N, L, k)."""
+
+    tokens: Tensor
+    ids: Tensor
+    logprobs: Tensor
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    @staticmethod
+    def cat(parts: Sequence[Labels]) -> Labels:
+        return Labels(torch.cat([p.tokens for p in parts]), torch.cat([p.ids for p in parts]),
+                      torch.cat([p.logprobs for p in parts]))
+
+
+class LabelStore:
+    """Labels by pool (``corpus``, ``round-1``, ...), in memory and, with a folder, on disk.
+
+    On disk: ``meta.json`` (what was labelled how: a resumed run must match it) and
+    ``{pool}-{n:05d}.safetensors`` shards, each written whole: ``tokens`` (N, L) int32,
+    ``ids`` (N, L, k) int32, ``logprobs`` (N, L, k) float16. Rows are buffered and written
+    every ``shard_tokens`` tokens and by :meth:`flush`."""
+
+    def __init__(self, folder: Path | None, meta: dict[str, Any], shard_tokens: int = 65536) -> None:
+        self.folder, self.meta, self.shard_tokens = folder, meta, shard_tokens
+        self.pools: dict[str, list[Labels]] = {}
+        self.buffer: dict[str, list[Labels]] = {}
+        if folder is None:
+            return
+        meta_path = folder / LABELS_META
+        if meta_path.is_file():
+            try:
+                saved = json.loads(meta_path.read_text())
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise GenerateError(f"cannot read {meta_path} ({e}); delete {folder} to label again") from None
+            for key, value in meta.items():
+                if saved.get(key) != value:
+                    raise GenerateError(
+                        f"{folder} holds labels made with {key}={saved.get(key)!r}, not {value!r} "
+                        f"({SETTING.get(key, key)}): resume with the same settings, or start a new --out")
+            for shard in sorted(folder.glob("*.safetensors")):
+                self.pools.setdefault(shard.name.rsplit("-", 1)[0], []).append(self._read(shard))
+        else:
+            folder.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(meta_path, dumps_json({"format": LABELS_FORMAT, **meta}, indent=1) + "\n")
+
+    @staticmethod
+    def _read(path: Path) -> Labels:
+        try:
+            t = load_file(str(path))
+            labels = Labels(t["tokens"].long(), t["ids"].long(), t["logprobs"])
+        except (OSError, SafetensorError, KeyError) as e:
+            raise GenerateError(f"cannot read the labels in {path} ({e}); delete that file and resume: "
+                                "its rows are labelled again") from None
+        n, L = labels.tokens.shape
+        if labels.ids.shape[:2] != (n, L) or labels.logprobs.shape != labels.ids.shape:
+            raise GenerateError(f"{path}: tokens {tuple(labels.tokens.shape)}, ids {tuple(labels.ids.shape)} "
+                                f"and logprobs {tuple(labels.logprobs.shape)} do not fit together; "
+                                "delete that file and resume")
+        return labels
+
+    def rows(self, pool: str) -> int:
+        return sum(len(p) for p in self.pools.get(pool, []) + self.buffer.get(pool, []))
+
+    def tokens(self, pool: str) -> int:
+        return self.rows(pool) * self.meta["seq_len"]
+
+    def add(self, pool: str, labels: Labels) -> None:
+        self.buffer.setdefault(pool, []).append(labels)
+        if sum(len(p) for p in self.buffer[pool]) * self.meta["seq_len"] >= self.shard_tokens:
+            self.flush(pool)
+
+    def flush(self, pool: str | None = None) -> None:
+        for name in [pool] if pool else list(self.buffer):
+            parts = self.buffer.pop(name, [])
+            if not parts:
+                continue
+            shard = Labels.cat(parts)
+            self.pools.setdefault(name, []).append(shard)
+            if self.folder is not None:
+                index = len(self.pools[name]) - 1
+                tensors = {"tokens": shard.tokens.int().contiguous(), "ids": shard.ids.int().contiguous(),
+                           "logprobs": shard.logprobs.half().contiguous()}
+                atomic_write(self.folder / f"{name}-{index:05d}.safetensors",
+                             lambda tmp: save_file(tensors, tmp, metadata={"pool": name}))
+
+    def pool(self, *names: str) -> Labels | None:
+        parts = [p for n in names for p in self.pools.get(n, [])]
+        return Labels.cat(parts) if parts else None
+
+
+# ------------------------------------------------------------------------------- training
+def sparse_distill_loss(draft: Decoder, x: Tensor, logp_top: Tensor, ids: Tensor) -> Tensor:
+    """Cross entropy from the target's top-k distribution (renormalised) to the draft's softmax
+    over the tokens in the batch's top-k sets."""
+    q_top = logp_top.float().softmax(-1)
     candidates, where = ids.unique(return_inverse=True)  # (C,), (B, L, k) index into candidates
     h = draft.features(x)  # (B, L, D)
     logits = h @ draft.head.weight[candidates].T  # (B, L, C)
     logp = logits.log_softmax(-1).gather(-1, where)
     return -(q_top * logp).sum(-1).mean()
+
+
+def learning_rate(step: int, steps: int, peak: float) -> float:
+    """Linear warm-up over the first 5% of steps (at most 100), then cosine decay to peak / 10."""
+    warmup = max(1, min(100, steps // 20))
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
 @torch.no_grad()
@@ -129,83 +288,290 @@ def evaluate(draft: Decoder, target: Callable[[Tensor], Tensor], chunks: Sequenc
     return {"acceptance_t1": accept / n, "greedy_agreement": agree / n, "tokens": n}
 
 
+class Distillation:
+    """One run of the stages of the module docstring; :func:`distill` is the entry point."""
+
+    def __init__(self, draft: Decoder, target: Callable[[Tensor], Tensor], tokenize: Callable[[str], list[int]],
+                 train: Sequence[Path], held_out: Sequence[Path], cfg: DistillConfig, log: Callable[[str], None],
+                 budget: Budget, out: Path | None, label_target: Callable[[Tensor], Tensor] | None,
+                 meta: dict[str, Any]) -> None:
+        self.draft, self.target, self.tokenize = draft, target, tokenize
+        self.label_target = label_target or target
+        self.train_files, self.cfg, self.log, self.budget, self.out = list(train), cfg, log, budget, out
+        self.held_out = list(held_out)
+        self.store = LabelStore(out / LABELS if out else None, {
+            **meta, "seq_len": cfg.seq_len, "top_k": cfg.top_k, "seed": cfg.seed,
+            "corpus": corpus_digest(self.train_files)}, cfg.shard_tokens)
+        self.report: dict[str, Any] = {"stages": [], "steps": 0, "seconds_by_stage": {}}
+        self.trainable = [p for n, p in draft.named_parameters() if n.startswith(("blocks.", "norm."))]
+        self.reserve = 0.0  # seconds an evaluation takes, kept aside at the deadline
+        self.finished = False
+
+    # ---- stages ----------------------------------------------------------------------------
+    def run(self, resume: bool) -> dict:
+        torch.manual_seed(self.cfg.seed)
+        eval_iter = token_chunks(self.held_out, self.tokenize, self.cfg.seq_len, seed=self.cfg.seed + 1)
+        self.eval_set = [next(eval_iter) for _ in range(self.cfg.eval_chunks)]
+        state = self._resume() if resume else None
+        if not self.report["stages"]:
+            self._evaluate("start")
+        else:  # resumed: time one held-out sequence to know what the final evaluation costs
+            t = self.budget.clock()
+            evaluate(self.draft.eval(), self.target, self.eval_set[:1])
+            self.reserve = (self.budget.clock() - t) * len(self.eval_set)
+        stages = [("train", CORPUS, self.cfg.steps, self.cfg.lr)] + [
+            (f"round {r}", f"round-{r}", self.cfg.round_steps, self.cfg.round_lr)
+            for r in range(1, self.cfg.rounds + 1)]
+        done = {s["stage"] for s in self.report["stages"]}
+        for i, (name, pool, steps, lr) in enumerate(stages):
+            if name in done:
+                continue
+            train_left = sum(s[2] for s in stages[i:])
+            if not self._label(pool, later_training=train_left > 0):
+                break
+            resumed = state if state is not None and state["stage"] == name else None
+            if not self._train(name, i, pool, steps, lr, resumed):
+                break
+            self._evaluate(name)
+            self._save_draft()
+        else:
+            self.finished = True
+        self.store.flush()
+        report = self.report
+        final = report["stages"][-1]
+        report.update({"finished": self.finished, "before": report["stages"][0], "after": final,
+                       "labelled_tokens": self.store.tokens(CORPUS),
+                       "round_tokens": sum(self.store.tokens(f"round-{r}") for r in range(1, self.cfg.rounds + 1)),
+                       "seconds": self.budget.clock() - self.budget.start,
+                       "train_files": len(self.train_files), "held_out_files": len(self.held_out),
+                       "config": asdict(self.cfg)})
+        if not self.finished:
+            self._evaluate_stopped()
+            self._save_draft()
+        self._write_report()
+        return report
+
+    def _evaluate(self, stage: str) -> None:
+        t = self.budget.clock()
+        result = evaluate(self.draft.eval(), self.target, self.eval_set)
+        self.reserve = max(self.reserve, self.budget.clock() - t)
+        result = {"stage": stage, **result, "steps": self.report["steps"],
+                  "labelled_tokens": sum(self.store.tokens(p) for p in set(self.store.pools) | set(self.store.buffer))}
+        self.report["stages"].append(result)
+        self.log(f"held-out after {stage}: acceptance(T=1) {result['acceptance_t1']:.3f}, "
+                 f"greedy agreement {result['greedy_agreement']:.3f} on {result['tokens']} tokens")
+        self._write_report()
+
+    def _evaluate_stopped(self) -> None:
+        """At the deadline: how good the draft is now (not a stage: a resumed run goes on)."""
+        now = evaluate(self.draft.eval(), self.target, self.eval_set)
+        self.report["after"] = {"stage": "stopped", **now, "steps": self.report["steps"]}
+        self.log(f"stopped by the time limit: held-out acceptance(T=1) {now['acceptance_t1']:.3f}; "
+                 "run again with --resume to go on")
+
+    def _label(self, pool: str, later_training: bool) -> bool:
+        """Bring ``pool`` to its size; False when the deadline stopped it."""
+        cfg, store = self.cfg, self.store
+        want = cfg.label_tokens if pool == CORPUS else cfg.round_tokens
+        have = store.tokens(pool)
+        if have >= want:
+            return True
+        start = self.budget.clock()
+        end = self.budget.deadline - self.reserve
+        until = start + cfg.label_share * (end - start) if later_training else end
+        rows = store.rows(pool)
+        if pool == CORPUS:
+            stream = token_chunks(self.train_files, self.tokenize, cfg.seq_len, seed=cfg.seed)
+        else:  # prompts for the draft: other chunks of the corpus, their first half
+            stream = token_chunks(self.train_files, self.tokenize, cfg.seq_len,
+                                  seed=cfg.seed + 1000 * int(pool.split("-")[1]))
+        for _ in range(rows):  # what earlier runs labelled
+            next(stream)
+        verb = "labelling" if pool == CORPUS else f"{pool}: the draft writes, the target labels"
+        bar = tqdm(total=want, initial=have, desc=verb, unit="tok", unit_scale=True, disable=None, leave=False)
+        batch_index = rows // cfg.batch_size
+        try:
+            for _ in self.budget.steps(until):
+                if store.tokens(pool) >= want:
+                    break
+                x = torch.stack([next(stream) for _ in range(cfg.batch_size)])
+                if pool != CORPUS:
+                    x = self._continue(x, seed=[[cfg.seed, int(pool.split("-")[1]), batch_index, b]
+                                                for b in range(len(x))])
+                logp, ids = target_topk(self.label_target, x, cfg.top_k)
+                store.add(pool, Labels(x, ids, logp.half()))
+                batch_index += 1
+                bar.update(x.numel())
+        finally:  # also on Ctrl-C: what was labelled is kept
+            bar.close()
+            store.flush(pool)
+        seconds = self.budget.clock() - start
+        self._add_seconds(pool, seconds)
+        self.log(f"{pool}: {store.tokens(pool)} labelled tokens ({store.tokens(pool) - have} new in {seconds:.0f}s)")
+        if store.tokens(pool) < want:
+            if store.tokens(pool) == 0:
+                raise GenerateError(f"max_minutes={cfg.max_minutes}: no time left to label a single batch "
+                                    "after the held-out evaluation; give the run more minutes")
+            if not later_training or pool != CORPUS:
+                return False
+        return True
+
+    def _continue(self, x: Tensor, seed: list) -> Tensor:
+        """Keep the first half of each chunk and let the draft write the rest (temperature 1)."""
+        from .autoregressive import autoregressive_generate
+        from .models import TubeletLM
+        from .sampling import Sampling
+        half = x.shape[1] // 2
+        out = autoregressive_generate(TubeletLM(self.draft.eval()), x[:, :half].tolist(), x.shape[1] - half,
+                                      sampling=Sampling(temperature=1.0), seed=seed)
+        return torch.cat([x[:, :half], torch.tensor(out.tokens, dtype=x.dtype)], dim=1)
+
+    def _train(self, stage: str, index: int, pool: str, steps: int, lr: float, state: dict | None) -> bool:
+        """``steps`` optimiser steps on ``pool`` (a round mixes in the corpus); False at the deadline."""
+        cfg = self.cfg
+        labels = self.store.pool(pool)
+        corpus = self.store.pool(CORPUS) if pool != CORPUS else None
+        opt = torch.optim.AdamW(self.trainable, lr=lr, weight_decay=0.0)
+        g = torch.Generator().manual_seed(cfg.seed * 1000 + index)  # the batches this stage draws
+        step = 0
+        if state is not None:
+            opt.load_state_dict(state["optimizer"])
+            g.set_state(state["generator"])
+            step = state["step"]
+        for p in self.draft.parameters():
+            p.requires_grad_(False)
+        for p in self.trainable:
+            p.requires_grad_(True)
+        self.draft.train()
+        start, last_save, losses, drawn = self.budget.clock(), self.budget.clock(), [], g.get_state()
+        bar = tqdm(total=steps, initial=step, desc=stage, unit="step", disable=None, leave=False)
+        try:
+            for _ in self.budget.steps(self.budget.deadline - self.reserve):
+                if step >= steps:
+                    break
+                drawn = g.get_state()  # a step stopped midway is taken again from here
+                source = labels
+                if corpus is not None and torch.rand((), generator=g) < 0.5:
+                    source = corpus
+                pick = torch.randint(0, len(source), (cfg.batch_size,), generator=g)
+                for group in opt.param_groups:
+                    group["lr"] = learning_rate(step, steps, lr)
+                loss = sparse_distill_loss(self.draft, source.tokens[pick], source.logprobs[pick], source.ids[pick])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.trainable, 1.0)
+                opt.step()
+                step += 1
+                self.report["steps"] += 1
+                losses.append(float(loss.detach()))
+                bar.update()
+                bar.set_postfix(loss=f"{losses[-1]:.3f}")
+                if step % 100 == 0 or step == 1:
+                    bar.clear()
+                    self.log(f"{stage} step {step}: loss {losses[-1]:.3f} ({self.budget.clock() - start:.0f}s)")
+                if self.out is not None and self.budget.clock() - last_save >= cfg.checkpoint_minutes * 60:
+                    self._checkpoint(stage, step, opt, g)
+                    last_save = self.budget.clock()
+        except KeyboardInterrupt:  # keep every step taken: --resume goes on from here
+            if self.out is not None:
+                bar.clear()
+                self.log(f"interrupted: saving a checkpoint at {stage} step {step}")
+                g.set_state(drawn)
+                self._checkpoint(stage, step, opt, g)
+            raise
+        finally:
+            bar.close()
+            for p in self.draft.parameters():
+                p.requires_grad_(True)
+            self.draft.eval()
+        self.report.setdefault("loss", {}).setdefault(stage, []).extend(losses)
+        self._add_seconds(stage, self.budget.clock() - start)
+        if step < steps:
+            if self.out is not None:
+                self._checkpoint(stage, step, opt, g)
+            return False
+        if self.out is not None:
+            self._checkpoint(stage, step, opt, g, done=True)
+        return True
+
+    # ---- files -----------------------------------------------------------------------------
+    def _add_seconds(self, key: str, seconds: float) -> None:
+        by = self.report["seconds_by_stage"]
+        by[key] = by.get(key, 0.0) + seconds
+
+    def _checkpoint(self, stage: str, step: int, opt: torch.optim.Optimizer, g: torch.Generator,
+                    done: bool = False) -> None:
+        from ..train.state import save_checkpoint
+        self.store.flush()
+        state = {"stage": stage, "step": step, "done": done, "optimizer": opt.state_dict(),
+                 "generator": g.get_state(), "report": json.loads(dumps_json(self.report))}
+        save_checkpoint(self.out, self.draft, state, self.report["steps"], save=lambda m, d: m.save(d))
+
+    def _resume(self) -> dict | None:
+        """Load the latest checkpoint of ``out``: the draft's weights, and the state of the stage it
+        was in (None when that stage had ended or there is no checkpoint)."""
+        from ..train.state import latest_checkpoint, read_state
+        path = latest_checkpoint(self.out) if self.out is not None else None
+        if path is None:
+            self.log("resume: no checkpoint yet; labels already on disk are kept")
+            return None
+        state = read_state(path)
+        try:
+            weights = Decoder.load(path)
+        except (OSError, ValueError, SafetensorError) as e:
+            raise GenerateError(f"cannot read the draft in {path} ({e}); delete that checkpoint folder and "
+                                "resume from the one before") from None
+        if weights.cfg != self.draft.cfg:
+            raise GenerateError(f"{path} holds a draft with {weights.cfg.num_layers} layers "
+                                f"(dim {weights.cfg.dim}), not this run's {self.draft.cfg.num_layers} "
+                                f"(dim {self.draft.cfg.dim}): resume with the same --target and --layers")
+        self.draft.load_state_dict(weights.state_dict())
+        self.report = state["report"]
+        self.log(f"resumed from {path} ({state['stage']}, step {state['step']})")
+        if state.get("done"):
+            self._evaluate_done_stage(state["stage"])
+            return None
+        return state
+
+    def _evaluate_done_stage(self, stage: str) -> None:
+        if not any(s["stage"] == stage for s in self.report["stages"]):
+            self._evaluate(stage)  # stopped between the stage's last step and its report
+
+    def _save_draft(self) -> None:
+        if self.out is not None:
+            self.draft.save(self.out)
+
+    def _write_report(self) -> None:
+        if self.out is not None:
+            write_text_atomic(self.out / "distill.json", dumps_json(self.report, indent=1) + "\n")
+
+
+def check_out(out: str | Path, resume: bool) -> None:
+    """A new run needs an ``out`` without a distillation in it (labels or checkpoints)."""
+    if not resume and ((Path(out) / LABELS).exists() or (Path(out) / "checkpoints").exists()):
+        raise GenerateError(f"{out} already holds a distillation (labels or checkpoints): pass --resume to "
+                            "go on with it, or choose another --out")
+
+
 def distill(draft: Decoder, target: Callable[[Tensor], Tensor], tokenize: Callable[[str], list[int]],
             train: Sequence[Path], held_out: Sequence[Path], cfg: DistillConfig,
-            log: Callable[[str], None] = print, budget: Budget | None = None) -> dict:
-    """Train ``draft`` in place; returns held-out metrics before and after, and the history.
+            log: Callable[[str], None] = print, budget: Budget | None = None, *,
+            out: str | Path | None = None, resume: bool = False,
+            label_target: Callable[[Tensor], Tensor] | None = None,
+            meta: dict[str, Any] | None = None) -> dict:
+    """Train ``draft`` in place through the stages of the module docstring; returns the report:
+    held-out metrics after every stage (``stages``, ``before``, ``after``), steps, labelled
+    tokens, seconds, losses, and ``finished`` (False when the time limit stopped it).
 
     ``budget`` (default: ``cfg.max_minutes`` from now) is the deadline of the whole run; pass
-    one started earlier to count what came before (loading the models)."""
+    one started earlier to count what came before (loading the models). ``out`` keeps labels,
+    checkpoints, the draft and the report on disk; ``resume`` continues a run there.
+    ``label_target`` labels the corpus (e.g. the target in bfloat16, faster on a CPU that has
+    it), ``target`` measures acceptance; ``meta`` (what the target and labels are) must match
+    the labels already in ``out``."""
     budget = budget or Budget(cfg.max_minutes * 60)
-    torch.manual_seed(cfg.seed)
-    eval_iter = token_chunks(held_out, tokenize, cfg.seq_len, seed=cfg.seed + 1)
-    eval_set = [next(eval_iter) for _ in range(cfg.eval_chunks)]
-    t = budget.clock()
-    before = evaluate(draft.eval(), target, eval_set)
-    reserve = budget.clock() - t  # the final evaluation costs the same
-    log(f"held-out before: acceptance(T=1) {before['acceptance_t1']:.3f}, "
-        f"greedy agreement {before['greedy_agreement']:.3f} on {before['tokens']} tokens")
-    for p in draft.parameters():
-        p.requires_grad_(False)
-    trainable = [p for n, p in draft.named_parameters() if n.startswith(("blocks.", "norm."))]
-    for p in trainable:
-        p.requires_grad_(True)
-    opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=0.0)
-    # 1. the target labels the corpus once: top-k distributions of (N, seq_len) chunks
-    chunks = token_chunks(train, tokenize, cfg.seq_len, seed=cfg.seed)
-    xs, qs, ids = [], [], []
-    start = budget.clock()
-    label_until = start + cfg.label_share * (budget.deadline - reserve - start)
-    bar = tqdm(total=cfg.label_tokens, desc="labelling", unit="tok", unit_scale=True, disable=None, leave=False)
-    for _ in budget.steps(label_until):
-        if len(xs) * cfg.batch_size * cfg.seq_len >= cfg.label_tokens:
-            break
-        x = torch.stack([next(chunks) for _ in range(cfg.batch_size)])
-        q_top, top_ids = target_topk(target, x, cfg.top_k)
-        xs.append(x)
-        qs.append(q_top.half())
-        ids.append(top_ids)
-        bar.update(x.numel())
-    bar.close()
-    if not xs:
-        raise GenerateError(f"max_minutes={cfg.max_minutes}: no time left to label a single batch "
-                            "after the held-out evaluation; give the run more minutes")
-    x_all, q_all, id_all = torch.cat(xs), torch.cat(qs), torch.cat(ids)
-    label_seconds = budget.clock() - start
-    log(f"target labelled {x_all.numel()} tokens in {label_seconds:.0f}s")
-    # 2. the draft trains on minibatches of the labels
-    g = torch.Generator().manual_seed(cfg.seed)
-    history, start, step = [], budget.clock(), 0
-    draft.train()
-    bar = tqdm(total=cfg.steps, desc="training", unit="step", disable=None, leave=False)
-    for _ in budget.steps(budget.deadline - reserve):
-        if step >= cfg.steps:
-            break
-        pick = torch.randint(0, len(x_all), (cfg.batch_size,), generator=g)
-        lr = cfg.lr * min(1.0, (step + 1) / 10) * (1 - step / cfg.steps * 0.9)  # warm-up, decay
-        for group in opt.param_groups:
-            group["lr"] = lr
-        loss = sparse_distill_loss(draft, x_all[pick], q_all[pick].float(), id_all[pick])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        opt.step()
-        step += 1
-        history.append(float(loss.detach()))
-        bar.update()
-        bar.set_postfix(loss=f"{history[-1]:.3f}")
-        if step % 25 == 0 or step == 1:
-            bar.clear()
-            log(f"step {step}: loss {history[-1]:.3f} ({budget.clock() - start:.0f}s)")
-    bar.close()
-    train_seconds = budget.clock() - start
-    draft.eval()
-    for p in draft.parameters():
-        p.requires_grad_(True)
-    after = evaluate(draft, target, eval_set)
-    log(f"held-out after {step} steps on {x_all.numel()} labelled tokens: "
-        f"acceptance(T=1) {after['acceptance_t1']:.3f}, greedy agreement {after['greedy_agreement']:.3f}")
-    return {"before": before, "after": after, "steps": step, "labelled_tokens": x_all.numel(),
-            "label_seconds": label_seconds, "train_seconds": train_seconds,
-            "seconds": budget.clock() - budget.start, "loss": history,
-            "train_files": len(train), "held_out_files": len(held_out)}
+    if out is not None:
+        check_out(out, resume)
+    run = Distillation(draft, target, tokenize, train, held_out, cfg, log, budget,
+                       Path(out) if out is not None else None, label_target, meta or {})
+    return run.run(resume)

@@ -29,7 +29,7 @@ import random
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -237,11 +237,13 @@ def _remove_leftovers(root: Path) -> None:
 
 
 def save_checkpoint(run_dir: Path, model: torch.nn.Module, state: dict[str, Any], step: int,
-                    keep: int = 2) -> Path:
+                    keep: int = 2, save: Callable[[torch.nn.Module, Path], Any] = save_model) -> Path:
     """Write ``checkpoints/step-{step}`` whole (model + ``state``) and point ``latest`` at it.
 
     ``model`` holds full weights (under FSDP, :func:`tubelet.train.distributed.gather_model`'s),
     and ``state``'s tensors are full ones (:func:`~tubelet.train.distributed.gather_optimizer_state`).
+    ``save(model, folder)`` writes the model's own files (default: a ViViT or captioner
+    checkpoint; a draft decoder passes its ``Decoder.save``).
     """
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
@@ -250,7 +252,7 @@ def save_checkpoint(run_dir: Path, model: torch.nn.Module, state: dict[str, Any]
     final = root / name
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}."))
     try:
-        save_model(model, tmp)
+        save(model, tmp)
         write_state(tmp, state)
         if final.exists():  # the same step saved again (e.g. end of epoch == interval)
             shutil.rmtree(final)

@@ -1,0 +1,168 @@
+"""Distillation stages: labels kept on disk, checkpoints that resume exactly, on-policy rounds."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tubelet.errors import GenerateError
+from tubelet.generate import distill as distill_module
+from tubelet.generate.distill import DistillConfig, corpus_files, distill, learning_rate
+from tubelet.generate.loading import truncated_draft
+from tubelet.models.decoder import Decoder, DecoderConfig
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def chars(text: str) -> list[int]:
+    return [min(ord(c), 127) for c in text]
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    for i in range(12):
+        (folder / f"f{i}.py").write_text(f"def f{i}(x):\n    return x * {i} + {i * 7}\n" * 30)
+    return corpus_files(str(folder))
+
+
+def target_model() -> Decoder:
+    torch.manual_seed(0)
+    target = Decoder(DecoderConfig(vocab_size=128, dim=32, num_layers=3, num_heads=4, num_kv_heads=2,
+                                   mlp_dim=48, tie_embeddings=False)).eval()
+    with torch.no_grad():
+        target.head.weight.mul_(10.0)
+    return target
+
+
+class Counting:
+    """The target, counting the tokens it is asked to label."""
+
+    def __init__(self, model: Decoder) -> None:
+        self.model, self.tokens = model, 0
+
+    def __call__(self, x):
+        self.tokens += x.numel()
+        return self.model(x)
+
+
+CFG = dict(seq_len=32, batch_size=4, steps=30, label_tokens=1024, lr=3e-3, top_k=8, eval_chunks=2,
+           shard_tokens=512)
+
+
+def run(corpus, out, target, resume=False, label_target=None, **changes):
+    train, held = corpus
+    draft = truncated_draft(target, 1)
+    report = distill(draft, target, chars, train, held, DistillConfig(**{**CFG, **changes}), log=lambda m: None,
+                     out=out, resume=resume, label_target=label_target, meta={"target": "toy"})
+    return draft, report
+
+
+def test_labels_on_disk_are_the_targets_top_k(corpus, tmp_path):
+    target = target_model()
+    run(corpus, tmp_path / "d", target, steps=1)
+    shards = sorted((tmp_path / "d" / "labels").glob("corpus-*.safetensors"))
+    assert len(shards) == 2  # 1024 tokens in shards of 512
+    for shard in shards:
+        t = load_file(str(shard))
+        assert t["tokens"].shape == (16, 32) and t["ids"].shape == t["logprobs"].shape == (16, 32, 8)
+        with torch.no_grad():
+            top = target(t["tokens"].long()).log_softmax(-1).topk(8, dim=-1)
+        assert torch.equal(t["ids"].long(), top.indices)
+        torch.testing.assert_close(t["logprobs"].float(), top.values, atol=2e-2, rtol=2e-3)  # float16
+
+
+def test_ctrl_c_keeps_the_steps_and_a_resumed_run_trains_exactly_as_an_unbroken_one(corpus, tmp_path, monkeypatch):
+    target = target_model()
+    whole, _ = run(corpus, tmp_path / "whole", target)
+
+    real_loss, calls = distill_module.sparse_distill_loss, []
+
+    def interrupted(*args):
+        calls.append(1)
+        if len(calls) == 13:
+            raise KeyboardInterrupt
+        return real_loss(*args)
+
+    monkeypatch.setattr(distill_module, "sparse_distill_loss", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(corpus, tmp_path / "broken", target)
+    monkeypatch.setattr(distill_module, "sparse_distill_loss", real_loss)
+    assert (tmp_path / "broken" / "checkpoints" / "step-0000012").is_dir()  # the 12 steps taken
+    labeller = Counting(target)
+    resumed, report = run(corpus, tmp_path / "broken", target, resume=True, label_target=labeller)
+    assert labeller.tokens == 0  # the labels on disk were used, not made again
+    assert report["finished"] and report["steps"] == 30
+    for name, value in whole.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[name]), name
+
+
+def test_a_used_folder_needs_resume_and_resume_needs_the_same_settings(corpus, tmp_path):
+    target = target_model()
+    run(corpus, tmp_path / "d", target, steps=2)
+    with pytest.raises(GenerateError, match="--resume"):
+        run(corpus, tmp_path / "d", target, steps=2)
+    with pytest.raises(GenerateError, match="top_k=8, not 4"):
+        run(corpus, tmp_path / "d", target, resume=True, steps=2, top_k=4)
+
+
+def test_a_damaged_label_shard_is_named(corpus, tmp_path):
+    target = target_model()
+    run(corpus, tmp_path / "d", target, steps=2)
+    shard = tmp_path / "d" / "labels" / "corpus-00001.safetensors"
+    shard.write_bytes(shard.read_bytes()[:100])
+    with pytest.raises(GenerateError, match="corpus-00001.safetensors"):
+        run(corpus, tmp_path / "d", target, resume=True, steps=2)
+
+
+def test_an_on_policy_round_labels_what_the_draft_wrote(corpus, tmp_path):
+    target = target_model()
+    draft, report = run(corpus, tmp_path / "d", target, rounds=1, round_tokens=256, round_steps=10)
+    assert [s["stage"] for s in report["stages"]] == ["start", "train", "round 1"]
+    assert report["steps"] == 40 and report["round_tokens"] == 256
+    t = load_file(str(tmp_path / "d" / "labels" / "round-1-00000.safetensors"))
+    tokens = t["tokens"].long()
+    with torch.no_grad():
+        top = target(tokens).log_softmax(-1).topk(8, dim=-1)
+    assert torch.equal(t["ids"].long(), top.indices)  # the target labelled these tokens
+    texts = [p.read_text() for p in corpus[0]]
+    prompts = ["".join(map(chr, row[:16].tolist())) for row in tokens]
+    written = ["".join(map(chr, row.tolist())) for row in tokens]
+    assert all(any(p in text for text in texts) for p in prompts)  # the first half is corpus text
+    assert sum(any(w in text for text in texts) for w in written) < len(written) // 2  # the rest, the draft's
+    assert all(0.0 < s["acceptance_t1"] <= 1.0 for s in report["stages"])
+    assert Decoder.load(tmp_path / "d").cfg == draft.cfg
+
+
+def test_a_run_stopped_between_stages_resumes_with_the_next(corpus, tmp_path, monkeypatch):
+    target = target_model()
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(distill_module.Distillation, "_continue", stop)  # as the round begins
+    with pytest.raises(KeyboardInterrupt):
+        run(corpus, tmp_path / "d", target, rounds=1, round_tokens=256, round_steps=10)
+    monkeypatch.undo()
+    _, report = run(corpus, tmp_path / "d", target, resume=True, rounds=1, round_tokens=256, round_steps=10)
+    assert [s["stage"] for s in report["stages"]] == ["start", "train", "round 1"]
+    assert report["finished"] and report["steps"] == 40
+
+
+def test_learning_rate_warms_up_then_decays_to_a_tenth():
+    rates = [learning_rate(s, 200, 1.0) for s in range(200)]
+    assert rates[0] == pytest.approx(0.1) and rates[9] == pytest.approx(1.0)  # 10 warm-up steps
+    assert all(a >= b for a, b in zip(rates[9:], rates[10:]))
+    assert rates[-1] == pytest.approx(0.1, abs=1e-3)
+
+
+def test_several_corpora_each_keep_a_held_out_tenth(tmp_path):
+    for name, count in (("code", 20), ("text", 10)):
+        (tmp_path / name).mkdir()
+        for i in range(count):
+            (tmp_path / name / f"{i:02d}.txt").write_text("x" * (i + 1))
+    train, held = corpus_files([str(tmp_path / "code" / "*.txt"), str(tmp_path / "text" / "*.txt")])
+    assert [f.parent.name for f in held] == ["code", "code", "text"]
+    assert len(train) == 27 and not set(train) & set(held)
