@@ -37,22 +37,37 @@ import common  # noqa: F401  (puts src/ on the path)
 from common import environment, write_json
 from tubelet.generate import Sampling, autoregressive_generate, expected_tokens_per_step, speculative_generate
 from tubelet.generate.distill import corpus_files
-from tubelet.generate.loading import draft_dtype, load_draft, load_model
-from tubelet.models.decoder import to_llama_state_dict
+from tubelet.generate.loading import draft_dtype, load_draft, load_model, split_draft_spec
+from tubelet.models.decoder import Decoder, to_llama_state_dict
 
 STDLIB = os.path.join(sysconfig.get_paths()["stdlib"], "*.py")  # Python's own sources: always there
+# English: the descriptions of the installed packages (prose; no draft is distilled on them)
+PACKAGE_TEXTS = os.path.join(sysconfig.get_paths()["purelib"], "*.dist-info", "METADATA")
 DEFAULT_DRAFTS = ["truncated:2", "truncated:2,vocab:4096", "ngram:3"]
 
 
 class CallCounter:
     """Counts forward calls of a module (for transformers' generate)."""
 
-    def __init__(self, module: torch.nn.Module) -> None:
+    def __init__(self, *modules: torch.nn.Module | None) -> None:
         self.calls = 0
-        module.register_forward_pre_hook(self._hook)
+        for module in {id(m): m for m in modules if m is not None}.values():
+            module.register_forward_pre_hook(self._hook)
 
     def _hook(self, *_):
         self.calls += 1
+
+
+def hf_model_of(spec: str, target):
+    """The target as a transformers model for transformers' own generate: the loaded model, or for
+    ``NAME,bf16`` (tubelet's decoder in bfloat16) transformers' model of NAME in bfloat16; None for a
+    tubelet decoder folder."""
+    if not isinstance(target.model, Decoder):
+        return target.model
+    base, options = split_draft_spec(spec)
+    if base == spec:
+        return None
+    return load_model(base).model.to(torch.bfloat16 if options.dtype == "bf16" else torch.float32)
 
 
 def hf_copy_of_draft(draft, target_config):
@@ -67,13 +82,19 @@ def hf_copy_of_draft(draft, target_config):
     return model
 
 
-def held_out_prompts(tokenizer, corpus: str, count: int, length: int) -> tuple[list[list[int]], list[str]]:
-    """The first ``length`` tokens of the first ``count`` held-out files long enough."""
+def held_out_prompts(tokenizer, corpus: str, count: int, length: int,
+                     middle: bool = False) -> tuple[list[list[int]], list[str]]:
+    """The first ``length`` tokens of the first ``count`` held-out files long enough; with ``middle``,
+    from the first paragraph that starts past a third of the file (prose, not its header)."""
     _, held = corpus_files(corpus)
     prompts, files = [], []
     for f in held:
-        ids = tokenizer(f.read_text(errors="replace")).input_ids
-        if len(ids) >= length:
+        text = f.read_text(errors="replace")
+        if middle:
+            start = text.find("\n\n", len(text) // 3)
+            text = text[start + 2:] if start >= 0 else ""
+        ids = tokenizer(text).input_ids
+        if len(ids) >= length + 32:
             prompts.append(ids[:length])
             files.append(str(f))
         if len(prompts) == count:
@@ -96,7 +117,7 @@ def hf_generate(target, tokenizer, ids, new_tokens: int, temperature: float, see
         kwargs["prompt_lookup_num_tokens"] = k
     torch.manual_seed(seed)
     with torch.no_grad():
-        return target.generate(torch.tensor([ids]), **kwargs).shape[1] - len(ids)
+        return target.generate(torch.tensor([ids]), **kwargs)[0, len(ids):].tolist()
 
 
 def median_call(lm, prompt: list[int], n: int, reps: int) -> float:
@@ -152,13 +173,19 @@ def best_k(a: float, c_draft: float, verify: dict[int, float]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--target", default="smollm2", help="smollm2, a model folder or a .gguf file")
+    p.add_argument("--target", default="smollm2",
+                   help="smollm2, a model folder or a .gguf file; NAME,bf16 runs it in tubelet's decoder in "
+                        "bfloat16 (transformers' rows then use its model in bfloat16)")
     p.add_argument("--draft", action="append",
                    help="a draft spec, repeatable: truncated:N, a distilled draft folder, either with "
                         "',vocab:N' (reduced vocabulary) or ',bf16', or ngram:N (default: "
                         + ", ".join(DEFAULT_DRAFTS) + ")")
     p.add_argument("--corpus", default=STDLIB, help="files whose held-out tenth gives the prompts")
-    p.add_argument("--prompts", type=int, default=5)
+    p.add_argument("--prompts", type=int, default=5, help="code prompts: held-out files of --corpus")
+    p.add_argument("--text-corpus", default=PACKAGE_TEXTS,
+                   help="English text whose held-out tenth gives --text-prompts prompts (default: the "
+                        "descriptions of the installed Python packages)")
+    p.add_argument("--text-prompts", type=int, default=3, help="English prompts (0: none)")
     p.add_argument("--prompt-tokens", type=int, default=64)
     p.add_argument("--new-tokens", type=int, default=128)
     p.add_argument("--k", default="auto", help="draft tokens per step: a number for every draft, or "
@@ -170,11 +197,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-hf", action="store_true", help="skip transformers' generate")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: see docs/generate.md)")
     p.add_argument("--quick", action="store_true",
-                   help="1 prompt of 32 tokens, 8 new tokens, T = 1, K <= 4 (about a minute on 2 CPU cores)")
+                   help="1 code and 1 English prompt of 32 tokens, 8 new tokens, K <= 4 (about a minute on 2 CPU cores)")
     p.add_argument("--out", help="write every row and the environment as JSON here")
     args = p.parse_args(argv)
     if args.quick:
-        args.prompts, args.prompt_tokens, args.new_tokens, args.temperatures = 1, 32, 8, "1"
+        args.prompts, args.prompt_tokens, args.new_tokens, args.temperatures = 1, 32, 8, "0,1"
+        args.text_prompts = min(args.text_prompts, 1)
         args.k_max, args.calibration_tokens = 4, 8
     torch.set_num_threads(args.threads)
     specs = args.draft or DEFAULT_DRAFTS
@@ -185,13 +213,22 @@ def main(argv: list[str] | None = None) -> int:
     tok = target.tokenizer
     drafts = {spec: load_draft(spec, target) for spec in specs}
     model_specs = [s for s in specs if not s.startswith("ngram:")]
+    hf_target = None if args.no_hf else hf_model_of(args.target, target)
     hf_draft = None
-    if model_specs and not args.no_hf:  # transformers' assistant: the first model draft, full vocabulary
+    if model_specs and hf_target is not None:  # transformers' assistant: the first model draft, full vocabulary
         base = model_specs[0].split(",")[0]
-        hf_draft = hf_copy_of_draft(load_model(base, target=target).model, target.model.config)
+        hf_draft = hf_copy_of_draft(load_model(base, target=target).model, hf_target.config).to(hf_target.dtype)
     prompts, files = held_out_prompts(tok, args.corpus, args.prompts, args.prompt_tokens)
     if not prompts:
         raise SystemExit(f"{args.corpus}: no held-out file has {args.prompt_tokens} tokens")
+    kinds = ["code"] * len(prompts)
+    if args.text_prompts:
+        try:
+            text, text_files = held_out_prompts(tok, args.text_corpus, args.text_prompts, args.prompt_tokens,
+                                                middle=True)
+        except FileNotFoundError as e:
+            raise SystemExit(f"--text-corpus: {e} (--text-prompts 0 runs code prompts only)") from None
+        prompts, files, kinds = prompts + text, files + text_files, kinds + ["text"] * len(text)
     temperatures = [float(t) for t in args.temperatures.split(",")]
 
     # the cost model: call costs, then each draft's acceptance on the first prompt, then its best K
@@ -221,8 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     methods = ["autoregressive", *(f"speculative {s}" for s in specs)]
     if hf_draft is not None:
         methods += ["hf_plain", "hf_assisted", "hf_prompt_lookup"]
-    counter = CallCounter(target.model)
+    counter = CallCounter(target.model, hf_target)
     per_prompt = []  # one record per (T, prompt, method): round-robin over methods within a prompt
+    plain = {}  # prompt -> tubelet's autoregressive tokens (runs first for each prompt)
     for temp in temperatures:
         sampling = Sampling(temperature=temp)
         for i, ids in enumerate(prompts):
@@ -236,20 +274,22 @@ def main(argv: list[str] | None = None) -> int:
                 counter.calls, stats = 0, None
                 start = time.perf_counter()
                 if method == "autoregressive":
-                    n = len(autoregressive_generate(target.lm, [ids], args.new_tokens, sampling=sampling,
-                                                    seed=i).tokens[0])
+                    tokens = autoregressive_generate(target.lm, [ids], args.new_tokens, sampling=sampling,
+                                                     seed=i).tokens[0]
+                    plain[i] = tokens
                 elif spec:
                     out = speculative_generate(target.lm, drafts[spec], [ids], args.new_tokens, k=k,
                                                sampling=sampling, seed=i)
-                    n, stats = len(out.tokens[0]), out.stats
+                    tokens, stats = out.tokens[0], out.stats
                 else:
-                    n = hf_generate(target.model, tok, ids, args.new_tokens, temp, i,
-                                    hf_draft if method == "hf_assisted" else None, k,
-                                    lookup=method == "hf_prompt_lookup")
+                    tokens = hf_generate(hf_target, tok, ids, args.new_tokens, temp, i,
+                                         hf_draft if method == "hf_assisted" else None, k,
+                                         lookup=method == "hf_prompt_lookup")
                 seconds = time.perf_counter() - start
-                per_prompt.append({"method": method, "temperature": temp, "prompt": i, "k": k,
-                                   "tokens": n, "seconds": seconds, "target_calls": counter.calls,
-                                   "stats": stats, "load_average": os.getloadavg()[0]})
+                per_prompt.append({"method": method, "temperature": temp, "prompt": i, "kind": kinds[i], "k": k,
+                                   "tokens": len(tokens), "seconds": seconds, "target_calls": counter.calls,
+                                   "stats": stats, "load_average": os.getloadavg()[0],
+                                   "same_as_plain": list(tokens) == list(plain[i]) if temp == 0 else None})
             print(f"T={temp:g} prompt {i + 1}/{len(prompts)} done (load {os.getloadavg()[0]:.1f})",
                   file=sys.stderr, flush=True)
 
@@ -267,6 +307,11 @@ def main(argv: list[str] | None = None) -> int:
                    "ratio_median": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
                    "target_calls_per_token": sum(r["target_calls"] for r in runs) / tokens,
                    "load_average": statistics.mean(r["load_average"] for r in runs)}
+            for kind in sorted(set(kinds)):  # the ratio on code and on English apart
+                of_kind = [x for x, r in zip(ratios, runs) if r["kind"] == kind]
+                row[f"ratio_median_{kind}"] = statistics.median(of_kind)
+            if temp == 0:  # greedy: the same tokens as plain greedy decoding on every prompt
+                row["greedy_identical"] = all(r["same_as_plain"] for r in runs)
             stats = [r["stats"] for r in runs if r["stats"] is not None]
             if stats:
                 a = sum(s.accepted for s in stats) / max(1, sum(s.tested for s in stats))
@@ -280,10 +325,12 @@ def main(argv: list[str] | None = None) -> int:
                            expected_tokens_per_step=expected_tokens_per_step(a, row["k"]),
                            step_cost=cost, predicted_speedup=per_step / cost)
             rows.append(row)
-    print(f"{args.target} target, {len(prompts)} held-out prompts x {args.new_tokens} tokens, {env['device']}, "
+    print(f"{args.target} target, {len(prompts)} held-out prompts ({kinds.count('code')} code, "
+          f"{kinds.count('text')} English) x {args.new_tokens} tokens, {env['device']}, "
           f"{args.threads} thread(s), load {os.getloadavg()[0]:.1f}")
     print(f"{'method':<38}{'T':>3}{'K':>3}{'tokens/s':>9}{'ratio [min, max]':>20}{'calls/tok':>10}"
-          f"{'accept':>8}{'tok/step':>9}{'E':>6}{'c_d':>6}{'c_v':>6}{'cost':>6}{'model':>7}")
+          f"{'accept':>8}{'tok/step':>9}{'E':>6}{'c_d':>6}{'c_v':>6}{'cost':>6}{'model':>7}"
+          f"{'code':>6}{'text':>6}{'same':>6}")
     nan = float("nan")
     for r in rows:
         print(f"{r['method']:<38}{r['temperature']:>3g}{r['k']:>3}{r['tokens_per_second']:>9.2f}"
@@ -291,13 +338,17 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['target_calls_per_token']:>10.3f}{r.get('acceptance_rate', nan):>8.3f}"
               f"{r.get('tokens_per_step', nan):>9.2f}{r.get('expected_tokens_per_step', nan):>6.2f}"
               f"{r.get('draft_call', nan):>6.2f}{r.get('verify_call', nan):>6.2f}{r.get('step_cost', nan):>6.2f}"
-              f"{r.get('predicted_speedup', nan):>7.2f}")
+              f"{r.get('predicted_speedup', nan):>7.2f}{r.get('ratio_median_code', nan):>6.2f}"
+              f"{r.get('ratio_median_text', nan):>6.2f}{ {True: 'yes', False: 'NO'}.get(r.get('greedy_identical'), ''):>6}")
     print("ratio: tokens/s over tubelet autoregressive, median over prompts [min, max]. Cost model, in one-token "
           "target calls: c_d a draft call, c_v the verification of K tokens; E = (1 - a^(K+1)) / (1 - a) the "
           "tokens per step expected for the acceptance a; cost: a step's measured mean (draft calls x c_d + "
-          "c_v of the tokens drafted); model = tokens per step / cost, the ratio the call costs predict")
+          "c_v of the tokens drafted); model = tokens per step / cost, the ratio the call costs predict; code, "
+          "text: the median ratio on code and on English prompts; same: greedy tokens identical to tubelet's "
+          "plain greedy decoding on every prompt")
     write_json(args.out, {"environment": env, "target": args.target, "drafts": specs, "k": args.k,
-                          "corpus": args.corpus, "held_out_files": files, "prompt_tokens": args.prompt_tokens,
+                          "corpus": args.corpus, "text_corpus": args.text_corpus,
+                          "held_out_files": files, "prompt_kinds": kinds, "prompt_tokens": args.prompt_tokens,
                           "costs": {**costs, "verify": {str(K): c for K, c in costs["verify"].items()}},
                           "plan": [{"draft": s, "temperature": t, **v} for (s, t), v in plan.items()],
                           "rows": rows})

@@ -53,6 +53,10 @@ def test_quick_mode_writes_json(script, tmp_path):
     result = json.loads(out.read_text())
     assert result.get("rows") or result.get("full_reads"), result  # decode.py: full reads, sampling, ...
     assert "--quick" in result.get("environment", result.get("env"))["command"]
+    if script == "speculative.py":  # every draft kind, greedy: the tokens of plain greedy decoding
+        greedy = [r for r in result["rows"] if r["temperature"] == 0 and r["method"] != "autoregressive"]
+        assert greedy and all(r["greedy_identical"] for r in greedy), greedy
+        assert result["prompt_kinds"] == ["code", "text"]
     if script in ("throughput.py", "frame_scaling.py", "compare_revisions.py"):  # the tables of RESULTS.md
         report = run("report.py", str(out), cwd=tmp_path)
         assert report.returncode == 0 and "| model |" in report.stdout, report.stderr
