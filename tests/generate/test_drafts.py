@@ -38,6 +38,19 @@ def test_prompt_lookup_takes_the_latest_longest_match_and_stops_at_the_end():
     assert n[0] == 3 and tokens[0].tolist() == [7, 1, 2]
 
 
+def test_prompt_lookup_prefers_a_match_followed_by_k_tokens_over_the_latest():
+    """The latest match of a repeating pattern sits just behind the row's end; an earlier one
+    followed by K tokens proposes K (a match that ends at the row's end is never one)."""
+    buffer = torch.tensor([
+        [4, 5, 8, 9, 1, 4, 5, 4, 5],  # "4 5" at 5 is followed by 2 tokens, at 0 by 3 or more
+        [4, 5, 6, 4, 5, 4, 5, 0, 0],  # K = 6: no match followed by 6; the earliest is followed by most
+    ])
+    tokens, n = prompt_lookup(buffer, torch.tensor([9, 7]), max_ngram=2, k=3)
+    assert n[0] == 3 and tokens[0].tolist() == [8, 9, 1]
+    tokens, n = prompt_lookup(buffer, torch.tensor([9, 7]), max_ngram=2, k=6)
+    assert n[1] == 5 and tokens[1, :5].tolist() == [6, 4, 5, 4, 5]
+
+
 class SmoothedNGramDraft(NGramDraft):
     """Wrong: proposes the n-gram continuation deterministically but reports a smoothed p
     (half on the proposal, half spread), so tokens are accepted with min(1, 2 q(x))."""

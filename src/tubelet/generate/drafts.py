@@ -8,8 +8,8 @@ A :class:`Draft` proposes up to K tokens per row, with the distributions it drew
   (temperature 1, unfiltered: under greedy decoding p itself is one-hot) falls below it
   (dynamic draft length); with ``vocab`` (V' token ids) the LM's output layer has only those
   rows (a reduced draft vocabulary, :mod:`~tubelet.generate.vocab`);
-- :class:`NGramDraft`: prompt lookup, no model: the latest earlier occurrence of the row's last
-  n tokens in its own context proposes the tokens that followed it. The proposal is
+- :class:`NGramDraft`: prompt lookup, no model: an earlier occurrence of the row's last n tokens
+  in its own context (the latest one followed by K tokens) proposes the tokens that followed it. The proposal is
   deterministic, so the distribution it was "sampled" from is one-hot: with p one-hot the
   acceptance test keeps token x with probability q(x), and the residual is q without x, which
   keeps the output exactly the target's distribution under sampling too.
@@ -127,10 +127,12 @@ class ModelDraft:
 def prompt_lookup(buffer: Tensor, lengths: Tensor, max_ngram: int, k: int) -> tuple[Tensor, Tensor]:
     """Prompt-lookup proposals for right-padded rows: buffer (B, L), lengths (B,).
 
-    For n = max_ngram, ..., 1 (the longest match wins), find the latest earlier occurrence of
-    the row's last n tokens that is followed by at least one token, and propose up to k tokens
-    that followed it (never past the row's end). Returns tokens (B, k) and num_drafted (B,):
-    0 where nothing matches.
+    For n = max_ngram, ..., 1 (the longest match wins), find the earlier occurrences of the
+    row's last n tokens that are followed by at least one token, and propose up to k tokens that
+    followed one of them (never past the row's end): the latest occurrence followed by k tokens,
+    or, where none is, the one followed by the most (the earliest). The latest match alone is
+    often just behind the row's end (a repeating pattern), with a continuation of a token or two.
+    Returns tokens (B, k) and num_drafted (B,): 0 where nothing matches.
     """
     B, L = buffer.shape
     continuation = torch.zeros(B, dtype=torch.long, device=buffer.device)
@@ -143,9 +145,12 @@ def prompt_lookup(buffer: Tensor, lengths: Tensor, max_ngram: int, k: int) -> tu
         starts = torch.arange(windows.shape[1], device=buffer.device)
         # a match ending before the last token: it is not the suffix itself, and a token follows
         match = (windows == suffix[:, None, :]).all(-1) & (starts[None] + n < lengths[:, None])
-        latest = torch.where(match, starts[None], -1).max(-1).values
-        new = ~found & (latest >= 0)
-        continuation = torch.where(new, latest + n, continuation)
+        full = match & (starts[None] + n + k <= lengths[:, None])
+        latest_full = torch.where(full, starts[None], -1).max(-1).values
+        earliest = torch.where(match, starts[None], L).min(-1).values
+        chosen = torch.where(latest_full >= 0, latest_full, earliest)
+        new = ~found & match.any(-1)
+        continuation = torch.where(new, chosen + n, continuation)
         found |= new
     index = (continuation[:, None] + torch.arange(k, device=buffer.device)).clamp(max=L - 1)
     num_drafted = torch.where(found, (lengths - continuation).clamp(max=k), 0)
@@ -153,8 +158,8 @@ def prompt_lookup(buffer: Tensor, lengths: Tensor, max_ngram: int, k: int) -> tu
 
 
 class NGramDraft:
-    """Prompt lookup (``ngram:N``): continuations of the latest match of the row's last
-    N..1 tokens in its own context, proposed with a one-hot distribution."""
+    """Prompt lookup (``ngram:N``): continuations of a match of the row's last N..1 tokens in its
+    own context (:func:`prompt_lookup` says which), proposed with a one-hot distribution."""
 
     def __init__(self, max_ngram: int, vocab_size: int) -> None:
         if max_ngram < 1:
