@@ -232,11 +232,13 @@ def test_generate_prompt_file_stream_and_repetition_penalty(tmp_path, monkeypatc
 
 
 def test_target_precision_option(tmp_path):
-    from tubelet.generate.loading import LoadError, load_model
+    from tubelet.generate.loading import LoadError, in_precision, load_model
     from tubelet.generate.models import TubeletLM
     folder = tiny(tmp_path)
     full, half = load_model(folder), load_model(folder + ",bf16")
     assert half.model.embed.weight.dtype == torch.bfloat16 and isinstance(half.lm, TubeletLM)
+    in_precision(full, "bf16", folder)  # a copy: the model it was given stays float32
+    assert full.model.embed.weight.dtype == torch.float32
     x = torch.tensor([[1, 2, 3, 4]])
     with torch.no_grad():
         torch.testing.assert_close(half.logits(x).float(), full.logits(x), atol=0.05, rtol=0.05)
