@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -56,7 +58,8 @@ def run(corpus, out, target, resume=False, label_target=None, **changes):
     train, held = corpus
     draft = truncated_draft(target, 1)
     report = distill(draft, target, chars, train, held, DistillConfig(**{**CFG, **changes}), log=lambda m: None,
-                     out=out, resume=resume, label_target=label_target, meta={"target": "toy"})
+                     out=out, resume=resume, label_target=label_target, meta={"target": "toy"},
+                     about={"target": "toy", "layers": 1})
     return draft, report
 
 
@@ -134,6 +137,8 @@ def test_an_on_policy_round_labels_what_the_draft_wrote(corpus, tmp_path):
     assert sum(any(w in text for text in texts) for w in written) < len(written) // 2  # the rest, the draft's
     assert all(0.0 < s["acceptance_t1"] <= 1.0 for s in report["stages"])
     assert Decoder.load(tmp_path / "d").cfg == draft.cfg
+    on_disk = json.loads((tmp_path / "d" / "distill.json").read_text())  # the report, headed by what the run is
+    assert on_disk["layers"] == 1 and [s["stage"] for s in on_disk["stages"]] == ["start", "train", "round 1"]
 
 
 def test_a_run_stopped_between_stages_resumes_with_the_next(corpus, tmp_path, monkeypatch):

@@ -11,7 +11,6 @@ from pathlib import Path
 import torch
 
 from ..errors import GenerateError, UsageError
-from ..fileio import dumps_json, write_text_atomic
 from .autoregressive import autoregressive_generate
 from .loading import LoadError, Loaded, load_draft, load_model, load_tokenizer
 from .rows import eos_ids
@@ -288,11 +287,10 @@ def distill_command(args: argparse.Namespace) -> int:
     try:
         report = distill(draft, target.logits, lambda s: tok(s).input_ids, train, held, cfg,
                          log=lambda m: print(m, file=sys.stderr), budget=budget, out=out, resume=args.resume,
-                         label_target=labeller, meta={"target": args.target, "precision": precision})
+                         label_target=labeller, meta={"target": args.target, "precision": precision},
+                         about={"target": args.target, "layers": args.layers, "corpus": args.corpus})
     except GenerateError as e:
         raise UsageError(str(e)) from e
-    write_text_atomic(out / "distill.json", dumps_json({"target": args.target, "layers": args.layers,
-                                                       "corpus": args.corpus, **report}, indent=1) + "\n")
     state = "" if report["finished"] else " (stopped by --max-minutes: --resume goes on)"
     print(f"wrote {out}/ (config.json, model.safetensors, distill.json, labels/, checkpoints/){state}")
     return 0

@@ -230,6 +230,9 @@ class LabelStore:
     def tokens(self, pool: str) -> int:
         return self.rows(pool) * self.meta["seq_len"]
 
+    def total_tokens(self) -> int:
+        return sum(self.tokens(p) for p in set(self.pools) | set(self.buffer))
+
     def add(self, pool: str, labels: Labels) -> None:
         self.buffer.setdefault(pool, []).append(labels)
         if sum(len(p) for p in self.buffer[pool]) * self.meta["seq_len"] >= self.shard_tokens:
@@ -294,7 +297,7 @@ class Distillation:
     def __init__(self, draft: Decoder, target: Callable[[Tensor], Tensor], tokenize: Callable[[str], list[int]],
                  train: Sequence[Path], held_out: Sequence[Path], cfg: DistillConfig, log: Callable[[str], None],
                  budget: Budget, out: Path | None, label_target: Callable[[Tensor], Tensor] | None,
-                 meta: dict[str, Any]) -> None:
+                 meta: dict[str, Any], about: dict[str, Any]) -> None:
         self.draft, self.target, self.tokenize = draft, target, tokenize
         self.label_target = label_target or target
         self.train_files, self.cfg, self.log, self.budget, self.out = list(train), cfg, log, budget, out
@@ -302,7 +305,7 @@ class Distillation:
         self.store = LabelStore(out / LABELS if out else None, {
             **meta, "seq_len": cfg.seq_len, "top_k": cfg.top_k, "seed": cfg.seed,
             "corpus": corpus_digest(self.train_files)}, cfg.shard_tokens)
-        self.report: dict[str, Any] = {"stages": [], "steps": 0, "seconds_by_stage": {}}
+        self.report: dict[str, Any] = {**about, "stages": [], "steps": 0, "seconds_by_stage": {}}
         self.trainable = [p for n, p in draft.named_parameters() if n.startswith(("blocks.", "norm."))]
         self.reserve = 0.0  # seconds an evaluation takes, kept aside at the deadline
         self.finished = False
@@ -323,11 +326,10 @@ class Distillation:
             (f"round {r}", f"round-{r}", self.cfg.round_steps, self.cfg.round_lr)
             for r in range(1, self.cfg.rounds + 1)]
         done = {s["stage"] for s in self.report["stages"]}
-        for i, (name, pool, steps, lr) in enumerate(stages):
+        for i, (name, pool, steps, lr) in enumerate(stages):  # i: the round (0 for the corpus stage)
             if name in done:
                 continue
-            train_left = sum(s[2] for s in stages[i:])
-            if not self._label(pool, later_training=train_left > 0):
+            if not self._label(pool, i):
                 break
             resumed = state if state is not None and state["stage"] == name else None
             if not self._train(name, i, pool, steps, lr, resumed):
@@ -356,7 +358,7 @@ class Distillation:
         result = evaluate(self.draft.eval(), self.target, self.eval_set)
         self.reserve = max(self.reserve, self.budget.clock() - t)
         result = {"stage": stage, **result, "steps": self.report["steps"],
-                  "labelled_tokens": sum(self.store.tokens(p) for p in set(self.store.pools) | set(self.store.buffer))}
+                  "labelled_tokens": self.store.total_tokens()}
         self.report["stages"].append(result)
         self.log(f"held-out after {stage}: acceptance(T=1) {result['acceptance_t1']:.3f}, "
                  f"greedy agreement {result['greedy_agreement']:.3f} on {result['tokens']} tokens")
@@ -369,22 +371,19 @@ class Distillation:
         self.log(f"stopped by the time limit: held-out acceptance(T=1) {now['acceptance_t1']:.3f}; "
                  "run again with --resume to go on")
 
-    def _label(self, pool: str, later_training: bool) -> bool:
-        """Bring ``pool`` to its size; False when the deadline stopped it."""
+    def _label(self, pool: str, round_no: int) -> bool:
+        """Bring ``pool`` to its size (round 0: the corpus), in at most ``label_share`` of the time
+        left (training follows); False when the deadline stopped a round's labelling."""
         cfg, store = self.cfg, self.store
-        want = cfg.label_tokens if pool == CORPUS else cfg.round_tokens
+        want = cfg.round_tokens if round_no else cfg.label_tokens
         have = store.tokens(pool)
         if have >= want:
             return True
         start = self.budget.clock()
-        end = self.budget.deadline - self.reserve
-        until = start + cfg.label_share * (end - start) if later_training else end
+        until = start + cfg.label_share * (self.budget.deadline - self.reserve - start)
         rows = store.rows(pool)
-        if pool == CORPUS:
-            stream = token_chunks(self.train_files, self.tokenize, cfg.seq_len, seed=cfg.seed)
-        else:  # prompts for the draft: other chunks of the corpus, their first half
-            stream = token_chunks(self.train_files, self.tokenize, cfg.seq_len,
-                                  seed=cfg.seed + 1000 * int(pool.split("-")[1]))
+        # a round's prompts: other chunks of the corpus (their first half)
+        stream = token_chunks(self.train_files, self.tokenize, cfg.seq_len, seed=cfg.seed + 1000 * round_no)
         for _ in range(rows):  # what earlier runs labelled
             next(stream)
         verb = "labelling" if pool == CORPUS else f"{pool}: the draft writes, the target labels"
@@ -395,9 +394,8 @@ class Distillation:
                 if store.tokens(pool) >= want:
                     break
                 x = torch.stack([next(stream) for _ in range(cfg.batch_size)])
-                if pool != CORPUS:
-                    x = self._continue(x, seed=[[cfg.seed, int(pool.split("-")[1]), batch_index, b]
-                                                for b in range(len(x))])
+                if round_no:
+                    x = self._continue(x, seed=[[cfg.seed, round_no, batch_index, b] for b in range(len(x))])
                 logp, ids = target_topk(self.label_target, x, cfg.top_k)
                 store.add(pool, Labels(x, ids, logp.half()))
                 batch_index += 1
@@ -412,8 +410,7 @@ class Distillation:
             if store.tokens(pool) == 0:
                 raise GenerateError(f"max_minutes={cfg.max_minutes}: no time left to label a single batch "
                                     "after the held-out evaluation; give the run more minutes")
-            if not later_training or pool != CORPUS:
-                return False
+            return round_no == 0  # the corpus stage trains on what it has; a round stops
         return True
 
     def _continue(self, x: Tensor, seed: list) -> Tensor:
@@ -529,13 +526,10 @@ class Distillation:
         self.report = state["report"]
         self.log(f"resumed from {path} ({state['stage']}, step {state['step']})")
         if state.get("done"):
-            self._evaluate_done_stage(state["stage"])
+            if not any(s["stage"] == state["stage"] for s in self.report["stages"]):
+                self._evaluate(state["stage"])  # stopped between the stage's last step and its report
             return None
         return state
-
-    def _evaluate_done_stage(self, stage: str) -> None:
-        if not any(s["stage"] == stage for s in self.report["stages"]):
-            self._evaluate(stage)  # stopped between the stage's last step and its report
 
     def _save_draft(self) -> None:
         if self.out is not None:
@@ -558,7 +552,7 @@ def distill(draft: Decoder, target: Callable[[Tensor], Tensor], tokenize: Callab
             log: Callable[[str], None] = print, budget: Budget | None = None, *,
             out: str | Path | None = None, resume: bool = False,
             label_target: Callable[[Tensor], Tensor] | None = None,
-            meta: dict[str, Any] | None = None) -> dict:
+            meta: dict[str, Any] | None = None, about: dict[str, Any] | None = None) -> dict:
     """Train ``draft`` in place through the stages of the module docstring; returns the report:
     held-out metrics after every stage (``stages``, ``before``, ``after``), steps, labelled
     tokens, seconds, losses, and ``finished`` (False when the time limit stopped it).
@@ -568,10 +562,11 @@ def distill(draft: Decoder, target: Callable[[Tensor], Tensor], tokenize: Callab
     checkpoints, the draft and the report on disk; ``resume`` continues a run there.
     ``label_target`` labels the corpus (e.g. the target in bfloat16, faster on a CPU that has
     it), ``target`` measures acceptance; ``meta`` (what the target and labels are) must match
-    the labels already in ``out``."""
+    the labels already in ``out``; ``about`` (what the run is: target, layers, corpus) heads
+    the report."""
     budget = budget or Budget(cfg.max_minutes * 60)
     if out is not None:
         check_out(out, resume)
     run = Distillation(draft, target, tokenize, train, held_out, cfg, log, budget,
-                       Path(out) if out is not None else None, label_target, meta or {})
+                       Path(out) if out is not None else None, label_target, meta or {}, about or {})
     return run.run(resume)
