@@ -51,6 +51,16 @@ def test_distill_arguments_and_a_missing_corpus(tmp_path):
         args.func(args)
 
 
+def test_train_precision_follows_the_devices_faster_precision(tmp_path, monkeypatch):
+    draft = Decoder.load(tiny(tmp_path))
+    assert parse(["draft", "distill", "--target", "t", "--layers", "1", "--corpus", "c", "--out", "o"]
+                 ).train_precision == "auto"
+    for fast, expected in ((torch.bfloat16, "bf16"), (torch.float32, "fp32")):
+        monkeypatch.setattr("tubelet.generate.loading.draft_dtype", lambda device, fast=fast: fast)
+        assert commands.train_precision(draft, "auto") == expected
+        assert commands.train_precision(draft, "fp32") == "fp32"
+
+
 def test_truncated_draft_of_a_tubelet_decoder(tmp_path):
     target = Decoder.load(tiny(tmp_path, layers=3))
     draft = truncated_draft(target, 1)

@@ -13,6 +13,7 @@ from tubelet.generate import distill as distill_module
 from tubelet.generate.distill import DistillConfig, corpus_files, distill, learning_rate
 from tubelet.generate.loading import truncated_draft
 from tubelet.models.decoder import Decoder, DecoderConfig
+from tubelet.train.state import read_state
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -94,10 +95,12 @@ def test_ctrl_c_keeps_the_steps_and_a_resumed_run_trains_exactly_as_an_unbroken_
         run(corpus, tmp_path / "broken", target)
     monkeypatch.setattr(distill_module, "sparse_distill_loss", real_loss)
     assert (tmp_path / "broken" / "checkpoints" / "step-0000012").is_dir()  # the 12 steps taken
+    broken_seconds = read_state(tmp_path / "broken" / "checkpoints" / "step-0000012")["report"]["seconds"]
     labeller = Counting(target)
     resumed, report = run(corpus, tmp_path / "broken", target, resume=True, label_target=labeller)
     assert labeller.tokens == 0  # the labels on disk were used, not made again
     assert report["finished"] and report["steps"] == 30
+    assert report["seconds"] > broken_seconds > 0  # the time before the stop counts
     for name, value in whole.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[name]), name
 
@@ -171,3 +174,65 @@ def test_several_corpora_each_keep_a_held_out_tenth(tmp_path):
     train, held = corpus_files([str(tmp_path / "code" / "*.txt"), str(tmp_path / "text" / "*.txt")])
     assert [f.parent.name for f in held] == ["code", "code", "text"]
     assert len(train) == 27 and not set(train) & set(held)
+
+
+def test_every_corpus_gives_an_equal_share_of_the_labels_and_of_the_held_out_set(tmp_path):
+    """Drawn file by file, 20 code files against 4 English ones would give English a sixth."""
+    groups = []
+    for name, letter, count in (("code", "c", 20), ("text", "t", 4)):
+        (tmp_path / name).mkdir()
+        for i in range(count):
+            (tmp_path / name / f"{i:02d}.txt").write_text(letter * 200)
+        groups.append(str(tmp_path / name / "*.txt"))
+    parts = distill_module.corpus_parts(groups)
+    target = target_model()
+    draft = truncated_draft(target, 1)
+    report = distill(draft, target, chars, [t for t, _ in parts], [h for _, h in parts],
+                     DistillConfig(**{**CFG, "steps": 1, "eval_chunks": 4}), log=lambda m: None,
+                     out=tmp_path / "d", meta={"target": "toy"})
+    tokens = torch.cat([load_file(str(s))["tokens"] for s in (tmp_path / "d" / "labels").glob("corpus-*")])
+    first = tokens[:, 0].tolist()
+    assert first.count(ord("c")) == first.count(ord("t")) == len(tokens) // 2
+    assert report["held_out_files"] == 3  # 2 of code, 1 of text
+    chunks = distill_module.mixed_chunks([h for _, h in parts], chars, 32, seed=1)
+    assert [int(next(chunks)[0]) for _ in range(4)] == [ord("c"), ord("t")] * 2
+
+
+def test_a_small_corpus_is_not_taken_twice_before_a_large_one_is_read_once(tmp_path):
+    (tmp_path / "small").write_text("a" * 64)  # 2 chunks of 32
+    (tmp_path / "large").write_text("b" * 192)  # 6 chunks
+    chunks = distill_module.mixed_chunks([[tmp_path / "small"], [tmp_path / "large"]], chars, 32, seed=0)
+    first = "".join(chr(int(next(chunks)[0])) for _ in range(10))
+    assert first == "abab" + "bbbb" + "ab"
+
+
+def test_one_corpus_is_drawn_as_before(corpus):
+    train, _ = corpus
+    mixed = distill_module.mixed_chunks([train], chars, 32, seed=5)
+    plain = distill_module.token_chunks(train, chars, 32, seed=5)
+    assert all(torch.equal(next(mixed), next(plain)) for _ in range(20))
+
+
+def test_training_in_bf16_keeps_float32_weights_and_follows_the_float32_run(corpus, tmp_path):
+    target = target_model()
+    draft, report = run(corpus, tmp_path / "d", target, train_precision="bf16", steps=60)
+    assert all(p.dtype == torch.float32 for p in draft.parameters())
+    losses = report["loss"]["train"]
+    assert sum(losses[-10:]) < 0.95 * sum(losses[:10])
+    fp32, fp32_report = run(corpus, tmp_path / "e", target, steps=60)
+    assert not torch.equal(draft.blocks[0].mlp.up.weight, fp32.blocks[0].mlp.up.weight)  # autocast was on
+    assert report["after"]["acceptance_t1"] == pytest.approx(fp32_report["after"]["acceptance_t1"], abs=0.01)
+
+
+def test_the_draft_folder_holds_the_targets_probability_of_each_token(corpus, tmp_path):
+    from tubelet.generate.vocab import TOKEN_MASS
+    target = target_model()
+    run(corpus, tmp_path / "d", target, steps=1)
+    mass = load_file(str(tmp_path / "d" / TOKEN_MASS))["mass"].double()
+    tokens = torch.cat([load_file(str(s))["tokens"] for s in sorted((tmp_path / "d" / "labels").glob("corpus-*"))])
+    with torch.no_grad():  # the target's own top-8 probabilities, summed per token
+        top = target(tokens.long()).softmax(-1).topk(8, dim=-1)
+    expected = torch.zeros(128, dtype=torch.float64).index_add_(0, top.indices.flatten(),
+                                                                top.values.flatten().double())
+    torch.testing.assert_close(mass, expected, rtol=2e-3, atol=1e-2)
+    assert mass.argsort(descending=True)[:5].tolist() == expected.argsort(descending=True)[:5].tolist()

@@ -15,6 +15,7 @@ from tubelet.generate.drafts import ModelDraft
 from tubelet.generate.loading import (DraftOptions, LoadError, draft_dtype, load_draft, load_model,
                                       split_draft_spec)
 from tubelet.generate.vocab import BUNDLED, bundled_counts, coverage, most_frequent, reduce_head
+from tubelet.models.decoder import Decoder
 
 from .test_commands import CharTokenizer, parse, tiny
 
@@ -99,3 +100,23 @@ def test_generate_command_with_a_reduced_draft(tmp_path, monkeypatch, capsys):
     args = parse(base + ["--draft", f"truncated:1,vocab:16:{tmp_path / 'corpus.txt'}"])
     assert args.func(args) == 0
     assert json.loads(capsys.readouterr().out)["tokens"] == plain["tokens"]
+
+
+def test_a_distilled_draft_keeps_the_tokens_its_target_predicts_most(tmp_path):
+    from tubelet.generate.vocab import TOKEN_MASS, save_token_mass
+    target = load_model(tiny(tmp_path, layers=3))
+    folder = tmp_path / "draft"
+    Decoder(target.model.cfg).save(folder)
+    mass = torch.zeros(128)
+    mass[[5, 90, 7, 64]] = torch.tensor([3.0, 2.5, 2.0, 0.1])
+    save_token_mass(folder, mass)
+    assert load_draft(f"{folder},vocab:3", target).vocab.tolist() == [5, 7, 90]
+    (tmp_path / "corpus.txt").write_text("abcabc")  # a corpus given overrides the draft's ranking
+    counted = load_draft(f"{folder},vocab:3:{tmp_path / 'corpus.txt'}", target, tokenizer=CharTokenizer())
+    assert counted.vocab.tolist() == sorted(map(ord, "abc"))
+    (folder / TOKEN_MASS).write_bytes(b"not safetensors")
+    with pytest.raises(LoadError, match=TOKEN_MASS):
+        load_draft(f"{folder},vocab:3", target)
+    (folder / TOKEN_MASS).unlink()  # a folder without it: the bundled counts (here: another vocabulary)
+    with pytest.raises(LoadError, match="SmolLM2's tokenizer"):
+        load_draft(f"{folder},vocab:3", target)

