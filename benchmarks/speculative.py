@@ -147,10 +147,11 @@ def call_costs(target, drafts: dict, prompt: list[int], k_max: int, reps: int) -
 
 
 def precision_costs(target, specs: list[str], prompt: list[int], reps: int) -> dict:
-    """c_d of each model draft in bf16 and in fp32 (the default is draft_dtype's choice)."""
+    """c_d of each model draft in bf16, fp32 and int8 (the default is draft_dtype's choice)."""
     one = median_call(target.lm, prompt, 1, reps)
     return {f"{spec},{dtype}": median_call(load_draft(f"{spec},{dtype}", target).lm, prompt, 1, reps) / one
-            for spec in specs if "bf16" not in spec and "fp32" not in spec for dtype in ("bf16", "fp32")}
+            for spec in specs if not any(d in spec.split(",") for d in ("bf16", "fp32", "int8"))
+            for dtype in ("bf16", "fp32", "int8")}
 
 
 def predicted_speedup(a: float, k: int, c_draft: float, c_verify: float) -> float:

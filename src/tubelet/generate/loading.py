@@ -17,7 +17,9 @@ draft takes options after commas, in any order:
   a glob) tokenized by the target's tokenizer (:mod:`~tubelet.generate.vocab`);
 - ``bf16`` or ``fp32``: the precision of the draft's weights. By default a draft runs in bfloat16
   where that is faster (:func:`draft_dtype`: a GPU, or a CPU with bf16 instructions) and in float32
-  elsewhere; the verification math is float32 whatever the draft's precision.
+  elsewhere; the verification math is float32 whatever the draft's precision;
+- ``int8`` (a CPU): int8 weights, one scale per row, bfloat16 activations
+  (:mod:`~tubelet.generate.int8`): half the bytes of bfloat16 to read per call.
 
 e.g. ``truncated:2,vocab:4096``, ``runs/draft2,vocab:2048,fp32``.
 
@@ -109,8 +111,8 @@ def load_model(spec: str, *, target: Loaded | None = None, with_tokenizer: bool 
     ``target`` (:func:`load_draft` reads a draft's options)."""
     if target is None and "," in spec:
         base, options = split_draft_spec(spec)
-        if options.vocab:
-            raise LoadError(f"{spec}: vocab:N reduces a draft's vocabulary; a target takes only bf16 or fp32")
+        if options.vocab or options.dtype == "int8":
+            raise LoadError(f"{spec}: vocab:N and int8 are for a draft; a target takes only bf16 or fp32")
         return in_precision(load_model(base, with_tokenizer=with_tokenizer), options.dtype or "fp32", spec)
     if spec.startswith("truncated:"):
         if target is None:
@@ -145,7 +147,7 @@ class DraftOptions:
 
     vocab: int = 0  # 0: the full vocabulary
     corpus: str | None = None  # where the frequencies come from; None: the bundled counts
-    dtype: str | None = None  # "bf16", "fp32"; None: draft_dtype's choice for the device
+    dtype: str | None = None  # "bf16", "fp32", "int8"; None: draft_dtype's choice for the device
 
 
 def split_draft_spec(spec: str) -> tuple[str, DraftOptions]:
@@ -154,7 +156,7 @@ def split_draft_spec(spec: str) -> tuple[str, DraftOptions]:
     out = DraftOptions()
     for option in options:
         name, _, value = option.partition(":")
-        if name in ("bf16", "fp32") and not value:
+        if name in ("bf16", "fp32", "int8") and not value:
             out.dtype = name
         elif name == "vocab":
             n, _, corpus = value.partition(":")
@@ -164,7 +166,7 @@ def split_draft_spec(spec: str) -> tuple[str, DraftOptions]:
             out.vocab, out.corpus = int(n), corpus or None
         else:
             raise LoadError(f"{spec}: unknown draft option '{option}' (known: vocab:N, "
-                            "vocab:N:CORPUS, bf16, fp32)")
+                            "vocab:N:CORPUS, bf16, fp32, int8)")
     return base, out
 
 
@@ -224,7 +226,14 @@ def load_draft(spec: str, target: Loaded, threshold: float = 0.0, tokenizer=None
         except ValueError as e:
             raise LoadError(f"{spec}: {e}") from e
     device = next(draft.model.parameters()).device
-    draft.model.to({"bf16": torch.bfloat16, "fp32": torch.float32}.get(options.dtype) or draft_dtype(device))
+    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32, "int8": torch.bfloat16}.get(options.dtype)
+    draft.model.to(dtype or draft_dtype(device))
+    if options.dtype == "int8":
+        from .int8 import quantize_int8
+        try:
+            quantize_int8(draft.model)
+        except ValueError as e:
+            raise LoadError(f"{spec}: {e}") from e
     return ModelDraft(draft.lm, threshold, vocab)
 
 
