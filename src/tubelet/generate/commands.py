@@ -85,8 +85,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(code and English text, say): they are read in turn, so a small one is not drowned, "
                         "and each keeps its own held-out tenth")
     s.add_argument("--out", required=True,
-                   help="output folder: the draft (config.json + model.safetensors), distill.json, "
-                        "labels/ and checkpoints/")
+                   help="output folder: the draft (config.json + model.safetensors), token_mass.safetensors "
+                        "(which tokens vocab:N keeps), distill.json, labels/ and checkpoints/")
     s.add_argument("--resume", action="store_true",
                    help="go on with the distillation in --out (its labels and latest checkpoint), "
                         "with the same settings")
@@ -299,7 +299,8 @@ def distill_command(args: argparse.Namespace) -> int:
     except GenerateError as e:
         raise UsageError(str(e)) from e
     state = "" if report["finished"] else " (stopped by --max-minutes: --resume goes on)"
-    print(f"wrote {out}/ (config.json, model.safetensors, distill.json, labels/, checkpoints/){state}")
+    print(f"wrote {out}/ (config.json, model.safetensors, token_mass.safetensors, distill.json, labels/, "
+          f"checkpoints/){state}")
     return 0
 
 

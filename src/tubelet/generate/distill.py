@@ -11,17 +11,23 @@ A run has stages, each ending with a held-out acceptance report:
 1. **label**: the target runs once over ``label_tokens`` tokens of the corpus (its forward
    pass is by far the most expensive part); its top-k log-probabilities are stored on disk
    (:class:`LabelStore`: shards of token ids, top-k ids and float16 log-probabilities);
-2. **train**: ``steps`` minibatches drawn from those labels, warm-up then cosine decay;
+2. **train**: ``steps`` minibatches drawn from those labels, warm-up then cosine decay, the
+   matrix products in bfloat16 where ``train_precision`` says so (weights and optimiser float32);
 3. **round r** (``rounds`` of them, on-policy as in DistillSpec / GKD): the draft continues
    prompts from the corpus by sampling at temperature 1, the target labels what the draft
    wrote, and the draft trains ``round_steps`` more steps on half on-policy, half corpus
    batches.
 
+Several corpora (code and English, say) are read in turn, so that a small one gives as many
+labels as a large one until it has all been read (:func:`mixed_chunks`).
+
 With an output folder everything is kept there and a run can stop at any moment:
 ``labels/`` (shards written whole, so at most one shard of labelling is lost),
 ``checkpoints/`` (the draft, its optimiser, the sampling generator and the report, every
 ``checkpoint_minutes`` and at the end of each stage), the current draft (``config.json`` +
-``model.safetensors``) and ``distill.json`` after each stage. ``resume=True`` continues from
+``model.safetensors``), the target's probability of each token summed over the labels
+(``token_mass.safetensors``: which tokens a reduced draft vocabulary ``vocab:N`` keeps) and
+``distill.json`` after each stage. ``resume=True`` continues from
 there: labelled tokens are not labelled again, and a resumed run trains exactly as one that
 was never stopped.
 
