@@ -236,3 +236,6 @@ def test_the_draft_folder_holds_the_targets_probability_of_each_token(corpus, tm
                                                                 top.values.flatten().double())
     torch.testing.assert_close(mass, expected, rtol=2e-3, atol=1e-2)
     assert mass.argsort(descending=True)[:5].tolist() == expected.argsort(descending=True)[:5].tolist()
+    (tmp_path / "d" / TOKEN_MASS).unlink()  # a draft distilled before the file existed: --resume writes it
+    run(corpus, tmp_path / "d", target, steps=1, resume=True)
+    assert torch.equal(load_file(str(tmp_path / "d" / TOKEN_MASS))["mass"].double(), mass)

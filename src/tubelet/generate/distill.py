@@ -374,6 +374,7 @@ class Distillation:
             (f"round {r}", f"round-{r}", self.cfg.round_steps, self.cfg.round_lr)
             for r in range(1, self.cfg.rounds + 1)]
         done = {s["stage"] for s in self.report["stages"]}
+        saved = False
         for i, (name, pool, steps, lr) in enumerate(stages):  # i: the round (0 for the corpus stage)
             if name in done:
                 continue
@@ -384,6 +385,7 @@ class Distillation:
                 break
             self._evaluate(name)
             self._save_draft()
+            saved = True
         else:
             self.finished = True
         self.store.flush()
@@ -397,7 +399,8 @@ class Distillation:
                        "config": asdict(self.cfg)})
         if not self.finished:
             self._evaluate_stopped()
-        self._save_draft()
+        if not (self.finished and saved):  # also a finished run resumed: its files as this version writes them
+            self._save_draft()
         self._write_report()
         return report
 
@@ -624,8 +627,7 @@ def distill(draft: Decoder, target: Callable[[Tensor], Tensor], tokenize: Callab
     it), ``target`` measures acceptance; ``meta`` (what the target and labels are) must match
     the labels already in ``out``; ``about`` (what the run is: target, layers, corpus) heads
     the report. ``train`` and ``held_out`` are lists of files, or one list per corpus (as
-    :func:`corpus_parts` gives them): every corpus then gives an equal share of the labelled
-    tokens and of the held-out sequences."""
+    :func:`corpus_parts` gives them), read in turn (:func:`mixed_chunks`)."""
     budget = budget or Budget(cfg.max_minutes * 60)
     if train and isinstance(train[0], (str, Path)):
         train, held_out = [train], [held_out]

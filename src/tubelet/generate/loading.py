@@ -40,6 +40,7 @@ import torch
 from ..errors import GenerateError
 from ..models.decoder import Decoder, config_from_llama, from_llama_state_dict
 from .drafts import Draft, ModelDraft, NGramDraft
+from .int8 import quantize_int8
 from .models import CausalLM, HFCausalLM, TubeletLM
 from .vocab import bundled_counts, corpus_texts, count_tokens, load_token_mass, most_frequent, reduce_head
 
@@ -229,7 +230,6 @@ def load_draft(spec: str, target: Loaded, threshold: float = 0.0, tokenizer=None
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32, "int8": torch.bfloat16}.get(options.dtype)
     draft.model.to(dtype or draft_dtype(device))
     if options.dtype == "int8":
-        from .int8 import quantize_int8
         try:
             quantize_int8(draft.model)
         except ValueError as e:

@@ -33,7 +33,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from torch import Tensor
+
+from ..fileio import atomic_write
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 TOKEN_MASS = "token_mass.safetensors"  # in a distilled draft's folder
@@ -107,9 +111,6 @@ def reduce_head(model: torch.nn.Module, ids: Tensor) -> torch.nn.Module:
 
 def save_token_mass(folder: Path, mass: Tensor) -> None:
     """Write (V,) summed target probabilities per token next to a draft (``TOKEN_MASS``)."""
-    from safetensors.torch import save_file
-
-    from ..fileio import atomic_write
     tensors = {"mass": mass.float().contiguous()}
     atomic_write(Path(folder) / TOKEN_MASS, lambda tmp: save_file(tensors, tmp, metadata={
         "about": "the target's probability of each token summed over the distillation corpus"}))
@@ -118,8 +119,6 @@ def save_token_mass(folder: Path, mass: Tensor) -> None:
 def load_token_mass(folder: str | Path) -> dict[int, float] | None:
     """Token id -> the target's summed probability, from a distilled draft's folder; None when the
     folder has no ``TOKEN_MASS`` (a draft from elsewhere)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
     path = Path(folder) / TOKEN_MASS
     if not path.is_file():
         return None
