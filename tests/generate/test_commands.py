@@ -57,8 +57,8 @@ def test_train_precision_follows_the_devices_faster_precision(tmp_path, monkeypa
                  ).train_precision == "auto"
     for fast, expected in ((torch.bfloat16, "bf16"), (torch.float32, "fp32")):
         monkeypatch.setattr("tubelet.generate.loading.draft_dtype", lambda device, fast=fast: fast)
-        assert commands.train_precision(draft, "auto") == expected
-        assert commands.train_precision(draft, "fp32") == "fp32"
+        assert commands.chosen_precision(draft, "auto") == expected
+        assert commands.chosen_precision(draft, "fp32") == "fp32"
 
 
 def test_truncated_draft_of_a_tubelet_decoder(tmp_path):

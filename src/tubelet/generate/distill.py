@@ -348,10 +348,9 @@ class Distillation:
         self.label_target = label_target or target
         self.cfg, self.log, self.budget, self.out = cfg, log, budget, out
         self.train, self.held_out = train, held_out  # one group of files per corpus
-        self.train_files = [f for g in train for f in g]
         self.store = LabelStore(out / LABELS if out else None, {
             **meta, "seq_len": cfg.seq_len, "top_k": cfg.top_k, "seed": cfg.seed,
-            "corpus": corpus_digest(self.train_files)}, cfg.shard_tokens)
+            "corpus": corpus_digest([f for g in train for f in g])}, cfg.shard_tokens)
         self.report: dict[str, Any] = {**about, "stages": [], "steps": 0, "seconds_by_stage": {}}
         self.trainable = [p for n, p in draft.named_parameters() if n.startswith(("blocks.", "norm."))]
         self.reserve = 0.0  # seconds an evaluation takes, kept aside at the deadline
@@ -395,7 +394,7 @@ class Distillation:
                        "labelled_tokens": self.store.tokens(CORPUS),
                        "round_tokens": sum(self.store.tokens(f"round-{r}") for r in range(1, self.cfg.rounds + 1)),
                        "seconds": self._seconds(),
-                       "train_files": len(self.train_files), "held_out_files": sum(map(len, self.held_out)),
+                       "train_files": sum(map(len, self.train)), "held_out_files": sum(map(len, self.held_out)),
                        "config": asdict(self.cfg)})
         if not self.finished:
             self._evaluate_stopped()
