@@ -38,6 +38,7 @@ import common  # noqa: F401  (puts src/ on the path)
 from common import environment, write_json
 from tubelet.generate import Sampling, autoregressive_generate, expected_tokens_per_step, speculative_generate
 from tubelet.generate.distill import corpus_files
+from tubelet.generate.drafts import FeatureDraft
 from tubelet.generate.loading import draft_dtype, load_draft, load_model, split_draft_spec
 from tubelet.models.decoder import Decoder, to_llama_state_dict
 
@@ -122,8 +123,13 @@ def hf_generate(target, tokenizer, ids, new_tokens: int, temperature: float, see
 
 
 def median_call(lm, prompt: list[int], n: int, reps: int) -> float:
-    """Median seconds of one ``extend`` by n tokens after ``prompt`` (cropped back after each)."""
+    """Median seconds of one ``extend`` by n tokens after ``prompt`` (cropped back after each). A
+    feature draft first gets its target's features of the prompt."""
     lm.reset(1)
+    if hasattr(lm, "observe"):
+        lm.target.reset(1)
+        lm.target.extend(torch.tensor([prompt]), torch.tensor([len(prompt)]))
+        lm.observe(lm.target.lengths)
     lm.extend(torch.tensor([prompt]), torch.tensor([len(prompt)]))
     times = []
     for _ in range(reps):
@@ -218,8 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     model_specs = [s for s in specs if not s.startswith("ngram:")]
     hf_target = None if args.no_hf else hf_model_of(args.target, target)
     hf_draft = None
-    if model_specs and hf_target is not None:  # transformers' assistant: the first model draft, full vocabulary
-        base = model_specs[0].split(",")[0]
+    assistants = [s for s in model_specs if not isinstance(drafts[s], FeatureDraft)]  # LMs of their own
+    if assistants and hf_target is not None:  # transformers' assistant: the first such draft, full vocabulary
+        base = assistants[0].split(",")[0]
         hf_draft = hf_copy_of_draft(load_model(base, target=target).model, hf_target.config).to(hf_target.dtype)
     prompts, files = held_out_prompts(tok, args.corpus, args.prompts, args.prompt_tokens)
     if not prompts:

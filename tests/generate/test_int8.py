@@ -28,8 +28,9 @@ def test_int8_linear_multiplies_by_its_rows_rounded_to_int8():
     expected = x.bfloat16().float() @ q.dequantized().T  # the bf16 input times the dequantised weight
     torch.testing.assert_close(q(x).float(), expected, rtol=2e-2, atol=2e-2)
     assert q(x).shape == (3, 5, 48)
-    with pytest.raises(ValueError, match="bias-free"):
-        Int8Linear(torch.nn.Linear(4, 4))
+    biased = torch.nn.Linear(64, 48)  # a feature draft's fc has a bias, kept in bfloat16
+    torch.testing.assert_close(Int8Linear(biased)(x).float(), x.bfloat16().float() @ Int8Linear(biased).dequantized().T
+                               + biased.bias.detach().bfloat16().float(), rtol=2e-2, atol=2e-2)
 
 
 def test_an_int8_draft_keeps_greedy_output_and_reports_what_it_sampled_from(tmp_path):

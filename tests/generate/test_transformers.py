@@ -95,3 +95,23 @@ def test_adapter_passes_the_cache_under_the_current_name(llama):
     with torch.no_grad():
         assert torch.allclose(out[0, 0], llama(torch.tensor([[1, 2, 3, 4]])).logits[0, -1], atol=1e-4)
     assert lm.cache_argument in inspect.signature(llama.forward).parameters
+
+
+def test_a_feature_draft_reads_a_transformers_targets_features(llama):
+    from tubelet.generate.drafts import FeatureDraft
+    from tubelet.generate.models import FeatureLM
+    from tubelet.models.decoder import FeatureDraftModel
+    whole = from_llama_state_dict(llama.state_dict(), config_from_llama(llama.config)).eval()
+    draft = FeatureDraftModel.from_target(whole, 1).eval()
+    lm = HFCausalLM(llama)
+    feature_lm = FeatureLM(draft, lm)
+    greedy = Sampling(0.0)
+    out = speculative_generate(lm, FeatureDraft(feature_lm), PROMPTS, 12, k=3, sampling=greedy)
+    assert out.tokens == autoregressive_generate(HFCausalLM(llama), PROMPTS, 12, sampling=greedy).tokens
+    # the features it read are the transformers model's, as the tubelet copy computes them
+    row = PROMPTS[2] + out.tokens[2]
+    with torch.no_grad():
+        f = whole.features(torch.tensor([row]))[0]
+    n = int(feature_lm.known[2])
+    assert n >= len(PROMPTS[2])
+    torch.testing.assert_close(feature_lm.features[2, :n], f[:n], atol=1e-4, rtol=1e-4)

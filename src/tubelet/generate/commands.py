@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import time
@@ -11,6 +12,7 @@ from pathlib import Path
 import torch
 
 from ..errors import GenerateError, UsageError
+from ..models.decoder import Decoder, FeatureDraftModel
 from .autoregressive import autoregressive_generate
 from .loading import LoadError, Loaded, load_draft, load_model, load_tokenizer
 from .rows import eos_ids
@@ -79,7 +81,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "trains). Every 10th file is held out to measure the acceptance rate after each "
                     "stage. Checkpoints are kept in OUT: --resume goes on after a stop or Ctrl-C.")
     s.add_argument("--target", required=True, help="target model spec (e.g. smollm2)")
-    s.add_argument("--layers", type=int, required=True, help="layers of the draft")
+    s.add_argument("--layers", type=int, required=True,
+                   help="layers of the draft (a decoder draft starts as the target's first ones, a feature "
+                        "draft as its last ones)")
+    s.add_argument("--kind", choices=["decoder", "features"], default="decoder",
+                   help="decoder: a small language model of its own (default); features: a draft that reads "
+                        "the target's final hidden states (EAGLE), which agrees with the target more for "
+                        "the same cost and works only with it (Llama-style targets)")
     s.add_argument("--corpus", required=True, action="append",
                    help=f"glob or folder of text files, {STDLIB_HINT}; repeat it to mix corpora "
                         "(code and English text, say): they are read in turn, so a small one is not drowned, "
@@ -266,6 +274,8 @@ def distill_command(args: argparse.Namespace) -> int:
             raise UsageError(f"--{name.replace('_', '-')} {getattr(args, name)}: expected a positive number")
     if args.rounds < 0 or args.max_minutes <= 0 or args.checkpoint_minutes <= 0:
         raise UsageError("--rounds must be >= 0, --max-minutes and --checkpoint-minutes > 0")
+    if args.kind == "features" and args.rounds:
+        raise UsageError("--rounds is for --kind decoder: a feature draft cannot write text without its target")
     try:
         parts = corpus_parts(args.corpus)
         check_out(args.out, args.resume)
@@ -275,10 +285,22 @@ def distill_command(args: argparse.Namespace) -> int:
     if target.tokenizer is None:
         raise UsageError(f"{args.target}: distillation needs a target with a tokenizer")
     try:
-        draft = truncated_draft(target.model, args.layers)
+        if args.kind == "features":  # it reads the target's features: the target as a tubelet decoder
+            model = target.model
+            whole = truncated_draft(model, model.cfg.num_layers if isinstance(model, Decoder)
+                                    else model.config.num_hidden_layers).float()
+            draft = FeatureDraftModel.from_target(whole, args.layers)
+        else:
+            draft = truncated_draft(target.model, args.layers)
     except (LoadError, ValueError) as e:
         raise UsageError(str(e)) from e
-    labeller, precision = label_model(target, args.target, args.label_precision)
+    if args.kind == "features":  # labelled and measured by the same decoder (in bf16 / float32)
+        precision = chosen_precision(target.model, args.label_precision)
+        labeller = whole if precision == "fp32" else copy.deepcopy(whole).to(torch.bfloat16)
+        measure = whole
+    else:
+        labeller, precision = label_model(target, args.target, args.label_precision)
+        measure = target.logits
     cfg = DistillConfig(seq_len=args.seq_len, batch_size=args.batch_size, steps=args.steps,
                         label_tokens=args.label_tokens, max_minutes=args.max_minutes, lr=args.lr,
                         top_k=args.top_k, eval_chunks=args.eval_chunks, seed=args.seed, rounds=args.rounds,
@@ -286,16 +308,18 @@ def distill_command(args: argparse.Namespace) -> int:
                         checkpoint_minutes=args.checkpoint_minutes,
                         train_precision=chosen_precision(draft, args.train_precision))
     files, held = sum(len(t) for t, _ in parts), sum(len(h) for _, h in parts)
-    print(f"distilling a {args.layers}-layer draft from {args.target}: {files} training files, {held} held "
+    kind = "feature draft" if args.kind == "features" else "draft"
+    print(f"distilling a {args.layers}-layer {kind} from {args.target}: {files} training files, {held} held "
           f"out; the target labels in {precision}, the draft trains in {cfg.train_precision}", file=sys.stderr)
     tok = target.tokenizer
     out = Path(args.out)
     try:
-        report = distill(draft, target.logits, lambda s: tok(s).input_ids, [t for t, _ in parts],
+        report = distill(draft, measure, lambda s: tok(s).input_ids, [t for t, _ in parts],
                          [h for _, h in parts], cfg,
                          log=lambda m: print(m, file=sys.stderr), budget=budget, out=out, resume=args.resume,
                          label_target=labeller, meta={"target": args.target, "precision": precision},
-                         about={"target": args.target, "layers": args.layers, "corpus": args.corpus})
+                         about={"target": args.target, "layers": args.layers, "kind": args.kind,
+                                "corpus": args.corpus})
     except GenerateError as e:
         raise UsageError(str(e)) from e
     state = "" if report["finished"] else " (stopped by --max-minutes: --resume goes on)"

@@ -6,6 +6,11 @@ entropy from the target's top-k distribution (renormalised) to the draft's softm
 the tokens that appear in any top-k of the batch (a sampled softmax: the full 49k-way head is
 the dominant cost on a CPU). The embedding / head stay frozen; the blocks and final norm train.
 
+A feature draft (:class:`~tubelet.models.decoder.FeatureDraftModel`, EAGLE) learns the same way
+from the target's features: the labels also keep the target's final hidden states (bfloat16,
+1,152 bytes a token for SmolLM2), and :func:`feature_distill_loss` trains it at the two depths
+it drafts at (after the target's feature, after its own).
+
 A run has stages, each ending with a held-out acceptance report:
 
 1. **label**: the target runs once over ``label_tokens`` tokens of the corpus (its forward
@@ -59,7 +64,7 @@ from tqdm import tqdm
 
 from ..errors import GenerateError
 from ..fileio import atomic_write, dumps_json, write_text_atomic
-from ..models.decoder import Decoder
+from ..models.decoder import Decoder, FeatureDraftModel
 
 LABELS = "labels"
 LABELS_META = "meta.json"
@@ -67,7 +72,8 @@ LABELS_FORMAT = "tubelet-distill-labels"
 CORPUS = "corpus"  # the pool of labels of corpus text; rounds add "round-1", "round-2", ...
 # what each recorded property of the labels is called on the command line
 SETTING = {"target": "--target", "precision": "--label-precision", "seq_len": "--seq-len", "top_k": "--top-k",
-           "seed": "--seed", "corpus": "the files of --corpus"}
+           "seed": "--seed", "corpus": "the files of --corpus", "features": "--kind"}
+FEATURE_LOSS_WEIGHT = 0.1  # of the regression of a feature draft's features, beside the cross entropy
 
 
 class Budget:
@@ -201,19 +207,22 @@ def target_topk(target: Callable[[Tensor], Tensor], x: Tensor, k: int) -> tuple[
 
 @dataclass
 class Labels:
-    """The target's top-k at every position of ``tokens`` (N, L): ``ids`` and ``logprobs`` (N, L, k)."""
+    """The target's top-k at every position of ``tokens`` (N, L): ``ids`` and ``logprobs`` (N, L, k),
+    and for a feature draft its final hidden states ``features`` (N, L, D), bfloat16."""
 
     tokens: Tensor
     ids: Tensor
     logprobs: Tensor
+    features: Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.tokens)
 
     @staticmethod
     def cat(parts: Sequence[Labels]) -> Labels:
+        features = None if parts[0].features is None else torch.cat([p.features for p in parts])
         return Labels(torch.cat([p.tokens for p in parts]), torch.cat([p.ids for p in parts]),
-                      torch.cat([p.logprobs for p in parts]))
+                      torch.cat([p.logprobs for p in parts]), features)
 
 
 class LabelStore:
@@ -221,7 +230,8 @@ class LabelStore:
 
     On disk: ``meta.json`` (what was labelled how: a resumed run must match it) and
     ``{pool}-{n:05d}.safetensors`` shards, each written whole: ``tokens`` (N, L) int32,
-    ``ids`` (N, L, k) int32, ``logprobs`` (N, L, k) float16. Rows are buffered and written
+    ``ids`` (N, L, k) int32, ``logprobs`` (N, L, k) float16, for a feature draft ``features``
+    (N, L, D) bfloat16. Rows are buffered and written
     every ``shard_tokens`` tokens and by :meth:`flush`."""
 
     def __init__(self, folder: Path | None, meta: dict[str, Any], shard_tokens: int = 65536) -> None:
@@ -251,12 +261,14 @@ class LabelStore:
     def _read(path: Path) -> Labels:
         try:
             t = load_file(str(path))
-            labels = Labels(t["tokens"].long(), t["ids"].long(), t["logprobs"])
+            labels = Labels(t["tokens"].long(), t["ids"].long(), t["logprobs"], t.get("features"))
         except (OSError, SafetensorError, KeyError) as e:
             raise GenerateError(f"cannot read the labels in {path} ({e}); delete that file and resume: "
                                 "its rows are labelled again") from None
         n, L = labels.tokens.shape
-        if labels.ids.shape[:2] != (n, L) or labels.logprobs.shape != labels.ids.shape:
+        features = labels.features
+        if labels.ids.shape[:2] != (n, L) or labels.logprobs.shape != labels.ids.shape or \
+                (features is not None and features.shape[:2] != (n, L)):
             raise GenerateError(f"{path}: tokens {tuple(labels.tokens.shape)}, ids {tuple(labels.ids.shape)} "
                                 f"and logprobs {tuple(labels.logprobs.shape)} do not fit together; "
                                 "delete that file and resume")
@@ -287,6 +299,8 @@ class LabelStore:
                 index = len(self.pools[name]) - 1
                 tensors = {"tokens": shard.tokens.int().contiguous(), "ids": shard.ids.int().contiguous(),
                            "logprobs": shard.logprobs.half().contiguous()}
+                if shard.features is not None:
+                    tensors["features"] = shard.features.to(torch.bfloat16).contiguous()
                 atomic_write(self.folder / f"{name}-{index:05d}.safetensors",
                              lambda tmp: save_file(tensors, tmp, metadata={"pool": name}))
 
@@ -306,12 +320,37 @@ class LabelStore:
 def sparse_distill_loss(draft: Decoder, x: Tensor, logp_top: Tensor, ids: Tensor) -> Tensor:
     """Cross entropy from the target's top-k distribution (renormalised) to the draft's softmax
     over the tokens in the batch's top-k sets."""
+    return sparse_cross_entropy(draft.features(x), draft.head.weight, logp_top, ids)
+
+
+def sparse_cross_entropy(h: Tensor, head: Tensor, logp_top: Tensor, ids: Tensor) -> Tensor:
+    """:func:`sparse_distill_loss` of hidden states h (B, L, D) under the head's rows (V, D)."""
     q_top = logp_top.float().softmax(-1)
     candidates, where = ids.unique(return_inverse=True)  # (C,), (B, L, k) index into candidates
-    h = draft.features(x)  # (B, L, D)
-    logits = h @ draft.head.weight[candidates].T  # (B, L, C)
+    logits = h @ head[candidates].T  # (B, L, C)
     logp = logits.log_softmax(-1).gather(-1, where)
     return -(q_top * logp).sum(-1).mean()
+
+
+def shifted(features: Tensor) -> Tensor:
+    """(B, L, D) features -> the feature of the token before each one (zeros for the first)."""
+    return torch.cat([torch.zeros_like(features[:, :1]), features[:, :-1]], dim=1)
+
+
+def feature_distill_loss(draft: FeatureDraftModel, x: Tensor, features: Tensor, logp_top: Tensor,
+                         ids: Tensor) -> Tensor:
+    """The loss of a feature draft, at two depths: each token entering with the target's feature of
+    the token before (the first token a step drafts), then with the draft's own prediction of it
+    (the tokens after). At each: :func:`sparse_cross_entropy`, plus ``FEATURE_LOSS_WEIGHT`` times
+    the smooth L1 distance to the target's features (EAGLE's regression)."""
+    total = 0.0
+    previous = shifted(features)
+    for _ in range(2):
+        h = draft.features(x, previous)
+        total = total + sparse_cross_entropy(h, draft.head.weight, logp_top, ids) + \
+            FEATURE_LOSS_WEIGHT * torch.nn.functional.smooth_l1_loss(h.float(), features.float())
+        previous = shifted(h)
+    return total / 2
 
 
 def learning_rate(step: int, steps: int, peak: float) -> float:
@@ -324,35 +363,60 @@ def learning_rate(step: int, steps: int, peak: float) -> float:
 
 
 @torch.no_grad()
-def evaluate(draft: Decoder, target: Callable[[Tensor], Tensor], chunks: Sequence[Tensor]) -> dict:
-    """Held-out expected acceptance at T=1 (mean of sum_x min(p, q)) and greedy agreement."""
-    accept, agree, n = 0.0, 0.0, 0
+def evaluate(draft: Decoder | FeatureDraftModel, target: Callable[[Tensor], Tensor] | Decoder,
+             chunks: Sequence[Tensor]) -> dict:
+    """Held-out expected acceptance at T=1 (mean of sum_x min(p, q)) and greedy agreement.
+
+    A feature draft needs its target as a :class:`Decoder` (for its features); its figures are
+    those of the first token a step drafts (the token before entering with the target's
+    feature), and ``acceptance_t1_depth2`` that of the tokens after (with the draft's own)."""
+    accept, agree, deeper, n = 0.0, 0.0, 0.0, 0
     for x in chunks:
-        q = target(x[None]).float()[0].softmax(-1)
-        p = draft(x[None]).float()[0].softmax(-1)
+        if isinstance(draft, FeatureDraftModel):
+            f = target.features(x[None])
+            q = target.head(f).float()[0].softmax(-1)
+            h = draft.features(x[None], shifted(f))
+            p = draft.head(h).float()[0].softmax(-1)
+            p2 = draft(x[None], shifted(h)).float()[0].softmax(-1)
+            deeper += float(torch.minimum(p2, q).sum(-1).sum())
+        else:
+            q = target(x[None]).float()[0].softmax(-1)
+            p = draft(x[None]).float()[0].softmax(-1)
         accept += float(torch.minimum(p, q).sum(-1).sum())
         agree += float((p.argmax(-1) == q.argmax(-1)).sum())
         n += x.numel()
-    return {"acceptance_t1": accept / n, "greedy_agreement": agree / n, "tokens": n}
+    out = {"acceptance_t1": accept / n, "greedy_agreement": agree / n, "tokens": n}
+    if isinstance(draft, FeatureDraftModel):
+        out["acceptance_t1_depth2"] = deeper / n
+    return out
 
 
 class Distillation:
     """One run of the stages of the module docstring; :func:`distill` is the entry point."""
 
-    def __init__(self, draft: Decoder, target: Callable[[Tensor], Tensor], tokenize: Callable[[str], list[int]],
+    def __init__(self, draft: Decoder | FeatureDraftModel, target: Callable[[Tensor], Tensor] | Decoder,
+                 tokenize: Callable[[str], list[int]],
                  train: Sequence[Sequence[Path]], held_out: Sequence[Sequence[Path]], cfg: DistillConfig,
                  log: Callable[[str], None],
                  budget: Budget, out: Path | None, label_target: Callable[[Tensor], Tensor] | None,
                  meta: dict[str, Any], about: dict[str, Any]) -> None:
         self.draft, self.target, self.tokenize = draft, target, tokenize
         self.label_target = label_target or target
+        self.features = isinstance(draft, FeatureDraftModel)  # the labels keep the target's features
+        if self.features and not (isinstance(self.label_target, Decoder) and isinstance(target, Decoder)):
+            raise GenerateError("a feature draft learns from a target's features: pass the target (and "
+                                "label_target) as a tubelet Decoder")
+        if self.features and cfg.rounds:
+            raise GenerateError("on-policy rounds (--rounds) are for a decoder draft: a feature draft "
+                                "cannot write text without its target")
         self.cfg, self.log, self.budget, self.out = cfg, log, budget, out
         self.train, self.held_out = train, held_out  # one group of files per corpus
         self.store = LabelStore(out / LABELS if out else None, {
             **meta, "seq_len": cfg.seq_len, "top_k": cfg.top_k, "seed": cfg.seed,
-            "corpus": corpus_digest([f for g in train for f in g])}, cfg.shard_tokens)
+            "corpus": corpus_digest([f for g in train for f in g]),
+            **({"features": True} if self.features else {})}, cfg.shard_tokens)
         self.report: dict[str, Any] = {**about, "stages": [], "steps": 0, "seconds_by_stage": {}}
-        self.trainable = [p for n, p in draft.named_parameters() if n.startswith(("blocks.", "norm."))]
+        self.trainable = [p for n, p in draft.named_parameters() if n.startswith(("blocks.", "norm.", "fc."))]
         self.reserve = 0.0  # seconds an evaluation takes, kept aside at the deadline
         self.seconds_before = 0.0
         self.finished = False
@@ -446,8 +510,14 @@ class Distillation:
                 x = torch.stack([next(stream) for _ in range(cfg.batch_size)])
                 if round_no:
                     x = self._continue(x, seed=[[cfg.seed, round_no, batch_index, b] for b in range(len(x))])
-                logp, ids = target_topk(self.label_target, x, cfg.top_k)
-                store.add(pool, Labels(x, ids, logp.half()))
+                if self.features:
+                    with torch.no_grad():
+                        h = self.label_target.features(x)
+                    logp, ids = target_topk(lambda _: self.label_target.head(h), x, cfg.top_k)
+                    store.add(pool, Labels(x, ids, logp.half(), h.to(torch.bfloat16)))
+                else:
+                    logp, ids = target_topk(self.label_target, x, cfg.top_k)
+                    store.add(pool, Labels(x, ids, logp.half()))
                 batch_index += 1
                 bar.update(x.numel())
         finally:  # also on Ctrl-C: what was labelled is kept
@@ -505,8 +575,12 @@ class Distillation:
                 for group in opt.param_groups:
                     group["lr"] = learning_rate(step, steps, lr)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                    loss = sparse_distill_loss(self.draft, source.tokens[pick], source.logprobs[pick],
-                                               source.ids[pick])
+                    if self.features:
+                        loss = feature_distill_loss(self.draft, source.tokens[pick], source.features[pick],
+                                                    source.logprobs[pick], source.ids[pick])
+                    else:
+                        loss = sparse_distill_loss(self.draft, source.tokens[pick], source.logprobs[pick],
+                                                   source.ids[pick])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(self.trainable, 1.0)
@@ -572,7 +646,8 @@ class Distillation:
             return None
         state = read_state(path)
         try:
-            weights = Decoder.load(path)
+            weights = FeatureDraftModel.load(path, self.draft.embed.weight, self.draft.head.weight) \
+                if self.features else Decoder.load(path)
         except (OSError, ValueError, SafetensorError) as e:
             raise GenerateError(f"cannot read the draft in {path} ({e}); delete that checkpoint folder and "
                                 "resume from the one before") from None
@@ -580,7 +655,7 @@ class Distillation:
             raise GenerateError(f"{path} holds a draft with {weights.cfg.num_layers} layers "
                                 f"(dim {weights.cfg.dim}), not this run's {self.draft.cfg.num_layers} "
                                 f"(dim {self.draft.cfg.dim}): resume with the same --target and --layers")
-        self.draft.load_state_dict(weights.state_dict())
+        self.draft.load_state_dict(weights.state_dict())  # a feature draft's embedding and head: the same
         self.report = state["report"]
         self.seconds_before = self.report.get("seconds", 0.0)  # what earlier runs spent, to their checkpoint
         self.log(f"resumed from {path} ({state['stage']}, step {state['step']})")
@@ -609,7 +684,8 @@ def check_out(out: str | Path, resume: bool) -> None:
                             "go on with it, or choose another --out")
 
 
-def distill(draft: Decoder, target: Callable[[Tensor], Tensor], tokenize: Callable[[str], list[int]],
+def distill(draft: Decoder | FeatureDraftModel, target: Callable[[Tensor], Tensor] | Decoder,
+            tokenize: Callable[[str], list[int]],
             train: Sequence[Path] | Sequence[Sequence[Path]], held_out: Sequence[Path] | Sequence[Sequence[Path]],
             cfg: DistillConfig, log: Callable[[str], None] = print, budget: Budget | None = None, *,
             out: str | Path | None = None, resume: bool = False,
@@ -626,7 +702,9 @@ def distill(draft: Decoder, target: Callable[[Tensor], Tensor], tokenize: Callab
     it), ``target`` measures acceptance; ``meta`` (what the target and labels are) must match
     the labels already in ``out``; ``about`` (what the run is: target, layers, corpus) heads
     the report. ``train`` and ``held_out`` are lists of files, or one list per corpus (as
-    :func:`corpus_parts` gives them), read in turn (:func:`mixed_chunks`)."""
+    :func:`corpus_parts` gives them), read in turn (:func:`mixed_chunks`). A
+    :class:`~tubelet.models.decoder.FeatureDraftModel` needs ``target`` and ``label_target`` as
+    tubelet Decoders (it learns from their features) and no rounds."""
     budget = budget or Budget(cfg.max_minutes * 60)
     if train and isinstance(train[0], (str, Path)):
         train, held_out = [train], [held_out]

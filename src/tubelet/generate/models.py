@@ -9,12 +9,23 @@ to given lengths without recomputing anything.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
 from torch import Tensor
 
-from ..models.decoder import Decoder
+from ..models.decoder import Decoder, FeatureDraftModel
+
+
+@dataclass
+class Features:
+    """A target's final hidden states of its last ``extend``: ``hidden[b, j]`` is at token
+    ``start[b] + j`` of row b, for ``j < num_valid[b]``."""
+
+    start: Tensor  # (B,)
+    hidden: Tensor  # (B, n, D)
+    num_valid: Tensor  # (B,)
 
 
 class CausalLM(Protocol):
@@ -54,6 +65,8 @@ class TubeletLM:
         self.device = model.embed.weight.device
         self.cache = model.new_cache(1)
         self.calls = 0
+        self.keep_features = False  # a feature draft reads them: see last_features
+        self.last_features: Features | None = None
 
     @property
     def lengths(self) -> Tensor:
@@ -65,7 +78,12 @@ class TubeletLM:
     @torch.no_grad()
     def extend(self, tokens: Tensor, num_valid: Tensor) -> Tensor:
         self.calls += 1
-        return self.model(tokens, self.cache, num_valid)
+        if not self.keep_features:
+            return self.model(tokens, self.cache, num_valid)
+        start = self.lengths.clone()
+        h = self.model.features(tokens, self.cache, num_valid)
+        self.last_features = Features(start, h, num_valid)
+        return self.model.head(h)
 
     def crop(self, lengths: Tensor) -> None:
         self.cache.crop(lengths)
@@ -93,6 +111,8 @@ class HFCausalLM:
         self.vocab_size = model.config.vocab_size
         self.device = next(model.parameters()).device
         self.calls = 0
+        self.keep_features = False  # a feature draft reads them: see last_features
+        self.last_features: Features | None = None
         self.reset(1)
 
     def reset(self, batch_size: int) -> None:
@@ -112,7 +132,10 @@ class HFCausalLM:
         positions = self.lengths[:, None] + steps
         self.valid = torch.cat([self.valid, steps < num_valid[:, None]], dim=1)
         out = self.model(input_ids=tokens, attention_mask=self.valid.long(), position_ids=positions,
-                         use_cache=True, **{self.cache_argument: self.cache})
+                         use_cache=True, output_hidden_states=self.keep_features,
+                         **{self.cache_argument: self.cache})
+        if self.keep_features:  # the last hidden state is the final norm's output, the head's input
+            self.last_features = Features(self.lengths, out.hidden_states[-1], num_valid)
         self.lengths = self.lengths + num_valid
         return out.logits
 
@@ -143,3 +166,93 @@ def cache_argument(model) -> str:
     import inspect
     parameters = inspect.signature(model.forward).parameters
     return "cache" if "cache" in parameters else "past_key_values"
+
+
+class FeatureLM:
+    """A :class:`~tubelet.models.decoder.FeatureDraftModel` as a CausalLM over its target's rows.
+
+    Token j enters with the feature of token j-1: the target's, read from ``target``'s
+    ``last_features`` by :meth:`observe` after each verification, or, for a token the draft
+    proposed itself, the feature it predicted at the token before (only one such token per call:
+    a draft call feeds one proposal). ``crop`` also forgets every token that entered with a
+    predicted feature, even one the target accepted, so it is read again with the target's
+    feature: the cache then keeps fewer tokens than asked, which :class:`ModelDraft`, feeding
+    what its LM lacks, handles. A row's first token enters with zeros.
+    """
+
+    def __init__(self, model: FeatureDraftModel, target: CausalLM) -> None:
+        if not hasattr(target, "keep_features"):
+            raise ValueError(f"a feature draft needs a target that gives its features (a tubelet or "
+                             f"transformers LM), got {type(target).__name__}")
+        self.model = model.eval()
+        self.target = target
+        target.keep_features = True
+        self.vocab_size = model.cfg.vocab_size
+        self.device = model.embed.weight.device
+        self.calls = 0
+        self.reset(1)
+
+    @property
+    def lengths(self) -> Tensor:
+        return self.cache.lengths
+
+    def reset(self, batch_size: int) -> None:
+        self.cache = self.model.new_cache(batch_size)
+        zeros = torch.zeros(batch_size, dtype=torch.long, device=self.device)
+        self.known = zeros  # the target's features are known for tokens 0 .. known-1 of each row
+        self.true = zeros.clone()  # leading tokens of the cache that entered with the target's features
+        self.features = torch.zeros(batch_size, 0, self.model.cfg.dim, device=self.device)
+        self.predicted = torch.zeros(batch_size, self.model.cfg.dim, device=self.device)
+        self.predicted_at = zeros - 1  # the token whose next feature ``predicted`` is
+
+    def observe(self, known: Tensor) -> None:
+        """Take the target's features of its last call; ``known[b]``: the tokens of row b whose
+        features are now the target's (those its cache holds)."""
+        f = self.target.last_features
+        B, n, D = f.hidden.shape
+        start = f.start.to(self.device)
+        need = int((start + n).max()) if n else 0
+        if need > self.features.shape[1]:
+            grow = self.features.new_zeros(B, need - self.features.shape[1], D)
+            self.features = torch.cat([self.features, grow], dim=1)
+        j = torch.arange(n, device=self.device)
+        valid = j[None] < f.num_valid.to(self.device)[:, None]
+        b = torch.arange(B, device=self.device)[:, None].expand(B, n)
+        self.features[b[valid], (start[:, None] + j)[valid]] = f.hidden[valid].to(self.features)
+        self.known = known.to(self.device).clone()
+
+    @torch.no_grad()
+    def extend(self, tokens: Tensor, num_valid: Tensor) -> Tensor:
+        self.calls += 1
+        B, n = tokens.shape
+        before = self.lengths.clone()
+        position = before[:, None] + torch.arange(n, device=self.device)  # of each new token
+        known = position - 1 < self.known[:, None]
+        own = torch.zeros_like(known)  # the first token's previous feature is this draft's last output
+        own[:, 0] = ~known[:, 0] & (self.predicted_at == before - 1) & (before > 0)
+        valid = torch.arange(n, device=self.device)[None] < num_valid[:, None]
+        if (valid & ~known & ~own & (position > 0)).any():
+            raise ValueError("a feature draft fed a token whose previous feature is neither the "
+                             "target's nor its own last prediction")
+        index = (position - 1).clamp(0, max(self.features.shape[1] - 1, 0))
+        previous = self.features.gather(1, index[..., None].expand(B, n, self.features.shape[2])) \
+            if self.features.shape[1] else self.features.new_zeros(B, n, self.model.cfg.dim)
+        previous = torch.where(known[..., None] & (position[..., None] > 0), previous, 0.0)
+        previous[:, 0] = torch.where(own[:, 0, None], self.predicted, previous[:, 0])
+        h = self.model.features(tokens, previous, self.cache, num_valid)
+        last = h[torch.arange(B, device=self.device), (num_valid - 1).clamp(min=0)]
+        self.predicted = torch.where((num_valid > 0)[:, None], last.to(self.predicted), self.predicted)
+        self.predicted_at = torch.where(num_valid > 0, before + num_valid - 1, self.predicted_at)
+        # the cache's leading tokens read with the target's features grow while they stay so
+        read = (known | (position == 0)) & valid
+        leading = read.long().cumprod(1).sum(1)
+        self.true = torch.where(self.true == before, before + leading, self.true)
+        return self.model.head(h)
+
+    def crop(self, lengths: Tensor) -> None:
+        lengths = torch.minimum(torch.minimum(self.lengths, lengths.to(self.lengths)), self.true)
+        self.cache.crop(lengths)
+        self.true = lengths.clone()
+
+    def cached(self, row: int) -> list[tuple[Tensor, Tensor]]:
+        return [self.cache.rows(i)[row] for i in range(len(self.model.blocks))]

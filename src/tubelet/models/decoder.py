@@ -10,7 +10,7 @@ draft that shares the target's tokenizer and starts close to it.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attention import Attention, KVCache, rotary_embedding
+
+FEATURE_DRAFT = "feature-draft"  # config.json's "model" of a FeatureDraftModel
 
 
 @dataclass
@@ -227,3 +229,102 @@ def _load(model: Decoder, state: dict[str, Tensor]) -> None:
     if set(missing) - allowed or unexpected:
         raise ValueError(f"decoder weights do not match: missing {sorted(set(missing) - allowed)}, "
                          f"unexpected {sorted(unexpected)}")
+
+
+class FeatureDraftModel(nn.Module):
+    """A draft that reads its target's features (EAGLE, Li et al. 2024): token j enters with the
+    target's final hidden state at token j-1 (the input of the target's LM head), and the draft
+    predicts the hidden state at token j, which the target's own head turns into the
+    distribution of token j+1.
+
+    ``fc`` maps [embedding of token j; feature of token j-1] (2D) to D, then ``blocks`` (Llama
+    blocks, grouped-query attention) and ``norm``. The embedding and the head are the target's,
+    frozen, and are not saved: a feature draft only works with its target, which supplies them
+    on load. While drafting K tokens the draft feeds its own predicted features forward; tokens
+    it read that way are read again with the target's features once the target has verified
+    them (:class:`~tubelet.generate.models.FeatureLM`). The first token of a sequence has no
+    feature before it: zeros, in training as in decoding.
+    """
+
+    def __init__(self, cfg: DecoderConfig, embed: Tensor, head: Tensor) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding.from_pretrained(embed, freeze=True)
+        self.fc = nn.Linear(2 * cfg.dim, cfg.dim)
+        self.blocks = nn.ModuleList(DecoderBlock(cfg) for _ in range(cfg.num_layers))
+        self.norm = nn.RMSNorm(cfg.dim, eps=cfg.norm_eps)
+        self.head = nn.Linear(cfg.dim, head.shape[0], bias=False)
+        self.head.weight = nn.Parameter(head, requires_grad=False)
+
+    @classmethod
+    def from_target(cls, target: Decoder, layers: int) -> FeatureDraftModel:
+        """A feature draft whose blocks and norm start as the target's last ``layers`` blocks and
+        its final norm, and whose ``fc`` starts as the mean of the embedding and the feature."""
+        cfg = replace(target.cfg, num_layers=layers)
+        model = cls(cfg, target.embed.weight.detach().float(), target.head.weight.detach().float())
+        first = target.cfg.num_layers - layers
+        if first < 0:
+            raise ValueError(f"a feature draft of {layers} layers: the target has {target.cfg.num_layers}")
+        with torch.no_grad():
+            for i, blk in enumerate(model.blocks):
+                blk.load_state_dict({k: v.float() for k, v in target.blocks[first + i].state_dict().items()})
+            model.norm.weight.copy_(target.norm.weight.float())
+            eye = torch.eye(cfg.dim)
+            model.fc.weight.copy_(torch.cat([eye, eye], dim=1) / 2)
+            model.fc.bias.zero_()
+        return model
+
+    def new_cache(self, batch_size: int) -> KVCache:
+        return KVCache(len(self.blocks), batch_size, self.embed.weight.device)
+
+    def features(self, tokens: Tensor, previous: Tensor, cache: KVCache | None = None,
+                 num_valid: Tensor | None = None) -> Tensor:
+        """tokens (B, n), previous (B, n, D): the feature of the token before each one -> the
+        predicted features (B, n, D) at the tokens (with a cache: after its rows, as
+        :meth:`Decoder.features`)."""
+        x = self.fc(torch.cat([self.embed(tokens), previous.to(self.fc.weight.dtype)], dim=-1))
+        B, n = tokens.shape
+        positions = torch.arange(n, device=tokens.device).expand(B, n) if cache is None else cache.begin(n)
+        rope = rotary_embedding(positions, self.cfg.head_dim, self.cfg.rope_theta)
+        for i, blk in enumerate(self.blocks):
+            x = blk(x, rope, cache, i)
+        if cache is not None:
+            cache.advance(num_valid)
+        return self.norm(x)
+
+    def forward(self, tokens: Tensor, previous: Tensor, cache: KVCache | None = None,
+                num_valid: Tensor | None = None) -> Tensor:
+        return self.head(self.features(tokens, previous, cache, num_valid))
+
+    def trained_state(self) -> dict[str, Tensor]:
+        """What is saved: everything but the target's embedding and head."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith(("embed.", "head."))}
+
+    def save(self, folder: str | Path) -> None:
+        from safetensors.torch import save_file
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "config.json").write_text(json.dumps({"model": FEATURE_DRAFT, **asdict(self.cfg)},
+                                                       indent=2) + "\n")
+        save_file({k: v.contiguous() for k, v in self.trained_state().items()}, str(folder / "model.safetensors"))
+
+    @classmethod
+    def load(cls, folder: str | Path, embed: Tensor, head: Tensor) -> FeatureDraftModel:
+        """A saved feature draft, with its target's embedding (V, D) and head (V, D) weights."""
+        from safetensors.torch import load_file
+        folder = Path(folder)
+        meta = json.loads((folder / "config.json").read_text())
+        if meta.pop("model", None) != FEATURE_DRAFT:
+            raise ValueError(f"{folder}/config.json is not a tubelet feature draft")
+        cfg = DecoderConfig(**meta)
+        if tuple(embed.shape) != (cfg.vocab_size, cfg.dim) or tuple(head.shape) != (cfg.vocab_size, cfg.dim):
+            raise ValueError(f"{folder} is a feature draft for a target of {cfg.vocab_size} tokens x {cfg.dim} "
+                             f"features; this target has {tuple(head.shape)}")
+        model = cls(cfg, embed, head)
+        state = load_file(str(folder / "model.safetensors"))
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.startswith(("embed.", "head."))]
+        if missing or unexpected:
+            raise ValueError(f"{folder}: feature draft weights do not match: missing {sorted(missing)}, "
+                             f"unexpected {sorted(unexpected)}")
+        return model

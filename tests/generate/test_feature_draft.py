@@ -1,0 +1,191 @@
+"""Feature drafts (EAGLE): a draft that reads the target's final hidden states. Its output is
+the target's (greedy path, distribution), its cache is what reading every token with the
+target's features gives, and its distillation keeps those features with the labels."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tubelet.errors import GenerateError
+from tubelet.generate import Sampling, autoregressive_generate, speculative_generate
+from tubelet.generate.distill import DistillConfig, distill
+from tubelet.generate.drafts import FeatureDraft
+from tubelet.generate.loading import Loaded, LoadError, load_draft
+from tubelet.generate.lossless import TARGET_TABLE, V, ToyLM, joint_test, marginal_tests
+from tubelet.generate.models import FeatureLM, Features, TubeletLM
+from tubelet.models.decoder import Decoder, DecoderConfig, FeatureDraftModel
+
+from .test_distill import CFG, chars, corpus, target_model  # noqa: F401 (corpus is a fixture)
+from .test_drafts import REPEATING, generate
+from .test_lossless import N_BATCH, P_MIN
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def target_and_draft(seed: int = 1) -> tuple[Decoder, FeatureDraftModel]:
+    """A toy target whose greedy path varies, and a feature draft that agrees with it only in part."""
+    torch.manual_seed(seed)
+    target = Decoder(DecoderConfig(vocab_size=40, dim=32, num_layers=3, num_heads=4, num_kv_heads=2, mlp_dim=64,
+                                   tie_embeddings=False)).eval()
+    with torch.no_grad():
+        for p in target.parameters():
+            p.mul_(8.0 if p.ndim > 1 else 1.0)
+    draft = FeatureDraftModel.from_target(target, 1)
+    with torch.no_grad():
+        draft.fc.weight.add_(torch.randn_like(draft.fc.weight) * 0.05)
+    return target, draft.eval()
+
+
+PROMPTS = [[1, 2, 3, 4, 9, 12], [5, 6], [7]]
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_greedy_with_a_feature_draft_is_the_targets_greedy_path(k):
+    target, draft = target_and_draft()
+    greedy = Sampling(0.0)
+    plain = autoregressive_generate(TubeletLM(target), PROMPTS, 30, sampling=greedy).tokens
+    lm = TubeletLM(target)
+    out = speculative_generate(lm, FeatureDraft(FeatureLM(draft, lm)), PROMPTS, 30, k=k, sampling=greedy)
+    assert out.tokens == plain
+    assert 0 < out.stats.accepted < out.stats.drafted  # it proposed, and was sometimes wrong
+
+
+class KeepingFeatureLM(FeatureLM):
+    """Wrong: keeps the tokens it read with its own predicted features once they are accepted."""
+
+    def crop(self, lengths):
+        self.true = torch.maximum(self.true, torch.minimum(self.lengths, lengths))
+        super().crop(lengths)
+
+
+@pytest.mark.parametrize("lm_class,right", [(FeatureLM, True), (KeepingFeatureLM, False)])
+def test_the_drafts_cache_is_every_token_read_with_the_targets_features(lm_class, right):
+    target, draft = target_and_draft()
+    lm = TubeletLM(target)
+    feature_lm = lm_class(draft, lm)
+    worst = []
+
+    def check(rows):
+        for r in range(rows.batch_size):
+            n = int(feature_lm.lengths[r])
+            assert n <= int(rows.lengths[r]) - 1
+            if n == 0:
+                continue
+            x = rows.buffer[r:r + 1, :n]
+            with torch.no_grad():
+                f = target.features(rows.buffer[r:r + 1, :int(rows.lengths[r])])
+                previous = torch.cat([torch.zeros_like(f[:, :1]), f[:, :-1]], dim=1)[:, :n]
+                cache = draft.new_cache(1)
+                draft.features(x, previous, cache)
+            keys = feature_lm.cached(r)[0][0]
+            worst.append(float((keys - cache.rows(0)[0][0]).abs().max()))
+
+    out = speculative_generate(lm, FeatureDraft(feature_lm), PROMPTS, 30, k=3, sampling=Sampling(1.0), seed=3,
+                               on_step=check)
+    assert out.stats.accepted > 0 and worst
+    assert (max(worst) < 1e-4) == right, max(worst)
+
+
+class FeaturedToyLM(ToyLM):
+    """The toy target of the distribution tests, with "features": its log-probabilities (padded to D)."""
+
+    D = 8
+
+    def __init__(self, table):
+        super().__init__(table)
+        self.keep_features, self.last_features = False, None
+
+    def extend(self, tokens, num_valid):
+        start = self.lengths.clone()
+        logits = super().extend(tokens, num_valid)
+        hidden = torch.nn.functional.pad(logits.float().clamp(min=-30.0), (0, self.D - V))
+        self.last_features = Features(start, hidden, num_valid)
+        return logits
+
+
+def toy_feature_draft():
+    torch.manual_seed(0)
+    cfg = DecoderConfig(vocab_size=V, dim=FeaturedToyLM.D, num_layers=1, num_heads=2, num_kv_heads=1, mlp_dim=16)
+    model = FeatureDraftModel(cfg, torch.randn(V, cfg.dim), torch.randn(V, cfg.dim) * 2).eval()
+    with torch.no_grad():  # the draft leans on the target's log-probabilities: it agrees in part
+        model.fc.weight[:, cfg.dim:].add_(torch.eye(cfg.dim) * 2)
+    return FeatureDraft(FeatureLM(model, FeaturedToyLM(TARGET_TABLE)))
+
+
+def generate_featured(k, sampling, n, prompt, seed):
+    draft = toy_feature_draft()
+    gen = speculative_generate(draft.lm.target, draft, [prompt] * n, 5, k=k, sampling=sampling, seed=seed)
+    return torch.tensor(gen.tokens), gen.stats
+
+
+@pytest.mark.parametrize("sampling,k", [(Sampling(1.0), 3), (Sampling(0.8, top_k=4, top_p=0.9), 2)],
+                         ids=["T1-K3", "T0.8-top4-p0.9-K2"])
+def test_a_feature_draft_samples_from_the_target(sampling, k):
+    tokens, stats = generate_featured(k, sampling, N_BATCH, REPEATING, seed=7 * k)
+    r = joint_test(tokens, sampling, REPEATING)
+    assert r["impossible"] == 0 and r["p"] > P_MIN and r["tv"] < r["tv_max"], r
+    marginals = marginal_tests(tokens, sampling, REPEATING)
+    assert min(marginals) > P_MIN / len(marginals), marginals
+    assert 0 < stats.accepted < stats.drafted
+
+
+def test_the_first_step_is_the_targets_alone():
+    draft = toy_feature_draft()
+    out = speculative_generate(draft.lm.target, draft, [REPEATING] * 4, 1, k=3, sampling=Sampling(1.0))
+    assert out.stats.target_calls == 1 and out.stats.drafted == 0 and draft.lm.calls == 0
+
+
+def run_features(corpus, out, target, resume=False, **changes):  # noqa: F811 (corpus)
+    train, held = corpus
+    draft = FeatureDraftModel.from_target(target, 1)
+    report = distill(draft, target, chars, train, held, DistillConfig(**{**CFG, **changes}), log=lambda m: None,
+                     out=out, resume=resume, meta={"target": "toy"}, about={"target": "toy", "layers": 1})
+    return draft, report
+
+
+def test_distilled_feature_draft_keeps_the_targets_features_and_learns(corpus, tmp_path):  # noqa: F811
+    from safetensors.torch import load_file
+    target = target_model()
+    draft, report = run_features(corpus, tmp_path / "d", target, steps=60)
+    shard = load_file(str(tmp_path / "d" / "labels" / "corpus-00000.safetensors"))
+    with torch.no_grad():
+        f = target.features(shard["tokens"].long())
+    assert shard["features"].dtype == torch.bfloat16
+    torch.testing.assert_close(shard["features"].float(), f, atol=0.05, rtol=0.01)
+    assert report["after"]["acceptance_t1"] > report["before"]["acceptance_t1"] + 0.02, report["stages"]
+    assert "acceptance_t1_depth2" in report["after"]
+    saved = json.loads((tmp_path / "d" / "config.json").read_text())
+    assert saved["model"] == "feature-draft"
+    # a resumed run finds the same draft, without the target's embedding and head in its files
+    again = FeatureDraftModel.load(tmp_path / "d", target.embed.weight.detach(), target.head.weight.detach())
+    for name, value in draft.trained_state().items():
+        assert torch.equal(value, again.trained_state()[name]), name
+    _, resumed = run_features(corpus, tmp_path / "d", target, resume=True, steps=60)
+    assert resumed["finished"] and resumed["steps"] == 60
+
+
+def test_a_feature_run_refuses_rounds_and_a_decoder_runs_labels(corpus, tmp_path):  # noqa: F811
+    from .test_distill import run
+    target = target_model()
+    with pytest.raises(GenerateError, match="rounds"):
+        run_features(corpus, tmp_path / "a", target, rounds=1)
+    run(corpus, tmp_path / "d", target, steps=2)
+    with pytest.raises(GenerateError, match="features=None, not True"):
+        run_features(corpus, tmp_path / "d", target, resume=True, steps=2)
+
+
+def test_load_draft_reads_a_feature_draft_with_its_options(corpus, tmp_path):  # noqa: F811
+    target = target_model()
+    run_features(corpus, tmp_path / "d", target, steps=2)
+    loaded = Loaded(TubeletLM(target), target, None)
+    draft = load_draft(f"{tmp_path / 'd'},vocab:16,fp32", loaded)
+    assert isinstance(draft, FeatureDraft) and draft.lm.target is loaded.lm and loaded.lm.keep_features
+    assert draft.lm.model.head.weight.shape == (16, 32) and len(draft.vocab) == 16
+    out = speculative_generate(loaded.lm, draft, [[1, 2, 3]], 12, k=2, sampling=Sampling(0.0))
+    assert out.tokens == autoregressive_generate(TubeletLM(target), [[1, 2, 3]], 12, sampling=Sampling(0.0)).tokens
+    other = Decoder(DecoderConfig(vocab_size=64, dim=32, num_layers=1, num_heads=4, num_kv_heads=2, mlp_dim=48))
+    with pytest.raises(LoadError, match="64"):
+        load_draft(str(tmp_path / "d"), Loaded(TubeletLM(other), other, None))
