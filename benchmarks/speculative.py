@@ -266,8 +266,8 @@ def main(argv: list[str] | None = None) -> int:
               f"(predicted {v['predicted_speedup']:.2f}x)")
 
     methods = ["autoregressive", *(f"speculative {s}" for s in specs)]
-    if hf_draft is not None:
-        methods += ["hf_plain", "hf_assisted", "hf_prompt_lookup"]
+    if hf_target is not None:  # assisted generation needs a draft that is a language model of its own
+        methods += ["hf_plain", *(["hf_assisted"] if hf_draft is not None else []), "hf_prompt_lookup"]
     counter = CallCounter(target.model, hf_target)
     per_prompt = []  # one record per (T, prompt, method): round-robin over methods within a prompt
     plain = {}  # prompt -> tubelet's autoregressive tokens (runs first for each prompt)

@@ -186,6 +186,10 @@ def test_load_draft_reads_a_feature_draft_with_its_options(corpus, tmp_path):  #
     assert draft.lm.model.head.weight.shape == (16, 32) and len(draft.vocab) == 16
     out = speculative_generate(loaded.lm, draft, [[1, 2, 3]], 12, k=2, sampling=Sampling(0.0))
     assert out.tokens == autoregressive_generate(TubeletLM(target), [[1, 2, 3]], 12, sampling=Sampling(0.0)).tokens
+    from tubelet.generate.int8 import Int8Linear
+    int8 = load_draft(f"{tmp_path / 'd'},int8", loaded).lm.model  # its fc mixes two scales: kept in bf16
+    assert type(int8.fc) is torch.nn.Linear and int8.fc.weight.dtype == torch.bfloat16
+    assert isinstance(int8.head, Int8Linear) and isinstance(int8.blocks[0].mlp.down, Int8Linear)
     other = Decoder(DecoderConfig(vocab_size=64, dim=32, num_layers=1, num_heads=4, num_kv_heads=2, mlp_dim=48))
     with pytest.raises(LoadError, match="64"):
         load_draft(str(tmp_path / "d"), Loaded(TubeletLM(other), other, None))

@@ -42,12 +42,13 @@ class Int8Linear(nn.Module):
         return self.weight.float() * self.scale.float()[:, None]
 
 
-def quantize_int8(model: nn.Module) -> nn.Module:
+def quantize_int8(model: nn.Module, keep: tuple[str, ...] = ()) -> nn.Module:
     """Replace every ``nn.Linear`` of ``model`` (a model in bfloat16 on a CPU) by an
-    :class:`Int8Linear`, in place; embeddings and norms stay as they are."""
-    for module in list(model.modules()):
+    :class:`Int8Linear`, in place, but those named in ``keep`` (e.g. ``"fc"``); embeddings and
+    norms stay as they are."""
+    for prefix, module in list(model.named_modules()):
         for name, child in list(module.named_children()):
-            if isinstance(child, nn.Linear):
+            if isinstance(child, nn.Linear) and f"{prefix}.{name}".lstrip(".") not in keep:
                 if child.weight.device.type != "cpu":
                     raise ValueError(f"int8 drafts run on a CPU (torch's int8 kernel); this draft is on "
                                      f"{child.weight.device}: use bf16 there")

@@ -81,9 +81,9 @@ class TubeletLM:
         if not self.keep_features:
             return self.model(tokens, self.cache, num_valid)
         start = self.lengths.clone()
-        h = self.model.features(tokens, self.cache, num_valid)
+        logits, h = self.model(tokens, self.cache, num_valid, with_features=True)
         self.last_features = Features(start, h, num_valid)
-        return self.model.head(h)
+        return logits
 
     def crop(self, lengths: Tensor) -> None:
         self.cache.crop(lengths)

@@ -90,15 +90,17 @@ class Decoder(nn.Module):
         return KVCache(len(self.blocks), batch_size, self.embed.weight.device)
 
     def forward(self, tokens: Tensor, cache: KVCache | None = None,
-                num_valid: Tensor | None = None, prefix: Tensor | None = None) -> Tensor:
-        """tokens (B, n) -> logits (B, n, V).
+                num_valid: Tensor | None = None, prefix: Tensor | None = None,
+                with_features: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """tokens (B, n) -> logits (B, n, V); with ``with_features``, (logits, :meth:`features`).
 
         Without a cache: the whole sequence, causal (training, scoring). With one: the ``n`` new
         tokens of each row follow its cached ones; ``num_valid[b]`` of them are real (right
         padding after), and the cache advances by that many. ``prefix`` (B, P, D): embeddings
         (e.g. a video's tokens) that come before the tokens; only the tokens' logits are returned.
         """
-        return self.head(self.features(tokens, cache, num_valid, prefix))
+        h = self.features(tokens, cache, num_valid, prefix)
+        return (self.head(h), h) if with_features else self.head(h)
 
     def features(self, tokens: Tensor, cache: KVCache | None = None,
                  num_valid: Tensor | None = None, prefix: Tensor | None = None) -> Tensor:
