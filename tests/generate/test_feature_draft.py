@@ -193,3 +193,7 @@ def test_load_draft_reads_a_feature_draft_with_its_options(corpus, tmp_path):  #
     other = Decoder(DecoderConfig(vocab_size=64, dim=32, num_layers=1, num_heads=4, num_kv_heads=2, mlp_dim=48))
     with pytest.raises(LoadError, match="64"):
         load_draft(str(tmp_path / "d"), Loaded(TubeletLM(other), other, None))
+    weights = tmp_path / "d" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(LoadError, match="cannot load this feature draft"):
+        load_draft(str(tmp_path / "d"), loaded)

@@ -113,7 +113,8 @@ def load_feature_draft(folder: str, target: Loaded) -> Loaded:
         draft = FeatureDraftModel.load(folder, embed.detach(), head.detach())
         lm = FeatureLM(draft, target.lm)
     except (OSError, ValueError, SafetensorError) as e:
-        raise LoadError(f"{folder}: {e}") from None
+        raise LoadError(f"{folder}: cannot load this feature draft ({e}); it must be a folder written by "
+                        "'tubelet draft distill --kind features' for this target: distil it again") from None
     return Loaded(lm, draft, None)
 
 
