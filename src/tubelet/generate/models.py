@@ -50,7 +50,9 @@ class CausalLM(Protocol):
         Callers never ask for more than a row holds (``lengths[b] <= self.lengths[b]``): a crop
         only forgets. Speculative sampling crops the target to every token of a row but the
         last, and the draft to the smaller of that and what the draft holds (after a step that
-        accepted all K drafts, the draft never saw its own last proposal)."""
+        accepted all K drafts, the draft never saw its own last proposal). A draft may keep
+        fewer tokens than asked, and say so in ``lengths``: :class:`FeatureLM` forgets the tokens
+        it read with its own predicted features, to read them again with the target's."""
 
     def cached(self, row: int) -> list[tuple[Tensor, Tensor]]:
         """Each layer's (keys, values) (G, lengths[row], d) of one row: for checks and tests."""
