@@ -197,3 +197,26 @@ def test_load_draft_reads_a_feature_draft_with_its_options(corpus, tmp_path):  #
     weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(LoadError, match="cannot load this feature draft"):
         load_draft(str(tmp_path / "d"), loaded)
+
+
+def test_ctrl_c_in_a_feature_run_resumes_exactly(corpus, tmp_path, monkeypatch):  # noqa: F811
+    from tubelet.generate import distill as distill_module
+    target = target_model()
+    whole, _ = run_features(corpus, tmp_path / "whole", target)
+    real_loss, calls = distill_module.feature_distill_loss, []
+
+    def interrupted(*args):
+        calls.append(1)
+        if len(calls) == 13:
+            raise KeyboardInterrupt
+        return real_loss(*args)
+
+    monkeypatch.setattr(distill_module, "feature_distill_loss", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_features(corpus, tmp_path / "broken", target)
+    monkeypatch.setattr(distill_module, "feature_distill_loss", real_loss)
+    assert (tmp_path / "broken" / "checkpoints" / "step-0000012").is_dir()
+    resumed, report = run_features(corpus, tmp_path / "broken", target, resume=True)
+    assert report["finished"] and report["steps"] == CFG["steps"]
+    for name, value in whole.trained_state().items():
+        assert torch.equal(value, resumed.trained_state()[name]), name
