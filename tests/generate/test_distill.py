@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -64,6 +65,24 @@ def run(corpus, out, target, resume=False, label_target=None, **changes):
     return draft, report
 
 
+@contextlib.contextmanager
+def interrupted_at_step(step: int, loss: str, monkeypatch):
+    """Ctrl-C in the distillation's ``step``-th training step (its loss function ``loss`` raises)."""
+    real, calls = getattr(distill_module, loss), []
+
+    def interrupted(*args):
+        calls.append(1)
+        if len(calls) == step:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(distill_module, loss, interrupted)
+    try:
+        yield
+    finally:
+        monkeypatch.setattr(distill_module, loss, real)
+
+
 def test_labels_on_disk_are_the_targets_top_k(corpus, tmp_path):
     target = target_model()
     run(corpus, tmp_path / "d", target, steps=1)
@@ -82,18 +101,8 @@ def test_ctrl_c_keeps_the_steps_and_a_resumed_run_trains_exactly_as_an_unbroken_
     target = target_model()
     whole, _ = run(corpus, tmp_path / "whole", target)
 
-    real_loss, calls = distill_module.sparse_distill_loss, []
-
-    def interrupted(*args):
-        calls.append(1)
-        if len(calls) == 13:
-            raise KeyboardInterrupt
-        return real_loss(*args)
-
-    monkeypatch.setattr(distill_module, "sparse_distill_loss", interrupted)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_at_step(13, "sparse_distill_loss", monkeypatch), pytest.raises(KeyboardInterrupt):
         run(corpus, tmp_path / "broken", target)
-    monkeypatch.setattr(distill_module, "sparse_distill_loss", real_loss)
     assert (tmp_path / "broken" / "checkpoints" / "step-0000012").is_dir()  # the 12 steps taken
     broken_seconds = read_state(tmp_path / "broken" / "checkpoints" / "step-0000012")["report"]["seconds"]
     labeller = Counting(target)

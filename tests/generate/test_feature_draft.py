@@ -200,21 +200,11 @@ def test_load_draft_reads_a_feature_draft_with_its_options(corpus, tmp_path):  #
 
 
 def test_ctrl_c_in_a_feature_run_resumes_exactly(corpus, tmp_path, monkeypatch):  # noqa: F811
-    from tubelet.generate import distill as distill_module
+    from .test_distill import interrupted_at_step
     target = target_model()
     whole, _ = run_features(corpus, tmp_path / "whole", target)
-    real_loss, calls = distill_module.feature_distill_loss, []
-
-    def interrupted(*args):
-        calls.append(1)
-        if len(calls) == 13:
-            raise KeyboardInterrupt
-        return real_loss(*args)
-
-    monkeypatch.setattr(distill_module, "feature_distill_loss", interrupted)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_at_step(13, "feature_distill_loss", monkeypatch), pytest.raises(KeyboardInterrupt):
         run_features(corpus, tmp_path / "broken", target)
-    monkeypatch.setattr(distill_module, "feature_distill_loss", real_loss)
     assert (tmp_path / "broken" / "checkpoints" / "step-0000012").is_dir()
     resumed, report = run_features(corpus, tmp_path / "broken", target, resume=True)
     assert report["finished"] and report["steps"] == CFG["steps"]
