@@ -42,10 +42,11 @@ class Int8Linear(nn.Module):
         return self.weight.float() * self.scale.float()[:, None]
 
 
-def quantize_int8(model: nn.Module, keep: tuple[str, ...] = ()) -> nn.Module:
+def quantize_int8(model: nn.Module) -> nn.Module:
     """Replace every ``nn.Linear`` of ``model`` (a model in bfloat16 on a CPU) by an
-    :class:`Int8Linear`, in place, but those named in ``keep`` (e.g. ``"fc"``); embeddings and
-    norms stay as they are."""
+    :class:`Int8Linear`, in place, but those the model names in its ``int8_keep`` (a tuple of
+    module names); embeddings and norms stay as they are."""
+    keep = getattr(model, "int8_keep", ())
     for prefix, module in list(model.named_modules()):
         for name, child in list(module.named_children()):
             if isinstance(child, nn.Linear) and f"{prefix}.{name}".lstrip(".") not in keep:
