@@ -37,6 +37,7 @@ import torch
 import common  # noqa: F401  (puts src/ on the path)
 from common import environment, write_json
 from tubelet.generate import Sampling, autoregressive_generate, expected_tokens_per_step, speculative_generate
+from tubelet.generate.commands import parse_alternatives
 from tubelet.generate.distill import corpus_files
 from tubelet.generate.drafts import FeatureDraft
 from tubelet.generate.loading import draft_dtype, load_draft, load_model, split_draft_spec
@@ -202,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calibration-tokens", type=int, default=48,
                    help="new tokens per prompt of the calibration run (every prompt, one batch) that "
                         "measures each draft's acceptance")
+    p.add_argument("--alternatives", default="",
+                   help="also run each model draft with tree verification: N[,N...] more candidates at draft "
+                        "positions 1, 2, ... (e.g. 2,1), at the K of the same draft without them")
     p.add_argument("--temperatures", default="0,1")
     p.add_argument("--no-hf", action="store_true", help="skip transformers' generate")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: see docs/generate.md)")
@@ -222,6 +226,10 @@ def main(argv: list[str] | None = None) -> int:
     tok = target.tokenizer
     drafts = {spec: load_draft(spec, target) for spec in specs}
     model_specs = [s for s in specs if not s.startswith("ngram:")]
+    alternatives = parse_alternatives(args.alternatives)
+    variants = {spec: (spec, ()) for spec in specs}  # method name -> (draft spec, alternatives)
+    if alternatives:
+        variants.update({f"{spec} +alt {args.alternatives}": (spec, alternatives) for spec in model_specs})
     hf_target = None if args.no_hf else hf_model_of(args.target, target)
     hf_draft = None
     assistants = [s for s in model_specs if not isinstance(drafts[s], FeatureDraft)]  # LMs of their own
@@ -243,17 +251,20 @@ def main(argv: list[str] | None = None) -> int:
 
     # the cost model: call costs, then each draft's acceptance on the first prompt, then its best K
     reps = 3 if args.quick else 9
-    costs = call_costs(target, drafts, prompts[0], args.k_max, reps)
+    costs = call_costs(target, drafts, prompts[0], args.k_max + sum(alternatives), reps)
+    chains = {K: c for K, c in costs["verify"].items() if K <= args.k_max}  # K the cost model may pick
     plan = {}  # (spec, T) -> {k, calibration acceptance, c_d, c_v, predicted}
     for temp in temperatures:
-        for spec, draft in drafts.items():
-            out = speculative_generate(target.lm, draft, prompts, args.calibration_tokens, k=4,
-                                       sampling=Sampling(temperature=temp), seed=10_000)
+        for name, (spec, alts) in variants.items():
+            out = speculative_generate(target.lm, drafts[spec], prompts, args.calibration_tokens, k=4,
+                                       sampling=Sampling(temperature=temp), seed=10_000, alternatives=alts)
             a = out.stats.acceptance_rate
             c_d = costs["draft"][spec]
-            k = best_k(a, c_d, costs["verify"]) if args.k == "auto" else int(args.k)
-            c_v = costs["verify"].get(k, float("nan"))
-            plan[spec, temp] = {"k": k, "calibration_acceptance": a, "draft_call": c_d, "verify_call": c_v,
+            k = best_k(a, c_d, chains) if args.k == "auto" else int(args.k)
+            if alts and args.k == "auto":
+                k = plan[spec, temp]["k"]
+            c_v = costs["verify"].get(k + sum(alts[:k]), float("nan"))
+            plan[name, temp] = {"k": k, "calibration_acceptance": a, "draft_call": c_d, "verify_call": c_v,
                                 "expected_tokens_per_step": expected_tokens_per_step(a, k),
                                 "predicted_speedup": predicted_speedup(a, k, c_d, c_v)}
     costs["precision"] = precision_costs(target, model_specs, prompts[0], reps)
@@ -265,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {spec} T={temp:g}: calibration acceptance {v['calibration_acceptance']:.3f} -> K={v['k']} "
               f"(predicted {v['predicted_speedup']:.2f}x)")
 
-    methods = ["autoregressive", *(f"speculative {s}" for s in specs)]
+    methods = ["autoregressive", *(f"speculative {name}" for name in variants)]
     if hf_target is not None:  # assisted generation needs a draft that is a language model of its own
         methods += ["hf_plain", *(["hf_assisted"] if hf_draft is not None else []), "hf_prompt_lookup"]
     counter = CallCounter(target.model, hf_target)
@@ -288,8 +299,9 @@ def main(argv: list[str] | None = None) -> int:
                                                      seed=i).tokens[0]
                     plain[i] = tokens
                 elif spec:
-                    out = speculative_generate(target.lm, drafts[spec], [ids], args.new_tokens, k=k,
-                                               sampling=sampling, seed=i)
+                    base, alts = variants[spec]
+                    out = speculative_generate(target.lm, drafts[base], [ids], args.new_tokens, k=k,
+                                               sampling=sampling, seed=i, alternatives=alts)
                     tokens, stats = out.tokens[0], out.stats
                 else:
                     tokens = hf_generate(hf_target, tok, ids, args.new_tokens, temp, i,
@@ -329,8 +341,10 @@ def main(argv: list[str] | None = None) -> int:
                 c_d, c_v = plan[spec, temp]["draft_call"], plan[spec, temp]["verify_call"]
                 steps = sum(s.row_steps for s in stats)
                 per_step = sum(s.generated for s in stats) / steps
-                cost = step_cost(sum(s.draft_calls for s in stats) / steps, sum(s.drafted for s in stats) / steps,
-                                 c_d, costs["verify"])
+                cost = step_cost(sum(s.draft_calls for s in stats) / steps,
+                                 sum(s.drafted + s.alternatives for s in stats) / steps, c_d, costs["verify"])
+                if variants[spec][1]:
+                    row["alternatives_accepted_per_step"] = sum(s.alternatives_accepted for s in stats) / steps
                 row.update(acceptance_rate=a, tokens_per_step=per_step, draft_call=c_d, verify_call=c_v,
                            expected_tokens_per_step=expected_tokens_per_step(a, row["k"]),
                            step_cost=cost, predicted_speedup=per_step / cost)
@@ -338,12 +352,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.target} target, {len(prompts)} held-out prompts ({kinds.count('code')} code, "
           f"{kinds.count('text')} English) x {args.new_tokens} tokens, {env['device']}, "
           f"{args.threads} thread(s), load {os.getloadavg()[0]:.1f}")
-    print(f"{'method':<38}{'T':>3}{'K':>3}{'tokens/s':>9}{'ratio [min, max]':>20}{'calls/tok':>10}"
+    print(f"{'method':<50}{'T':>3}{'K':>3}{'tokens/s':>9}{'ratio [min, max]':>20}{'calls/tok':>10}"
           f"{'accept':>8}{'tok/step':>9}{'E':>6}{'c_d':>6}{'c_v':>6}{'cost':>6}{'model':>7}"
           f"{'code':>6}{'text':>6}{'same':>6}")
     nan = float("nan")
     for r in rows:
-        print(f"{r['method']:<38}{r['temperature']:>3g}{r['k']:>3}{r['tokens_per_second']:>9.2f}"
+        print(f"{r['method']:<50}{r['temperature']:>3g}{r['k']:>3}{r['tokens_per_second']:>9.2f}"
               f"{r['ratio_median']:>8.2f} [{r['ratio_min']:.2f}, {r['ratio_max']:.2f}]"
               f"{r['target_calls_per_token']:>10.3f}{r.get('acceptance_rate', nan):>8.3f}"
               f"{r.get('tokens_per_step', nan):>9.2f}{r.get('expected_tokens_per_step', nan):>6.2f}"
@@ -357,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
           "text: the median ratio on code and on English prompts; same: greedy tokens identical to tubelet's "
           "plain greedy decoding on every prompt")
     write_json(args.out, {"environment": env, "target": args.target, "drafts": specs, "k": args.k,
+                          "alternatives": list(alternatives),
                           "corpus": args.corpus, "text_corpus": args.text_corpus,
                           "held_out_files": files, "prompt_kinds": kinds, "prompt_tokens": args.prompt_tokens,
                           "costs": {**costs, "verify": {str(K): c for K, c in costs["verify"].items()}},

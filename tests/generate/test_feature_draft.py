@@ -61,8 +61,9 @@ class KeepingFeatureLM(FeatureLM):
         super().crop(lengths)
 
 
+@pytest.mark.parametrize("alternatives", [(), (2, 1)], ids=["chain", "tree"])
 @pytest.mark.parametrize("lm_class,right", [(FeatureLM, True), (KeepingFeatureLM, False)])
-def test_the_drafts_cache_is_every_token_read_with_the_targets_features(lm_class, right):
+def test_the_drafts_cache_is_every_token_read_with_the_targets_features(lm_class, right, alternatives):
     target, draft = target_and_draft()
     lm = TubeletLM(target)
     feature_lm = lm_class(draft, lm)
@@ -84,8 +85,9 @@ def test_the_drafts_cache_is_every_token_read_with_the_targets_features(lm_class
             worst.append(float((keys - cache.rows(0)[0][0]).abs().max()))
 
     out = speculative_generate(lm, FeatureDraft(feature_lm), PROMPTS, 30, k=3, sampling=Sampling(1.0), seed=3,
-                               on_step=check)
+                               on_step=check, alternatives=alternatives)
     assert out.stats.accepted > 0 and worst
+    assert (out.stats.alternatives_accepted > 0) == bool(alternatives)
     assert (max(worst) < 1e-4) == right, max(worst)
 
 

@@ -50,6 +50,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--draft-threshold", type=float, default=0.0,
                    help="stop drafting a step when the draft's top probability falls below this "
                         "(dynamic draft length; 0 = always K tokens; model drafts only)")
+    g.add_argument("--alternatives", default="", metavar="N[,N...]",
+                   help="tree verification: N more candidates for the first draft position, then for the "
+                        "next ones (e.g. '2,1'), from the draft's distribution (greedy: its next most likely "
+                        "tokens), verified in the same target call; a target in tubelet's decoder only "
+                        "(NAME,bf16 or a tubelet folder); default none")
     g.add_argument("--max-new-tokens", type=int, default=64)
     g.add_argument("--temperature", type=float, default=1.0, help="0 = greedy (default 1)")
     g.add_argument("--top-k", type=int, default=0, help="0 = off")
@@ -189,6 +194,9 @@ def generate_command(args: argparse.Namespace) -> int:
         raise UsageError(f"--k must be >= 1, got {args.k}")
     if args.draft_threshold and not args.draft:
         raise UsageError("--draft-threshold needs a --draft")
+    alternatives = parse_alternatives(args.alternatives)
+    if alternatives and not args.draft:
+        raise UsageError("--alternatives needs a --draft")
     if args.threads < 0:
         raise UsageError(f"--threads must be >= 1 (or 0 for torch's default), got {args.threads}")
     if args.stream and (args.json or args.prompt_file):
@@ -222,7 +230,8 @@ def generate_command(args: argparse.Namespace) -> int:
         try:
             out = speculative_generate(target.lm, draft, prompts, args.max_new_tokens, k=args.k,
                                        sampling=sampling, seed=args.seed, eos_token_id=eos,
-                                       stop=stop if args.stop else None, on_step=stream)
+                                       stop=stop if args.stop else None, on_step=stream,
+                                       alternatives=alternatives)
         except ValueError as e:
             raise UsageError(str(e)) from e
     seconds = time.perf_counter() - start
@@ -254,6 +263,17 @@ def generate_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_alternatives(text: str) -> tuple[int, ...]:
+    """'2,1' -> (2, 1); '' -> ()."""
+    try:
+        counts = tuple(int(part) for part in text.split(",")) if text.strip() else ()
+    except ValueError:
+        counts = (-1,)
+    if any(c < 0 for c in counts):
+        raise UsageError(f"--alternatives takes counts >= 0 separated by commas (e.g. 2,1), got {text!r}")
+    return counts
+
+
 def acceptance_line(stats: Stats) -> str:
     """The statistics of a speculative run in words: both acceptance rates, tokens per step
     against the formula, target calls per token."""
@@ -261,7 +281,8 @@ def acceptance_line(stats: Stats) -> str:
     return (f"acceptance {a:.3f} per tested draft token, {stats.accepted_per_drafted:.3f} per drafted "
             f"token ({stats.accepted} accepted of {stats.tested} tested, {stats.drafted} drafted) | "
             f"{stats.tokens_per_step:.2f} tokens per step (expected {expected_tokens_per_step(a, k):.2f} "
-            f"for a={a:.2f}, K={k}) | {stats.target_calls_per_token:.3f} target calls per token")
+            f"for a={a:.2f}, K={k}) | {stats.target_calls_per_token:.3f} target calls per token"
+            + (f" | {stats.alternatives_accepted} alternatives accepted" if stats.alternatives_accepted else ""))
 
 
 def distill_command(args: argparse.Namespace) -> int:

@@ -42,6 +42,18 @@ class Proposal:
     p: Tensor  # (B, K, V) the distribution each token was drawn from
     num_drafted: Tensor  # (B,) tokens row b proposes, 0..K
     calls: int = 0  # draft model calls this step (batched)
+    # candidates tried where the chain is rejected (tree verification): alternatives[:, m] stands
+    # at chain position alt_depth[m], drawn from alt_p[:, m] (given the candidates before it there)
+    alternatives: Tensor | None = None  # (B, M)
+    alt_depth: Tensor | None = None  # (M,) non-decreasing
+    alt_p: Tensor | None = None  # (B, M, V)
+
+    def __post_init__(self) -> None:
+        if self.alternatives is None:
+            B, V = self.tokens.shape[0], self.p.shape[-1]
+            self.alternatives = self.tokens.new_zeros(B, 0)
+            self.alt_depth = self.tokens.new_zeros(0)
+            self.alt_p = self.p.new_zeros(B, 0, V)
 
 
 class Draft(Protocol):
@@ -50,10 +62,12 @@ class Draft(Protocol):
     def reset(self, batch_size: int) -> None:
         """Forget everything, for a new batch of ``batch_size`` rows."""
 
-    def propose(self, rows: Rows, k: int, sampling: Sampling, u: Tensor) -> Proposal:
+    def propose(self, rows: Rows, k: int, sampling: Sampling, u: Tensor,
+                alternatives: tuple[int, ...] = ()) -> Proposal:
         """Up to ``k`` tokens after each row's end, drawn with the (B, k) uniforms ``u``
         (row b uses only ``u[b]``, so rows stay independent) from ``sampling``'s filtered
-        distributions."""
+        distributions. ``alternatives[t]``: how many other candidates to give for position t
+        (drawn with the uniforms ``u[:, k:]``, one each); a draft may give fewer or none."""
 
     def commit(self, rows: Rows) -> None:
         """After verification: ``rows`` hold the accepted tokens and the target's next token;
@@ -90,9 +104,12 @@ class ModelDraft:
     def reset(self, batch_size: int) -> None:
         self.lm.reset(batch_size)
 
-    def propose(self, rows: Rows, k: int, sampling: Sampling, u: Tensor) -> Proposal:
+    def propose(self, rows: Rows, k: int, sampling: Sampling, u: Tensor,
+                alternatives: tuple[int, ...] = ()) -> Proposal:
         B = rows.batch_size
         tokens, num_valid = rows.pending(self.lm.lengths)
+        alts, alt_depth, alt_p = [], [], []
+        u_alt = u[:, k:]
         drafted = torch.zeros(B, k, dtype=torch.long, device=rows.device)
         p = []
         drafting = torch.ones(B, dtype=torch.bool, device=rows.device)
@@ -112,6 +129,13 @@ class ModelDraft:
             p_t = probabilities(last, sampling, seen_t).to(rows.device)
             x = sample(p_t, u[:, t])
             drafted[:, t] = x if vocab is None else vocab[x]
+            count = alternatives[t] if t < len(alternatives) else 0
+            if count:
+                first = len(alt_depth)
+                a, a_p = others(last, p_t, x, count, sampling, u_alt[:, first:first + count])
+                alts.append(a if vocab is None else vocab[a])
+                alt_p.append(a_p)
+                alt_depth += [t] * a.shape[1]
             if seen is not None:
                 seen[rows.arange, drafted[:, t]] = True
             p.append(p_t)
@@ -121,10 +145,44 @@ class ModelDraft:
         p_all = torch.stack(p, 1) if p else torch.zeros(B, 0, V, device=rows.device)
         if vocab is not None:  # (B, K', V') -> (B, K', V), zeros outside the reduced vocabulary
             p_all = p_all.new_zeros(B, p_all.shape[1], self.vocab_size).index_copy_(-1, vocab, p_all)
-        return Proposal(drafted[:, :p_all.shape[1]], p_all, num_drafted, calls)
+        if not alts:
+            return Proposal(drafted[:, :p_all.shape[1]], p_all, num_drafted, calls)
+        a_p = torch.cat(alt_p, 1)
+        if vocab is not None:
+            a_p = a_p.new_zeros(B, a_p.shape[1], self.vocab_size).index_copy_(-1, vocab, a_p)
+        return Proposal(drafted[:, :p_all.shape[1]], p_all, num_drafted, calls, torch.cat(alts, 1),
+                        torch.tensor(alt_depth, device=rows.device), a_p)
 
     def commit(self, rows: Rows) -> None:
-        self.lm.crop(torch.minimum(self.lm.lengths, rows.lengths - 1))
+        # what the step left unchanged: an accepted alternative replaces the draft's own token
+        self.lm.crop(torch.minimum(self.lm.lengths, torch.minimum(rows.lengths - 1, rows.agreed)))
+
+
+def others(logits: Tensor, p: Tensor, x: Tensor, count: int, sampling: Sampling,
+           u: Tensor) -> tuple[Tensor, Tensor]:
+    """``count`` candidates for a position besides the drafted token x (B,), and the distribution
+    each was drawn from: (B, count) tokens, (B, count, V).
+
+    Sampling: drawn from p without replacement (each from p without x and the ones before it,
+    renormalised; zeros once nothing is left, and such a candidate is never accepted). Greedy:
+    the next most likely tokens of the logits, one-hot (a deterministic choice is exact too)."""
+    B, V = p.shape
+    rows = torch.arange(B, device=p.device)
+    if sampling.greedy:
+        ranked = logits.float().clone()
+        ranked[rows, x] = float("-inf")
+        tokens = ranked.topk(min(count, V - 1), dim=-1).indices
+        return tokens, torch.nn.functional.one_hot(tokens, V).to(p.dtype)
+    weights = p.clone()
+    weights[rows, x] = 0.0
+    tokens, dists = [], []
+    for i in range(count):
+        total = weights.sum(-1, keepdim=True)
+        dists.append(torch.where(total > 0, weights / total.clamp(min=1e-30), 0.0))
+        token = sample(weights, u[:, i])
+        tokens.append(token)
+        weights[rows, token] = 0.0
+    return torch.stack(tokens, 1), torch.stack(dists, 1)
 
 
 class FeatureDraft(ModelDraft):
@@ -134,13 +192,14 @@ class FeatureDraft(ModelDraft):
 
     lm: FeatureLM
 
-    def propose(self, rows: Rows, k: int, sampling: Sampling, u: Tensor) -> Proposal:
+    def propose(self, rows: Rows, k: int, sampling: Sampling, u: Tensor,
+                alternatives: tuple[int, ...] = ()) -> Proposal:
         if (self.lm.known < rows.lengths - 1).any():  # the target has not read the prompt yet
             B = rows.batch_size
             return Proposal(torch.zeros(B, 0, dtype=torch.long, device=rows.device),
                             torch.zeros(B, 0, self.vocab_size, device=rows.device),
                             torch.zeros(B, dtype=torch.long, device=rows.device))
-        return super().propose(rows, k, sampling, u)
+        return super().propose(rows, k, sampling, u, alternatives)
 
     def commit(self, rows: Rows) -> None:
         self.lm.observe(self.lm.target.lengths)
@@ -193,7 +252,8 @@ class NGramDraft:
     def reset(self, batch_size: int) -> None:
         pass  # the context is the rows themselves: nothing to keep
 
-    def propose(self, rows: Rows, k: int, sampling: Sampling, u: Tensor) -> Proposal:
+    def propose(self, rows: Rows, k: int, sampling: Sampling, u: Tensor,
+                alternatives: tuple[int, ...] = ()) -> Proposal:
         tokens, num_drafted = prompt_lookup(rows.buffer, rows.lengths, self.max_ngram, k)
         p = torch.nn.functional.one_hot(tokens, self.vocab_size).float()  # (B, k, V)
         return Proposal(tokens, p, num_drafted)

@@ -20,7 +20,8 @@ import math
 import torch
 from torch import Tensor
 
-from .sampling import Sampling, probabilities, sample, verify
+from ..models.decoder import TokenTree
+from .sampling import Sampling, probabilities, sample, verify, verify_tree
 from .speculative import speculative_generate
 
 V = 5
@@ -39,22 +40,31 @@ class ToyLM:
         self.vocab_size = table.shape[-1]
         self.device = torch.device("cpu")
         self.calls = 0
+        self.trees = True  # a tree's token sums the cached tokens and the new ones it sees
         self.reset(1)
 
     def reset(self, batch_size: int) -> None:
         self.buffer = torch.zeros(batch_size, 64, dtype=torch.long)
         self.lengths = torch.zeros(batch_size, dtype=torch.long)
 
-    def extend(self, tokens: Tensor, num_valid: Tensor) -> Tensor:
+    def extend(self, tokens: Tensor, num_valid: Tensor, tree=None) -> Tensor:
         self.calls += 1
         B, n = tokens.shape
         slots = self.lengths[:, None] + torch.arange(n)
-        if int(slots.max()) >= self.buffer.shape[1]:
+        while int(slots.max()) >= self.buffer.shape[1]:
             self.buffer = torch.cat([self.buffer, torch.zeros_like(self.buffer)], 1)
+        cached = torch.where(torch.arange(self.buffer.shape[1]) < self.lengths[:, None], self.buffer, 0).sum(1)
         self.buffer.scatter_(1, slots, tokens)
-        parity = self.buffer.cumsum(1).gather(1, slots) % 2
+        if tree is None:
+            parity = self.buffer.cumsum(1).gather(1, slots) % 2
+        else:  # what token i sees: the cached tokens and the new ones visible to it
+            parity = (cached[:, None] + (tree.visible.long() * tokens[:, None, :]).sum(-1)) % 2
         self.lengths = self.lengths + num_valid
         return self.logits_table[tokens, parity]  # (B, n, V)
+
+    def move(self, source: Tensor, to: Tensor) -> None:
+        rows = torch.arange(len(source))
+        self.buffer[rows, to] = self.buffer[rows, source]
 
     def crop(self, lengths: Tensor) -> None:
         self.lengths = torch.minimum(self.lengths, lengths)
@@ -180,14 +190,16 @@ def toy_tables() -> tuple[Tensor, Tensor]:
 TARGET_TABLE, DRAFT_TABLE = toy_tables()
 
 
-def first_tokens(k: int, sampling: Sampling, n: int, batch: int, seed: int = 0) -> Tensor:
+def first_tokens(k: int, sampling: Sampling, n: int, batch: int, seed: int = 0,
+                 alternatives: tuple[int, ...] = ()) -> Tensor:
     """(n, K+2) first new tokens of n independent speculative generations on the toy pair,
-    ``batch`` rows per call (at least the first :data:`FIRST`)."""
+    ``batch`` rows per call (at least the first :data:`FIRST`), with ``alternatives``."""
     out = []
     for start in range(0, n, batch):
         rows = min(batch, n - start)
         gen = speculative_generate(ToyLM(TARGET_TABLE), ToyLM(DRAFT_TABLE), [PROMPT] * rows,
-                                   max(FIRST, k + 2), k=k, sampling=sampling, seed=seed + start)
+                                   max(FIRST, k + 2), k=k, sampling=sampling, seed=seed + start,
+                                   alternatives=alternatives)
         out.append(torch.tensor(gen.tokens))
     return torch.cat(out)
 
@@ -242,3 +254,33 @@ def verify_shifted(draft_tokens, p, q, r, u, num_drafted=None):
 # Put in place of tubelet.generate.speculative.verify, each must fail the tests.
 WRONG_VERIFY = {"deterministic": verify_deterministic, "residual_from_q": verify_residual_from_q,
                 "shifted": verify_shifted}
+
+
+# Wrong tree verifications (alternatives): each replaces an attribute of
+# tubelet.generate.speculative and must fail the same tests.
+def verify_tree_unfiltered_alternatives(draft_tokens, p, q, r, u, num_drafted, alternatives, alt_depth, alt_p,
+                                        alt_q, alt_r):
+    """Wrong: each alternative reported as drawn from the draft's whole p at its position, though
+    it was drawn without the candidates before it."""
+    return verify_tree(draft_tokens, p, q, r, u, num_drafted, alternatives, alt_depth, p[:, alt_depth], alt_q,
+                       alt_r)
+
+
+def verify_tree_bonus_after_chain(draft_tokens, p, q, r, u, num_drafted, alternatives, alt_depth, alt_p,
+                                  alt_q, alt_r):
+    """Wrong: the token after an accepted alternative drawn from the target's distribution after
+    the chain's token at that position (the alternative's own context ignored)."""
+    return verify_tree(draft_tokens, p, q, r, u, num_drafted, alternatives, alt_depth, alt_p,
+                       q[:, alt_depth + 1], alt_r)
+
+
+def causal_tree(depth, visible):
+    """Wrong: the tree verified under the plain causal mask (an alternative sees the chain's
+    tokens and the alternatives before it)."""
+    n = visible.shape[-1]
+    return TokenTree(depth, torch.ones(n, n, dtype=torch.bool).tril().expand_as(visible))
+
+
+WRONG_TREE = {"verify_tree": {"unfiltered_alternatives": verify_tree_unfiltered_alternatives,
+                              "bonus_after_chain": verify_tree_bonus_after_chain},
+              "TokenTree": {"causal_mask": causal_tree}}

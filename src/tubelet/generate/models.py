@@ -15,7 +15,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from ..models.decoder import Decoder, FeatureDraftModel
+from ..models.decoder import Decoder, FeatureDraftModel, TokenTree
 
 
 @dataclass
@@ -58,6 +58,21 @@ class CausalLM(Protocol):
         """Each layer's (keys, values) (G, lengths[row], d) of one row: for checks and tests."""
 
 
+class TreeLM(CausalLM, Protocol):
+    """A CausalLM that can verify a tree of candidates in one call (``trees = True``)."""
+
+    trees: bool
+
+    def extend(self, tokens: Tensor, num_valid: Tensor, tree: TokenTree | None = None) -> Tensor:
+        """As :meth:`CausalLM.extend`; with ``tree`` the new tokens form a
+        :class:`~tubelet.models.decoder.TokenTree` (the padding past ``num_valid`` sees nothing
+        that matters), and the cache holds them in the order given."""
+
+    def move(self, source: Tensor, to: Tensor) -> None:
+        """Put the cached token at ``source[b]`` of each row at ``to[b]`` (and its features, if
+        kept); a ``crop`` then forgets what follows it."""
+
+
 class TubeletLM:
     """A tubelet Decoder with its KVCache (rows left-aligned, per-row lengths and positions)."""
 
@@ -69,6 +84,7 @@ class TubeletLM:
         self.calls = 0
         self.keep_features = False  # a feature draft reads them: see last_features
         self.last_features: Features | None = None
+        self.trees = True
 
     @property
     def lengths(self) -> Tensor:
@@ -78,14 +94,23 @@ class TubeletLM:
         self.cache = self.model.new_cache(batch_size)
 
     @torch.no_grad()
-    def extend(self, tokens: Tensor, num_valid: Tensor) -> Tensor:
+    def extend(self, tokens: Tensor, num_valid: Tensor, tree: TokenTree | None = None) -> Tensor:
         self.calls += 1
         if not self.keep_features:
-            return self.model(tokens, self.cache, num_valid)
+            return self.model(tokens, self.cache, num_valid, tree=tree)
         start = self.lengths.clone()
-        logits, h = self.model(tokens, self.cache, num_valid, with_features=True)
+        logits, h = self.model(tokens, self.cache, num_valid, with_features=True, tree=tree)
         self.last_features = Features(start, h, num_valid)
         return logits
+
+    def move(self, source: Tensor, to: Tensor) -> None:
+        self.cache.move(source, to)
+        f = self.last_features
+        if f is not None:
+            rows = torch.arange(len(source), device=f.hidden.device)
+            s = (source.to(f.start) - f.start).clamp(0, f.hidden.shape[1] - 1)
+            t = (to.to(f.start) - f.start).clamp(0, f.hidden.shape[1] - 1)
+            f.hidden[rows, t] = f.hidden[rows, s]
 
     def crop(self, lengths: Tensor) -> None:
         self.cache.crop(lengths)
@@ -115,6 +140,7 @@ class HFCausalLM:
         self.calls = 0
         self.keep_features = False  # a feature draft reads them: see last_features
         self.last_features: Features | None = None
+        self.trees = False  # no tree verification: its cache is transformers'
         self.reset(1)
 
     def reset(self, batch_size: int) -> None:

@@ -38,6 +38,7 @@ class Rows:
             self.buffer[b, :len(p)] = torch.as_tensor(list(p), dtype=torch.long)
         self.arange = torch.arange(len(prompts), device=self.device)
         self.ends = torch.full_like(self.lengths, -1)  # a row's length when it finished, -1 before
+        self.agreed = self.lengths.clone()  # the leading tokens the last append kept as put
 
     def close(self, done: Tensor) -> None:
         """Freeze the output of the rows that are ``done`` (B,) at their current length: a
@@ -60,11 +61,17 @@ class Rows:
         slots = self.lengths[:, None] + torch.arange(m, device=self.device)
         self.buffer.scatter_(1, slots, tokens)
 
-    def append(self, num_kept: Tensor, token: Tensor) -> None:
-        """Keep ``num_kept[b]`` of the tokens put after row b's end, then add ``token[b]``."""
-        self._reserve(int((self.lengths + num_kept).max()) + 1)
-        self.buffer[self.arange, self.lengths + num_kept] = token
-        self.lengths = self.lengths + num_kept + 1
+    def append(self, num_kept: Tensor, token: Tensor, then: Tensor | None = None) -> None:
+        """Keep ``num_kept[b]`` of the tokens put after row b's end, then add ``token[b]``, and
+        ``then[b]`` after it where that is >= 0. ``agreed`` becomes the length of what was kept."""
+        self._reserve(int((self.lengths + num_kept).max()) + 2)
+        self.agreed = self.lengths + num_kept
+        self.buffer[self.arange, self.agreed] = token
+        self.lengths = self.agreed + 1
+        if then is not None:
+            more = then >= 0
+            self.buffer[self.arange, self.lengths] = torch.where(more, then, self.buffer[self.arange, self.lengths])
+            self.lengths = self.lengths + more.long()
 
     def pending(self, cached: Tensor, extra: int | Tensor = 0) -> tuple[Tensor, Tensor]:
         """Tokens of each row past ``cached[b]`` (plus ``extra`` (or ``extra[b]``) put ones),

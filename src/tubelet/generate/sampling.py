@@ -121,18 +121,67 @@ def verify(draft_tokens: Tensor, p: Tensor, q: Tensor, r: Tensor, u: Tensor,
     token drawn from ``q`` at the next position. Returns (num_accepted (B,), next_token (B,)).
     """
     B, K = draft_tokens.shape
-    if num_drafted is not None:  # p = 0 past a row's drafts: nothing accepted, the bonus from q
-        p = p * (torch.arange(K, device=p.device) < num_drafted[:, None])[..., None]
+    if num_drafted is None:
+        num_drafted = torch.full((B,), K, dtype=torch.long, device=draft_tokens.device)
+    none = draft_tokens.new_zeros(B, 0)
+    num_accepted, _, token = verify_tree(draft_tokens, p, q, r, u, num_drafted, none, none[0], q[:, :0], q[:, :0],
+                                         r[:, :0])
+    return num_accepted, token
+
+
+def verify_tree(draft_tokens: Tensor, p: Tensor, q: Tensor, r: Tensor, u: Tensor, num_drafted: Tensor,
+                alternatives: Tensor, alt_depth: Tensor, alt_p: Tensor, alt_q: Tensor,
+                alt_r: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`verify` over a chain of drafts with alternatives: candidates for a position that
+    are tried when the chain's token there is rejected (recursive rejection sampling, as in
+    SpecInfer, Miao et al. 2024).
+
+    draft_tokens, p, q, r, num_drafted: as :func:`verify`. alternatives: (B, M) tokens;
+    alt_depth: (M,) the chain position each stands at (non-decreasing); alt_p: (B, M, V) the
+    distribution each was drawn from, given the candidates before it at its position (e.g. the
+    draft's p without them, renormalised, or one-hot for a deterministic choice; zeros: none);
+    alt_q: (B, M, V) the target's distribution after each alternative; alt_r: (B, M) uniforms.
+
+    When the chain is rejected at position n, the target's distribution there becomes the
+    residual ``max(0, q - p)``; each alternative at n is then tested against the current
+    residual as a draft token is against q, and a rejection makes the residual
+    ``max(0, residual - alt_p)``. Whatever the candidates, the token at n has the target's
+    distribution. An accepted alternative is followed by a bonus token from its ``alt_q``;
+    if all are rejected the token is drawn from the last residual.
+    Returns (num_accepted (B,) chain tokens, chosen (B,) index of the accepted alternative or -1,
+    next_token (B,)).
+    """
+    B, K = draft_tokens.shape
+    M = alternatives.shape[1]
+    p = p * (torch.arange(K, device=p.device) < num_drafted[:, None])[..., None]
     idx = draft_tokens.unsqueeze(-1)
-    p_x = p.gather(-1, idx).squeeze(-1)  # (B, K)
+    p_x = p.gather(-1, idx).squeeze(-1)
     q_x = q[:, :K].gather(-1, idx).squeeze(-1)
-    accepted = (r * p_x < q_x) & (p_x > 0)
-    num_accepted = accepted.long().cumprod(-1).sum(-1)  # leading run of acceptances
+    num_accepted = ((r * p_x < q_x) & (p_x > 0)).long().cumprod(-1).sum(-1)
     rows = torch.arange(B, device=draft_tokens.device)
-    q_n = q[rows, num_accepted]  # (B, V): target at the first rejected position, or the bonus one
-    p_n = torch.cat([p, p.new_zeros(B, 1, q.shape[-1])], dim=1)[rows, num_accepted]  # 0 for the bonus
-    residual = (q_n - p_n).clamp_(min=0.0)
-    # q == p at a rejected position is impossible in exact arithmetic; fall back to q in floats.
-    empty = residual.sum(-1, keepdim=True) <= 0
-    residual = torch.where(empty, q_n, residual)
-    return num_accepted, sample(residual, u)
+    q_n = q[rows, num_accepted]
+    p_n = torch.cat([p, p.new_zeros(B, 1, q.shape[-1])], dim=1)[rows, num_accepted]
+    residual = _residual(q_n, p_n)
+    chosen = torch.full_like(num_accepted, -1)
+    rejected = num_accepted < num_drafted  # the chain stopped on a rejection: its alternatives count
+    for m in range(M):
+        trying = rejected & (chosen < 0) & (alt_depth[m] == num_accepted)
+        if not trying.any():
+            continue
+        x = alternatives[:, m:m + 1]
+        a_x = alt_p[:, m].gather(-1, x).squeeze(-1)
+        res_x = residual.gather(-1, x).squeeze(-1) / residual.sum(-1)
+        accept = trying & (alt_r[:, m] * a_x < res_x) & (a_x > 0)
+        chosen = torch.where(accept, m, chosen)
+        still = trying & ~accept
+        residual = torch.where(still[:, None], _residual(residual / residual.sum(-1, keepdim=True), alt_p[:, m]),
+                               residual)
+    final = torch.where((chosen >= 0)[:, None], alt_q[rows, chosen.clamp(min=0)], residual) if M else residual
+    return num_accepted, chosen, sample(final, u)
+
+
+def _residual(q: Tensor, p: Tensor) -> Tensor:
+    """max(0, q - p), unnormalised; q itself where that is empty (q == p, impossible in exact
+    arithmetic after a rejection, possible in floats)."""
+    residual = (q - p).clamp(min=0.0)
+    return torch.where(residual.sum(-1, keepdim=True) <= 0, q, residual)

@@ -33,6 +33,8 @@ class Stats:
     accepted: int = 0
     generated: int = 0  # tokens emitted, before truncation to max_new_tokens
     accepted_histogram: list[int] = field(default_factory=list)  # steps with 0..K accepted
+    alternatives: int = 0  # alternatives proposed (tree verification)
+    alternatives_accepted: int = 0  # steps that took an alternative where the chain was rejected
 
     @property
     def acceptance_rate(self) -> float:
@@ -61,6 +63,8 @@ class Stats:
                        tested=self.tested, accepted=self.accepted, draft_calls=self.draft_calls,
                        expected_tokens_per_step=expected_tokens_per_step(self.acceptance_rate, self.k),
                        accepted_histogram=self.accepted_histogram)
+            if self.alternatives:
+                out.update(alternatives=self.alternatives, alternatives_accepted=self.alternatives_accepted)
         return out
 
 

@@ -107,6 +107,11 @@ class KVCache:
     is also their position), every layer's :meth:`write` puts its keys and values there, and
     :meth:`advance` counts the ``num_valid[b]`` real ones (the rest are right padding).
     :meth:`crop` forgets everything past a length: nothing is recomputed or copied.
+
+    A call may carry a tree of candidate tokens instead of one sequence (tree verification in
+    speculative sampling): ``begin(n, visible)`` with ``visible[b, i, j]`` True where new token
+    ``i`` sees new token ``j``; it still sees every cached token. After verification,
+    :meth:`move` puts the accepted candidate's keys and values where the sequence goes on.
     """
 
     def __init__(self, num_layers: int, batch_size: int, device: torch.device | str = "cpu") -> None:
@@ -114,20 +119,34 @@ class KVCache:
         self.values: list[Tensor | None] = [None] * num_layers
         self.lengths = torch.zeros(batch_size, dtype=torch.long, device=device)
         self.slots: Tensor | None = None  # (B, n) where the current call writes
+        self.visible: Tensor | None = None  # (B, n, n) the current call's tree, None: causal
+        self.mask: Tensor | None = None  # the current call's mask, made once for all layers
 
-    def begin(self, n: int) -> Tensor:
-        """Slots (= positions) of the next ``n`` tokens of each row: (B, n)."""
+    def begin(self, n: int, visible: Tensor | None = None) -> Tensor:
+        """Slots of the next ``n`` tokens of each row: (B, n); they are also the positions of a
+        causal call. ``visible`` (B, n, n): which new tokens each new token sees (a tree)."""
         self.slots = self.lengths[:, None] + torch.arange(n, device=self.lengths.device)
+        self.visible, self.mask = visible, None
         return self.slots
 
     def causal_mask(self) -> Tensor:
         """(B, 1, n, L) boolean, True where new query ``i`` may attend to slot ``j``.
 
-        Bottom-right aligned per row: ``j <= lengths[b] + i``; L = max(lengths) + n.
+        Bottom-right aligned per row: ``j <= lengths[b] + i``; L = max(lengths) + n. With a
+        tree, new token ``i`` sees the new slot ``lengths[b] + j`` only if ``visible[b, i, j]``.
         """
         assert self.slots is not None, "call begin() first"
+        if self.mask is not None:
+            return self.mask
         keys = torch.arange(self.span(), device=self.slots.device)
-        return (keys <= self.slots[:, :, None]).unsqueeze(1)
+        mask = keys <= self.slots[:, :, None]
+        if self.visible is not None:
+            new = keys[None, None] - self.lengths[:, None, None]  # (B, 1, L): index among the new tokens
+            n = self.visible.shape[-1]
+            seen = self.visible.gather(2, new.clamp(0, n - 1).expand(-1, n, -1))
+            mask &= (new < 0) | seen
+        self.mask = mask.unsqueeze(1)
+        return self.mask
 
     def span(self) -> int:
         """Slots the current call attends over: max over rows of lengths + n."""
@@ -156,7 +175,17 @@ class KVCache:
         """Count the tokens just written: all ``n``, or ``num_valid[b]`` of row ``b``."""
         assert self.slots is not None
         self.lengths = self.lengths + (self.slots.shape[1] if num_valid is None else num_valid)
-        self.slots = None
+        self.slots = self.visible = self.mask = None
+
+    def move(self, source: Tensor, to: Tensor) -> None:
+        """Copy the keys and values of slot ``source[b]`` to slot ``to[b]`` in every layer (both
+        within the row's length): the accepted candidate of a tree goes after its parent."""
+        for buf in self.keys + self.values:
+            if buf is None:
+                continue
+            B, G, _, d = buf.shape
+            moved = buf.gather(2, source.view(B, 1, 1, 1).expand(B, G, 1, d))
+            buf.scatter_(2, to.view(B, 1, 1, 1).expand(B, G, 1, d), moved)
 
     def crop(self, lengths: Tensor) -> None:
         """Keep the first ``lengths[b]`` tokens of each row (never more than it holds)."""

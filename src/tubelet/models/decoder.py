@@ -23,6 +23,16 @@ FEATURE_DRAFT = "feature-draft"  # config.json's "model" of a FeatureDraftModel
 
 
 @dataclass
+class TokenTree:
+    """New tokens that form a tree instead of a sequence (candidates verified in one call):
+    new token ``i`` of row ``b`` sits at position ``cached + depth[b, i]`` and sees the cached
+    tokens and the new tokens ``j`` with ``visible[b, i, j]`` (itself included)."""
+
+    depth: Tensor  # (B, n)
+    visible: Tensor  # (B, n, n) bool
+
+
+@dataclass
 class DecoderConfig:
     vocab_size: int = 49152
     dim: int = 576
@@ -91,19 +101,20 @@ class Decoder(nn.Module):
 
     def forward(self, tokens: Tensor, cache: KVCache | None = None,
                 num_valid: Tensor | None = None, prefix: Tensor | None = None,
-                with_features: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+                with_features: bool = False, tree: TokenTree | None = None) -> Tensor | tuple[Tensor, Tensor]:
         """tokens (B, n) -> logits (B, n, V); with ``with_features``, (logits, :meth:`features`).
 
         Without a cache: the whole sequence, causal (training, scoring). With one: the ``n`` new
         tokens of each row follow its cached ones; ``num_valid[b]`` of them are real (right
         padding after), and the cache advances by that many. ``prefix`` (B, P, D): embeddings
         (e.g. a video's tokens) that come before the tokens; only the tokens' logits are returned.
+        ``tree`` (with a cache): the new tokens form a :class:`TokenTree`.
         """
-        h = self.features(tokens, cache, num_valid, prefix)
+        h = self.features(tokens, cache, num_valid, prefix, tree)
         return (self.head(h), h) if with_features else self.head(h)
 
-    def features(self, tokens: Tensor, cache: KVCache | None = None,
-                 num_valid: Tensor | None = None, prefix: Tensor | None = None) -> Tensor:
+    def features(self, tokens: Tensor, cache: KVCache | None = None, num_valid: Tensor | None = None,
+                 prefix: Tensor | None = None, tree: TokenTree | None = None) -> Tensor:
         """tokens (B, n) -> final-normed hidden states (B, n, D), the input of the LM head.
 
         With ``prefix`` (B, P, D) the blocks run over the P embeddings then the n tokens (a
@@ -115,8 +126,13 @@ class Decoder(nn.Module):
         total = x.shape[1]
         if cache is None:
             positions = torch.arange(total, device=tokens.device).expand(B, total)
-        else:
+        elif tree is None:
             positions = cache.begin(total)
+        else:
+            if prefix is not None:
+                raise ValueError("a token tree cannot follow a prefix of embeddings")
+            positions = cache.lengths[:, None] + tree.depth
+            cache.begin(total, tree.visible)
         rope = rotary_embedding(positions, self.cfg.head_dim, self.cfg.rope_theta)
         for i, blk in enumerate(self.blocks):
             x = blk(x, rope, cache, i)
