@@ -5,6 +5,7 @@ deliberately wrong ones, batched and one row at a time.
 
     python benchmarks/lossless.py --out benchmarks/results/lossless.json     # K = 1..5, 20,000 samples
     python benchmarks/lossless.py --quick                                     # K = 1, 2, fewer samples
+    python benchmarks/lossless.py --k 3 --alternatives 2,1                    # tree verification too
 
 The true step must keep p well above 1e-4 and TV under its bound; the wrong ones must not.
 """
@@ -19,7 +20,8 @@ import common  # noqa: F401  (puts src/ on the path)
 from common import environment, parse_list, write_json
 import tubelet.generate.speculative as speculative
 from tubelet.generate import Sampling
-from tubelet.generate.lossless import WRONG_VERIFY, first_tokens, joint_test, marginal_tests
+from tubelet.generate.commands import parse_alternatives
+from tubelet.generate.lossless import WRONG_TREE, WRONG_VERIFY, first_tokens, joint_test, marginal_tests
 
 SAMPLED = Sampling(temperature=1.0)
 FILTERED = Sampling(temperature=0.8, top_k=4, top_p=0.9)
@@ -39,6 +41,9 @@ def main(argv=None) -> int:
     p.add_argument("--samples", type=int, default=20000, help="generations per batched run (one call)")
     p.add_argument("--single", type=int, default=1500, help="generations of the batch-of-one runs")
     p.add_argument("--quick", action="store_true", help="K = 1, 2 with 4,000 / 200 samples (seconds)")
+    p.add_argument("--alternatives", default="",
+                   help="also test tree verification with these candidates per draft position (e.g. 2,1): "
+                        "the true step and the wrong tree variants, batched, for each K")
     p.add_argument("--out", help="write every row and the environment as JSON here")
     args = p.parse_args(argv)
     if args.quick:
@@ -63,6 +68,28 @@ def main(argv=None) -> int:
                 rows.append(r)
                 print(f"| {k} | {name} | {label} | {batch} | {n} | {r['chi2']:.0f} / {r['df']} | {r['p']:.2g} | "
                       f"{r['tv']:.3f} | {r['tv_max']:.3f} | {r['impossible']} |", flush=True)
+        alternatives = parse_alternatives(args.alternatives)
+        for k in parse_list(args.k, int) if alternatives else []:
+            tree = [("true", None, None, sampling) for sampling in (SAMPLED, FILTERED)]
+            tree += [(name, attribute, wrong, SAMPLED) for attribute, variants in WRONG_TREE.items()
+                     for name, wrong in variants.items()]
+            for name, attribute, wrong, sampling in tree:
+                original = getattr(speculative, attribute) if attribute else None
+                if attribute:
+                    setattr(speculative, attribute, wrong)
+                try:
+                    tokens = first_tokens(k, sampling, args.samples, args.samples, seed=11 * k,
+                                          alternatives=alternatives)
+                finally:
+                    if attribute:
+                        setattr(speculative, attribute, original)
+                r = joint_test(tokens, sampling)
+                label = "T=1" if sampling is SAMPLED else "T=0.8, top-k 4, top-p 0.9"
+                variant = f"tree {args.alternatives}: {name}"
+                r.update(k=k, variant=variant, sampling=label, batch=args.samples, n=args.samples)
+                rows.append(r)
+                print(f"| {k} | {variant} | {label} | {args.samples} | {args.samples} | {r['chi2']:.0f} / {r['df']} | "
+                      f"{r['p']:.2g} | {r['tv']:.3f} | {r['tv_max']:.3f} | {r['impossible']} |", flush=True)
     finally:
         speculative.verify = true_verify
     write_json(args.out, {"environment": env, "rows": rows})

@@ -188,3 +188,6 @@ def test_alternatives_need_a_target_that_verifies_trees(tmp_path):
     args = parse(["generate", "--target", tiny(tmp_path), "--prompt", "x", "--alternatives", "2"])
     with pytest.raises(UsageError, match="needs a --draft"):
         args.func(args)
+    args = parse(["generate", "--target", tiny(tmp_path), "--prompt", "x", "--draft", "ngram:2", "--alternatives", "1"])
+    with pytest.raises(UsageError, match="needs a model draft"):
+        args.func(args)

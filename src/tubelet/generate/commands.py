@@ -197,6 +197,9 @@ def generate_command(args: argparse.Namespace) -> int:
     alternatives = parse_alternatives(args.alternatives)
     if alternatives and not args.draft:
         raise UsageError("--alternatives needs a --draft")
+    if alternatives and args.draft.startswith("ngram:"):
+        raise UsageError("--alternatives needs a model draft: prompt lookup proposes one continuation, "
+                         "with no distribution to draw other candidates from")
     if args.threads < 0:
         raise UsageError(f"--threads must be >= 1 (or 0 for torch's default), got {args.threads}")
     if args.stream and (args.json or args.prompt_file):
