@@ -6,6 +6,7 @@ next prompt) on held-out prompts, beside the cost model that explains the ratios
     python benchmarks/speculative.py --prompts 5 --new-tokens 128 --out benchmarks/results/speculative_cpu.json
     python benchmarks/speculative.py --draft runs/draft2 --draft runs/draft2,vocab:4096   # a distilled draft
     python benchmarks/speculative.py --quick                              # about a minute: 1 prompt, 8 tokens
+    python benchmarks/speculative.py --target smollm2,bf16 --draft truncated:2,vocab:4096 --alternatives 1,1 --quick
 
 Default drafts: ``truncated:2`` (the target's first 2 layers), ``truncated:2,vocab:4096`` (the same
 with a reduced vocabulary: its output layer keeps the 4,096 most frequent tokens) and ``ngram:3``
