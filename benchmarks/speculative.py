@@ -124,9 +124,10 @@ def hf_generate(target, tokenizer, ids, new_tokens: int, temperature: float, see
         return target.generate(torch.tensor([ids]), **kwargs)[0, len(ids):].tolist()
 
 
-def median_call(lm, prompt: list[int], n: int, reps: int) -> float:
+def median_call(lm, prompt: list[int], n: int, reps: int, before=None) -> float:
     """Median seconds of one ``extend`` by n tokens after ``prompt`` (cropped back after each). A
-    feature draft first gets its target's features of the prompt."""
+    feature draft first gets its target's features of the prompt. ``before()`` runs, untimed,
+    before each timed call."""
     lm.reset(1)
     if hasattr(lm, "observe"):
         lm.target.reset(1)
@@ -136,6 +137,8 @@ def median_call(lm, prompt: list[int], n: int, reps: int) -> float:
     times = []
     for _ in range(reps):
         tokens = torch.tensor([prompt[-n:]])
+        if before is not None:
+            before()
         start = time.perf_counter()
         lm.extend(tokens, torch.tensor([n]))
         times.append(time.perf_counter() - start)
@@ -144,13 +147,24 @@ def median_call(lm, prompt: list[int], n: int, reps: int) -> float:
 
 
 def call_costs(target, drafts: dict, prompt: list[int], k_max: int, reps: int) -> dict:
-    """c_d per model draft and c_v(K) for K = 1..k_max, relative to a one-token target call."""
+    """c_v(K) for K = 1..k_max and, per model draft, c_d (a call right after another draft call,
+    its weights in the CPU's caches) and c_d1 (a call right after a target call, which has read
+    every target weight since: the first draft call of a step), relative to a one-token target
+    call."""
     one = median_call(target.lm, prompt, 1, reps)
     out = {"target_call_seconds": one,
            "verify": {K: median_call(target.lm, prompt, K + 1, reps) / one for K in range(1, k_max + 1)},
-           "draft": {}}
+           "draft": {}, "draft_first": {}}
+
+    def target_call() -> None:
+        held = target.lm.lengths.clone()
+        target.lm.extend(torch.tensor([prompt[-1:]]), torch.tensor([1]))
+        target.lm.crop(held)
+
     for spec, draft in drafts.items():
-        out["draft"][spec] = median_call(draft.lm, prompt, 1, reps) / one if hasattr(draft, "lm") else 0.0
+        model = hasattr(draft, "lm")
+        out["draft"][spec] = median_call(draft.lm, prompt, 1, reps) / one if model else 0.0
+        out["draft_first"][spec] = median_call(draft.lm, prompt, 1, reps, target_call) / one if model else 0.0
     return out
 
 
@@ -162,23 +176,30 @@ def precision_costs(target, specs: list[str], prompt: list[int], reps: int) -> d
             for dtype in ("bf16", "fp32", "int8")}
 
 
-def predicted_speedup(a: float, k: int, c_draft: float, c_verify: float) -> float:
+def draft_cost(calls: float, c_draft: float, c_first: float) -> float:
+    """``calls`` draft calls in a step: the first at c_first (after the target's call), the rest at c_draft."""
+    return min(calls, 1.0) * c_first + max(calls - 1.0, 0.0) * c_draft
+
+
+def predicted_speedup(a: float, k: int, c_draft: float, c_verify: float, c_first: float | None = None) -> float:
     """E(a, K) tokens per step over the step's cost in one-token target calls."""
-    return expected_tokens_per_step(a, k) / (k * c_draft + c_verify)
+    return expected_tokens_per_step(a, k) / (draft_cost(k, c_draft, c_draft if c_first is None else c_first)
+                                             + c_verify)
 
 
-def step_cost(draft_calls: float, drafted: float, c_draft: float, verify: dict[int, float]) -> float:
+def step_cost(draft_calls: float, drafted: float, c_draft: float, verify: dict[int, float],
+              c_first: float | None = None) -> float:
     """A step's cost in one-token target calls from its measured means: draft calls, and the
     verification of ``drafted`` tokens (c_v interpolated; nothing drafted: a plain call, 1)."""
     points = {0: 1.0, **verify}
     lo = min(int(drafted), max(points))
     hi = min(lo + 1, max(points))
     c_v = points[lo] + (drafted - lo) * (points[hi] - points[lo])
-    return draft_calls * c_draft + c_v
+    return draft_cost(draft_calls, c_draft, c_draft if c_first is None else c_first) + c_v
 
 
-def best_k(a: float, c_draft: float, verify: dict[int, float]) -> int:
-    return max(verify, key=lambda K: predicted_speedup(a, K, c_draft, verify[K]))
+def best_k(a: float, c_draft: float, verify: dict[int, float], c_first: float | None = None) -> int:
+    return max(verify, key=lambda K: predicted_speedup(a, K, c_draft, verify[K], c_first))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -260,19 +281,21 @@ def main(argv: list[str] | None = None) -> int:
             out = speculative_generate(target.lm, drafts[spec], prompts, args.calibration_tokens, k=4,
                                        sampling=Sampling(temperature=temp), seed=10_000, alternatives=alts)
             a = out.stats.acceptance_rate
-            c_d = costs["draft"][spec]
-            k = best_k(a, c_d, chains) if args.k == "auto" else int(args.k)
+            c_d, c_d1 = costs["draft"][spec], costs["draft_first"][spec]
+            k = best_k(a, c_d, chains, c_d1) if args.k == "auto" else int(args.k)
             if alts and args.k == "auto":
                 k = plan[spec, temp]["k"]
             c_v = costs["verify"].get(k + sum(alts[:k]), float("nan"))
-            plan[name, temp] = {"k": k, "calibration_acceptance": a, "draft_call": c_d, "verify_call": c_v,
-                                "expected_tokens_per_step": expected_tokens_per_step(a, k),
-                                "predicted_speedup": predicted_speedup(a, k, c_d, c_v)}
+            plan[name, temp] = {"k": k, "calibration_acceptance": a, "draft_call": c_d, "first_draft_call": c_d1,
+                                "verify_call": c_v, "expected_tokens_per_step": expected_tokens_per_step(a, k),
+                                "predicted_speedup": predicted_speedup(a, k, c_d, c_v, c_d1)}
     costs["precision"] = precision_costs(target, model_specs, prompts[0], reps)
     print(f"one-token target call {1000 * costs['target_call_seconds']:.1f} ms; verification call c_v(K) "
           + " ".join(f"K={K}: {c:.2f}" for K, c in costs["verify"].items()))
     print(f"draft calls c_d (default precision {draft_dtype(torch.device('cpu'))}): "
           + "; ".join(f"{spec}: {c:.3f}" for spec, c in {**costs["draft"], **costs["precision"]}.items()))
+    print("first draft call of a step, after the target's (c_d1): "
+          + "; ".join(f"{spec}: {c:.3f}" for spec, c in costs["draft_first"].items()))
     for (spec, temp), v in plan.items():
         print(f"  {spec} T={temp:g}: calibration acceptance {v['calibration_acceptance']:.3f} -> K={v['k']} "
               f"(predicted {v['predicted_speedup']:.2f}x)")
@@ -340,13 +363,15 @@ def main(argv: list[str] | None = None) -> int:
                 a = sum(s.accepted for s in stats) / max(1, sum(s.tested for s in stats))
                 spec = method.split(" ", 1)[1]
                 c_d, c_v = plan[spec, temp]["draft_call"], plan[spec, temp]["verify_call"]
+                c_d1 = plan[spec, temp]["first_draft_call"]
                 steps = sum(s.row_steps for s in stats)
                 per_step = sum(s.generated for s in stats) / steps
                 cost = step_cost(sum(s.draft_calls for s in stats) / steps,
-                                 sum(s.drafted + s.alternatives for s in stats) / steps, c_d, costs["verify"])
+                                 sum(s.drafted + s.alternatives for s in stats) / steps, c_d, costs["verify"], c_d1)
                 if variants[spec][1]:
                     row["alternatives_accepted_per_step"] = sum(s.alternatives_accepted for s in stats) / steps
-                row.update(acceptance_rate=a, tokens_per_step=per_step, draft_call=c_d, verify_call=c_v,
+                row.update(acceptance_rate=a, tokens_per_step=per_step, draft_call=c_d, first_draft_call=c_d1,
+                           verify_call=c_v,
                            expected_tokens_per_step=expected_tokens_per_step(a, row["k"]),
                            step_cost=cost, predicted_speedup=per_step / cost)
             rows.append(row)
@@ -366,11 +391,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{r.get('predicted_speedup', nan):>7.2f}{r.get('ratio_median_code', nan):>6.2f}"
               f"{r.get('ratio_median_text', nan):>6.2f}{ {True: 'yes', False: 'NO'}.get(r.get('greedy_identical'), ''):>6}")
     print("ratio: tokens/s over tubelet autoregressive, median over prompts [min, max]. Cost model, in one-token "
-          "target calls: c_d a draft call, c_v the verification of K tokens; E = (1 - a^(K+1)) / (1 - a) the "
-          "tokens per step expected for the acceptance a; cost: a step's measured mean (draft calls x c_d + "
-          "c_v of the tokens drafted); model = tokens per step / cost, the ratio the call costs predict; code, "
-          "text: the median ratio on code and on English prompts; same: greedy tokens identical to tubelet's "
-          "plain greedy decoding on every prompt")
+          "target calls: c_d a draft call (the first of a step, after the target's call, costs c_d1, printed "
+          "above), c_v the verification of K tokens; E = (1 - a^(K+1)) / (1 - a) the tokens per step expected "
+          "for the acceptance a; cost: a step's measured mean (c_d1 + the other draft calls x c_d + c_v of the "
+          "tokens drafted and the alternatives); model = tokens per step / cost, the ratio the call costs "
+          "predict; code, text: the median ratio on code and on English prompts; same: greedy tokens "
+          "identical to tubelet's plain greedy decoding on every prompt")
     write_json(args.out, {"environment": env, "target": args.target, "drafts": specs, "k": args.k,
                           "alternatives": list(alternatives),
                           "corpus": args.corpus, "text_corpus": args.text_corpus,
