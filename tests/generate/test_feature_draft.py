@@ -42,15 +42,18 @@ def target_and_draft(seed: int = 1) -> tuple[Decoder, FeatureDraftModel]:
 PROMPTS = [[1, 2, 3, 4, 9, 12], [5, 6], [7]]
 
 
+@pytest.mark.parametrize("alternatives", [(), (3, 1)], ids=["chain", "tree"])
 @pytest.mark.parametrize("k", [1, 3])
-def test_greedy_with_a_feature_draft_is_the_targets_greedy_path(k):
+def test_greedy_with_a_feature_draft_is_the_targets_greedy_path(k, alternatives):
     target, draft = target_and_draft()
     greedy = Sampling(0.0)
     plain = autoregressive_generate(TubeletLM(target), PROMPTS, 30, sampling=greedy).tokens
     lm = TubeletLM(target)
-    out = speculative_generate(lm, FeatureDraft(FeatureLM(draft, lm)), PROMPTS, 30, k=k, sampling=greedy)
+    out = speculative_generate(lm, FeatureDraft(FeatureLM(draft, lm)), PROMPTS, 30, k=k, sampling=greedy,
+                               alternatives=alternatives)
     assert out.tokens == plain
     assert 0 < out.stats.accepted < out.stats.drafted  # it proposed, and was sometimes wrong
+    assert (out.stats.alternatives_accepted > 0) == bool(alternatives)  # a candidate was taken
 
 
 class KeepingFeatureLM(FeatureLM):

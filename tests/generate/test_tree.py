@@ -1,7 +1,8 @@
 """Tree verification: alternatives tried where the draft's chain is rejected, read by the target
 in the same call as the chain. Each candidate reads its own path, the accepted one's keys and
 values move to where the sequence goes on, greedy output is the target's, and sampling stays the
-target's distribution (with wrong variants that the same tests catch)."""
+target's distribution (with wrong variants that the same tests catch). A feature draft with a
+tree: tests/generate/test_feature_draft.py."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ import torch
 import tubelet.generate.speculative as speculative
 from tubelet.errors import UsageError
 from tubelet.generate import Sampling, autoregressive_generate, speculative_generate
-from tubelet.generate.drafts import FeatureDraft, ModelDraft, others
+from tubelet.generate.drafts import ModelDraft, others
 from tubelet.generate.lossless import TARGET_TABLE, WRONG_TREE, ToyLM, first_tokens, joint_test, marginal_tests
-from tubelet.generate.models import FeatureLM, TubeletLM
+from tubelet.generate.models import TubeletLM
 from tubelet.generate.rows import Rows
 from tubelet.generate.speculative import tree_layout
 from tubelet.models.decoder import Decoder
@@ -106,18 +107,6 @@ def test_a_target_that_does_not_move_the_accepted_alternative_is_caught():
     speculative_generate(lm, draft, PROMPTS, 30, k=3, sampling=Sampling(1.0), seed=2, alternatives=(2, 1),
                          on_step=target_cache_check(target, lm, worst))
     assert max(worst) > 1e-2
-
-
-@pytest.mark.parametrize("k", [1, 3])
-def test_greedy_with_a_feature_draft_and_alternatives_is_the_targets_greedy_path(k):
-    target, draft = target_and_draft()
-    greedy = Sampling(0.0)
-    plain = autoregressive_generate(TubeletLM(target), PROMPTS, 30, sampling=greedy).tokens
-    lm = TubeletLM(target)
-    out = speculative_generate(lm, FeatureDraft(FeatureLM(draft, lm)), PROMPTS, 30, k=k, sampling=greedy,
-                               alternatives=(3, 1))
-    assert out.tokens == plain
-    assert out.stats.alternatives_accepted > 0
 
 
 @pytest.mark.parametrize("alternatives,k,sampling", [

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from ..models.decoder import TokenTree
 from .drafts import Draft, Proposal, as_draft
-from .models import CausalLM
+from .models import CausalLM, TreeLM
 from .rows import EOS, Rows, row_generators, uniforms
 from .sampling import Sampling, probabilities, seen_after, verify, verify_tree
 from .stats import Generation, Stats
@@ -85,6 +85,7 @@ def speculative_generate(target: CausalLM, draft: Draft | CausalLM, prompts: Seq
         u = uniforms(generators, 2 * k + 1 + 2 * M, rows.device)  # draft | acceptance | final | alternatives
         # 1. up to K proposals per row: (B, K') tokens, (B, K', V) distributions, K' <= K
         drafting = u[:, :k] if not M else torch.cat([u[:, :k], u[:, 2 * k + 1:2 * k + 1 + M]], 1)
+        # a Draft written before trees was called without ``alternatives``; it still is when none are asked
         proposal = draft.propose(rows, k, sampling, drafting, alternatives) if M else \
             draft.propose(rows, k, sampling, drafting)
         d = proposal.num_drafted.to(rows.device)
@@ -160,7 +161,7 @@ def tree_layout(pending: Tensor, num_pending: Tensor, chain: Tensor, alternative
     return tokens, TokenTree(depth, causal & ~other_alt & ~chain_at_or_after), num_pending + kk + m
 
 
-def _verify_tree(target, rows: Rows, proposal: Proposal, sampling: Sampling, u: Tensor, k: int,
+def _verify_tree(target: TreeLM, rows: Rows, proposal: Proposal, sampling: Sampling, u: Tensor, k: int,
                  M: int) -> tuple[Tensor, Tensor, Tensor]:
     """Steps 2 and 3 with alternatives: the target reads, per row, its pending tokens, the K'
     chain tokens and the M' alternatives as one tree; :func:`verify_tree` accepts; the accepted
