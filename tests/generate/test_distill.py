@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from tubelet.errors import GenerateError
 from tubelet.generate import distill as distill_module
-from tubelet.generate.distill import DistillConfig, corpus_files, distill, learning_rate
+from tubelet.generate.distill import DistillConfig, corpus_files, distill, evaluate, learning_rate
 from tubelet.generate.loading import truncated_draft
 from tubelet.models.decoder import Decoder, DecoderConfig
 from tubelet.train.state import read_state
@@ -151,6 +151,25 @@ def test_an_on_policy_round_labels_what_the_draft_wrote(corpus, tmp_path):
     assert Decoder.load(tmp_path / "d").cfg == draft.cfg
     on_disk = json.loads((tmp_path / "d" / "distill.json").read_text())  # the report, headed by what the run is
     assert on_disk["layers"] == 1 and [s["stage"] for s in on_disk["stages"]] == ["start", "train", "round 1"]
+
+
+def test_held_out_acceptance_is_also_measured_on_what_the_target_wrote(corpus, tmp_path):
+    target = target_model()
+    _, report = run(corpus, tmp_path / "d", target, steps=5)
+    assert all(0.0 < s["acceptance_t1_written"] <= 1.0 for s in report["stages"])
+    _, labelled_by_a_callable = run(corpus, tmp_path / "c", target, steps=1, label_target=Counting(target))
+    assert "acceptance_t1_written" not in labelled_by_a_callable["after"]  # no decoder to write with
+
+
+def test_evaluate_counts_the_positions_from_first_on(corpus):
+    target, draft = target_model(), truncated_draft(target_model(), 1)
+    x = torch.randint(0, 128, (2, 32))
+    whole, tail = evaluate(draft, target, list(x)), evaluate(draft, target, list(x), first=20)
+    assert whole["tokens"] == 64 and tail["tokens"] == 24
+    with torch.no_grad():
+        p, q = draft(x).softmax(-1)[:, 20:], target(x).softmax(-1)[:, 20:]
+    assert tail["acceptance_t1"] == pytest.approx(float(torch.minimum(p, q).sum(-1).mean()), rel=1e-5)
+    assert tail["acceptance_t1"] != pytest.approx(whole["acceptance_t1"], rel=1e-4)
 
 
 def test_a_run_stopped_between_stages_resumes_with_the_next(corpus, tmp_path, monkeypatch):

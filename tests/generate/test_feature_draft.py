@@ -172,11 +172,29 @@ def test_distilled_feature_draft_keeps_the_targets_features_and_learns(corpus, t
     assert resumed["finished"] and resumed["steps"] == 60
 
 
-def test_a_feature_run_refuses_rounds_and_a_decoder_runs_labels(corpus, tmp_path):  # noqa: F811
+def test_a_feature_round_trains_on_what_the_target_wrote(corpus, tmp_path):  # noqa: F811
+    from safetensors.torch import load_file
+    target = target_model()
+    _, report = run_features(corpus, tmp_path / "a", target, steps=10, rounds=1, round_tokens=256, round_steps=5)
+    assert [s["stage"] for s in report["stages"]] == ["start", "train", "round 1"]
+    assert report["steps"] == 15 and report["round_tokens"] == 256
+    t = load_file(str(tmp_path / "a" / "labels" / "round-1-00000.safetensors"))
+    tokens = t["tokens"].long()
+    texts = [p.read_text() for p in corpus[0]]
+    assert all(any("".join(map(chr, row[:16].tolist())) in text for text in texts) for row in tokens)
+    # the second half: the target's own samples at T = 1 (the draft cannot write without it)
+    wrote = autoregressive_generate(TubeletLM(target), tokens[:4, :16].tolist(), 16, sampling=Sampling(1.0),
+                                    seed=[[0, 1, 0, b] for b in range(4)])
+    assert wrote.tokens == tokens[:4, 16:].tolist()
+    with torch.no_grad():
+        f = target.features(tokens)
+    torch.testing.assert_close(t["features"].float(), f, atol=0.05, rtol=0.01)
+    assert all(0.0 < s["acceptance_t1_written"] <= 1.0 for s in report["stages"])
+
+
+def test_a_decoder_runs_labels_are_not_a_feature_runs(corpus, tmp_path):  # noqa: F811
     from .test_distill import run
     target = target_model()
-    with pytest.raises(GenerateError, match="rounds"):
-        run_features(corpus, tmp_path / "a", target, rounds=1)
     run(corpus, tmp_path / "d", target, steps=2)
     with pytest.raises(GenerateError, match="features=None, not True"):
         run_features(corpus, tmp_path / "d", target, resume=True, steps=2)

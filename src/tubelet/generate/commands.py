@@ -82,9 +82,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Copy the target's first --layers layers into a tubelet decoder and train it to "
                     "match the target's next-token distributions on --corpus: the target labels "
                     "--label-tokens tokens once (kept in OUT/labels), the draft trains --steps steps, "
-                    "then --rounds on-policy rounds (the draft writes, the target labels, the draft "
-                    "trains). Every 10th file is held out to measure the acceptance rate after each "
-                    "stage. Checkpoints are kept in OUT: --resume goes on after a stop or Ctrl-C.")
+                    "then --rounds rounds on written text (the draft writes, or the target for a "
+                    "feature draft; the target labels; the draft trains). Every 10th file is held out to "
+                    "measure the acceptance rate after each stage, on the files and on what the target "
+                    "writes after their first half. Checkpoints are kept in OUT: --resume goes on after a stop or Ctrl-C.")
     s.add_argument("--target", required=True, help="target model spec (e.g. smollm2)")
     s.add_argument("--layers", type=int, required=True,
                    help="layers of the draft (a decoder draft starts as the target's first ones, a feature "
@@ -113,9 +114,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="precision of the draft's matrix products while it trains (auto: bf16 where it "
                         "is faster, as for --label-precision; the weights and optimiser stay float32)")
     s.add_argument("--rounds", type=int, default=0,
-                   help="on-policy rounds after the corpus stage (default 0)")
+                   help="rounds after the corpus stage, each on text written after the first half of "
+                        "corpus sequences: by the draft (on-policy, --kind decoder) or by the target "
+                        "(--kind features, the text a feature draft meets when decoding) (default 0)")
     s.add_argument("--round-tokens", type=int, default=8192,
-                   help="tokens per round that the draft writes and the target labels (default 8192)")
+                   help="tokens per round, half of them written, that the target labels (default 8192)")
     s.add_argument("--round-steps", type=int, default=100, help="training minibatches per round (default 100)")
     s.add_argument("--max-minutes", type=float, default=8.0,
                    help="time limit of the whole command, loading and evaluations included: a "
@@ -298,8 +301,6 @@ def distill_command(args: argparse.Namespace) -> int:
             raise UsageError(f"--{name.replace('_', '-')} {getattr(args, name)}: expected a positive number")
     if args.rounds < 0 or args.max_minutes <= 0 or args.checkpoint_minutes <= 0:
         raise UsageError("--rounds must be >= 0, --max-minutes and --checkpoint-minutes > 0")
-    if args.kind == "features" and args.rounds:
-        raise UsageError("--rounds is for --kind decoder: a feature draft cannot write text without its target")
     try:
         parts = corpus_parts(args.corpus)
         check_out(args.out, args.resume)

@@ -18,10 +18,11 @@ A run has stages, each ending with a held-out acceptance report:
    (:class:`LabelStore`: shards of token ids, top-k ids and float16 log-probabilities);
 2. **train**: ``steps`` minibatches drawn from those labels, warm-up then cosine decay, the
    matrix products in bfloat16 where ``train_precision`` says so (weights and optimiser float32);
-3. **round r** (``rounds`` of them, on-policy as in DistillSpec / GKD): the draft continues
-   prompts from the corpus by sampling at temperature 1, the target labels what the draft
-   wrote, and the draft trains ``round_steps`` more steps on half on-policy, half corpus
-   batches.
+3. **round r** (``rounds`` of them): the draft continues prompts from the corpus by sampling at
+   temperature 1 (on-policy, as in DistillSpec / GKD); for a feature draft, which cannot write
+   without its target, the target writes, which is the text the draft meets when decoding. The
+   target labels what was written, and the draft trains ``round_steps`` more steps on half
+   round, half corpus batches.
 
 Several corpora (code and English, say) are read in turn, so that a small one gives as many
 labels as a large one until it has all been read (:func:`mixed_chunks`).
@@ -40,7 +41,9 @@ was never stopped.
 the longest one so far still ends in time, with the time of the final evaluation kept aside;
 labelling takes at most ``label_share`` of the time left while training is still to come.
 Evaluation on held-out files reports what decoding will see: the expected acceptance rate of
-sampling at temperature 1, sum_x min(p(x), q(x)), and the greedy agreement.
+sampling at temperature 1, sum_x min(p(x), q(x)), and the greedy agreement; where the labelling
+target is a tubelet decoder, also the acceptance on the second half of the held-out sequences
+as the target rewrites it at temperature 1 (``acceptance_t1_written``).
 """
 
 from __future__ import annotations
@@ -111,7 +114,7 @@ class DistillConfig:
     top_k: int = 32
     eval_chunks: int = 8
     seed: int = 0
-    rounds: int = 0  # on-policy rounds after the corpus stage
+    rounds: int = 0  # rounds on written text after the corpus stage
     round_tokens: int = 8192  # tokens per round the draft writes and the target labels
     round_steps: int = 100
     round_lr: float = 3e-4
@@ -364,8 +367,9 @@ def learning_rate(step: int, steps: int, peak: float) -> float:
 
 @torch.no_grad()
 def evaluate(draft: Decoder | FeatureDraftModel, target: Callable[[Tensor], Tensor] | Decoder,
-             chunks: Sequence[Tensor]) -> dict:
-    """Held-out expected acceptance at T=1 (mean of sum_x min(p, q)) and greedy agreement.
+             chunks: Sequence[Tensor], first: int = 0) -> dict:
+    """Held-out expected acceptance at T=1 (mean of sum_x min(p, q)) and greedy agreement, over
+    the positions from ``first`` on of each chunk.
 
     A feature draft needs its target as a :class:`Decoder` (for its features); its figures are
     those of the first token a step drafts (the token before entering with the target's
@@ -374,17 +378,17 @@ def evaluate(draft: Decoder | FeatureDraftModel, target: Callable[[Tensor], Tens
     for x in chunks:
         if isinstance(draft, FeatureDraftModel):
             f = target.features(x[None])
-            q = target.head(f).float()[0].softmax(-1)
             h = draft.features(x[None], shifted(f))
-            p = draft.head(h).float()[0].softmax(-1)
-            p2 = draft(x[None], shifted(h)).float()[0].softmax(-1)
+            q = target.head(f).float()[0, first:].softmax(-1)
+            p = draft.head(h).float()[0, first:].softmax(-1)
+            p2 = draft(x[None], shifted(h)).float()[0, first:].softmax(-1)
             deeper += float(torch.minimum(p2, q).sum(-1).sum())
         else:
-            q = target(x[None]).float()[0].softmax(-1)
-            p = draft(x[None]).float()[0].softmax(-1)
+            q = target(x[None]).float()[0, first:].softmax(-1)
+            p = draft(x[None]).float()[0, first:].softmax(-1)
         accept += float(torch.minimum(p, q).sum(-1).sum())
         agree += float((p.argmax(-1) == q.argmax(-1)).sum())
-        n += x.numel()
+        n += len(q)
     out = {"acceptance_t1": accept / n, "greedy_agreement": agree / n, "tokens": n}
     if isinstance(draft, FeatureDraftModel):
         out["acceptance_t1_depth2"] = deeper / n
@@ -406,9 +410,6 @@ class Distillation:
         if self.features and not (isinstance(self.label_target, Decoder) and isinstance(target, Decoder)):
             raise GenerateError("a feature draft learns from a target's features: pass the target (and "
                                 "label_target) as a tubelet Decoder")
-        if self.features and cfg.rounds:
-            raise GenerateError("on-policy rounds (--rounds) are for a decoder draft: a feature draft "
-                                "cannot write text without its target")
         self.cfg, self.log, self.budget, self.out = cfg, log, budget, out
         self.train, self.held_out = train, held_out  # one group of files per corpus
         self.store = LabelStore(out / LABELS if out else None, {
@@ -426,13 +427,14 @@ class Distillation:
         torch.manual_seed(self.cfg.seed)
         eval_iter = mixed_chunks(self.held_out, self.tokenize, self.cfg.seq_len, seed=self.cfg.seed + 1)
         self.eval_set = [next(eval_iter) for _ in range(self.cfg.eval_chunks)]
+        self.written = self._written()
         state = self._resume() if resume else None
         if not self.report["stages"]:
             self._evaluate("start")
         else:  # resumed: time one held-out sequence to know what the final evaluation costs
             t = self.budget.clock()
             evaluate(self.draft.eval(), self.target, self.eval_set[:1])
-            self.reserve = (self.budget.clock() - t) * len(self.eval_set)
+            self.reserve = (self.budget.clock() - t) * (len(self.eval_set) + len(self.written))
         stages = [("train", CORPUS, self.cfg.steps, self.cfg.lr)] + [
             (f"round {r}", f"round-{r}", self.cfg.round_steps, self.cfg.round_lr)
             for r in range(1, self.cfg.rounds + 1)]
@@ -467,9 +469,26 @@ class Distillation:
         self._write_report()
         return report
 
+    def _written(self) -> list[Tensor]:
+        """The held-out chunks with their second half written by the target at temperature 1 (where
+        the labelling target is a tubelet decoder): the text a draft meets when decoding."""
+        if not isinstance(self.label_target, Decoder) or not self.eval_set:
+            return []
+        x, n = torch.stack(self.eval_set), self.cfg.batch_size
+        return [row for i in range(0, len(x), n) for row in self._continue(
+            x[i:i + n], seed=[[self.cfg.seed, 0, i + b] for b in range(len(x[i:i + n]))], writer=self.label_target)]
+
+    def _measure(self) -> dict:
+        """:func:`evaluate` on the held-out chunks, and the acceptance on what the target wrote."""
+        result = evaluate(self.draft.eval(), self.target, self.eval_set)
+        if self.written:
+            result["acceptance_t1_written"] = evaluate(self.draft, self.target, self.written,
+                                                       first=self.cfg.seq_len // 2 - 1)["acceptance_t1"]
+        return result
+
     def _evaluate(self, stage: str) -> None:
         t = self.budget.clock()
-        result = evaluate(self.draft.eval(), self.target, self.eval_set)
+        result = self._measure()
         self.reserve = max(self.reserve, self.budget.clock() - t)
         result = {"stage": stage, **result, "steps": self.report["steps"],
                   "labelled_tokens": self.store.total_tokens()}
@@ -480,7 +499,7 @@ class Distillation:
 
     def _evaluate_stopped(self) -> None:
         """At the deadline: how good the draft is now (not a stage: a resumed run goes on)."""
-        now = evaluate(self.draft.eval(), self.target, self.eval_set)
+        now = self._measure()
         self.report["after"] = {"stage": "stopped", **now, "steps": self.report["steps"]}
         self.log(f"stopped by the time limit: held-out acceptance(T=1) {now['acceptance_t1']:.3f}; "
                  "run again with --resume to go on")
@@ -500,7 +519,8 @@ class Distillation:
         stream = mixed_chunks(self.train, self.tokenize, cfg.seq_len, seed=cfg.seed + 1000 * round_no)
         for _ in range(rows):  # what earlier runs labelled
             next(stream)
-        verb = "labelling" if pool == CORPUS else f"{pool}: the draft writes, the target labels"
+        verb = "labelling" if pool == CORPUS else \
+            f"{pool}: the {'target' if self.features else 'draft'} writes, the target labels"
         bar = tqdm(total=want, initial=have, desc=verb, unit="tok", unit_scale=True, disable=None, leave=False)
         batch_index = rows // cfg.batch_size
         try:
@@ -533,13 +553,16 @@ class Distillation:
             return round_no == 0  # the corpus stage trains on what it has; a round stops
         return True
 
-    def _continue(self, x: Tensor, seed: list) -> Tensor:
-        """Keep the first half of each chunk and let the draft write the rest (temperature 1)."""
+    def _continue(self, x: Tensor, seed: list, writer: Decoder | None = None) -> Tensor:
+        """Keep the first half of each chunk and let ``writer`` write the rest (temperature 1): by
+        default the draft (a decoder draft's on-policy round), the target for a feature draft (it
+        cannot write without its target, and with it writes what the target would)."""
         from .autoregressive import autoregressive_generate
         from .models import TubeletLM
         from .sampling import Sampling
+        writer = writer or (self.label_target if self.features else self.draft)
         half = x.shape[1] // 2
-        out = autoregressive_generate(TubeletLM(self.draft.eval()), x[:, :half].tolist(), x.shape[1] - half,
+        out = autoregressive_generate(TubeletLM(writer.eval()), x[:, :half].tolist(), x.shape[1] - half,
                                       sampling=Sampling(temperature=1.0), seed=seed)
         return torch.cat([x[:, :half], torch.tensor(out.tokens, dtype=x.dtype)], dim=1)
 
@@ -704,7 +727,7 @@ def distill(draft: Decoder | FeatureDraftModel, target: Callable[[Tensor], Tenso
     the report. ``train`` and ``held_out`` are lists of files, or one list per corpus (as
     :func:`corpus_parts` gives them), read in turn (:func:`mixed_chunks`). A
     :class:`~tubelet.models.decoder.FeatureDraftModel` needs ``target`` and ``label_target`` as
-    tubelet Decoders (it learns from their features) and no rounds."""
+    tubelet Decoders (it learns from their features); its rounds train on what the target writes."""
     budget = budget or Budget(cfg.max_minutes * 60)
     if train and isinstance(train[0], (str, Path)):
         train, held_out = [train], [held_out]
