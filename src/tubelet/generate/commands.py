@@ -85,7 +85,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "then --rounds rounds on written text (the draft writes, or the target for a "
                     "feature draft; the target labels; the draft trains). Every 10th file is held out to "
                     "measure the acceptance rate after each stage, on the files and on what the target "
-                    "writes after their first half. Checkpoints are kept in OUT: --resume goes on after a stop or Ctrl-C.")
+                    "writes after their first half. Checkpoints are kept in OUT: --resume goes on after a "
+                    "stop or Ctrl-C.")
     s.add_argument("--target", required=True, help="target model spec (e.g. smollm2)")
     s.add_argument("--layers", type=int, required=True,
                    help="layers of the draft (a decoder draft starts as the target's first ones, a feature "
