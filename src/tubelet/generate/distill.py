@@ -493,7 +493,8 @@ class Distillation:
         result = {"stage": stage, **result, "steps": self.report["steps"],
                   "labelled_tokens": self.store.total_tokens()}
         self.report["stages"].append(result)
-        self.log(f"held-out after {stage}: acceptance(T=1) {result['acceptance_t1']:.3f}, "
+        written = f" ({result['acceptance_t1_written']:.3f} on what the target wrote)" if self.written else ""
+        self.log(f"held-out after {stage}: acceptance(T=1) {result['acceptance_t1']:.3f}{written}, "
                  f"greedy agreement {result['greedy_agreement']:.3f} on {result['tokens']} tokens")
         self._write_report()
 
