@@ -115,7 +115,7 @@ class DistillConfig:
     eval_chunks: int = 8
     seed: int = 0
     rounds: int = 0  # rounds on written text after the corpus stage
-    round_tokens: int = 8192  # tokens per round the draft writes and the target labels
+    round_tokens: int = 8192  # tokens per round the target labels, half of them written
     round_steps: int = 100
     round_lr: float = 3e-4
     shard_tokens: int = 65536  # labels per file on disk
@@ -474,9 +474,11 @@ class Distillation:
         the labelling target is a tubelet decoder): the text a draft meets when decoding."""
         if not isinstance(self.label_target, Decoder) or not self.eval_set:
             return []
-        x, n = torch.stack(self.eval_set), self.cfg.batch_size
-        return [row for i in range(0, len(x), n) for row in self._continue(
-            x[i:i + n], seed=[[self.cfg.seed, 0, i + b] for b in range(len(x[i:i + n]))], writer=self.label_target)]
+        written = []
+        for i in range(0, len(self.eval_set), self.cfg.batch_size):  # round 0 of the seeds: no round has it
+            x = torch.stack(self.eval_set[i:i + self.cfg.batch_size])
+            written += self._continue(x, [[self.cfg.seed, 0, i + b] for b in range(len(x))], self.label_target)
+        return written
 
     def _measure(self) -> dict:
         """:func:`evaluate` on the held-out chunks, and the acceptance on what the target wrote."""
