@@ -192,7 +192,7 @@ def test_a_feature_round_trains_on_what_the_target_wrote(corpus, tmp_path):  # n
     assert all(0.0 < s["acceptance_t1_written"] <= 1.0 for s in report["stages"])
 
 
-def test_a_decoder_runs_labels_are_not_a_feature_runs(corpus, tmp_path):  # noqa: F811
+def test_a_feature_run_refuses_the_labels_of_a_decoder_run(corpus, tmp_path):  # noqa: F811
     from .test_distill import run
     target = target_model()
     run(corpus, tmp_path / "d", target, steps=2)
