@@ -19,6 +19,7 @@ import tubelet.generate.speculative as speculative
 from tubelet.generate import Sampling
 from tubelet.generate.lossless import DRAFT_TABLE, PROMPT, TARGET_TABLE, ToyLM, joint_test, marginal_tests
 from tubelet.generate.lossless import WRONG_VERIFY as VARIANTS
+from tubelet.generate.lossless import WRONG_VERIFY_GREEDY
 from tubelet.generate.lossless import first_tokens as generate
 
 P_MIN = 1e-4  # chi-square p-value the true sampler must exceed
@@ -31,6 +32,13 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def wrong(monkeypatch):
     def use(name: str) -> None:
         monkeypatch.setattr(speculative, "verify", VARIANTS[name])
+    return use
+
+
+@pytest.fixture
+def wrong_greedy(monkeypatch):
+    def use(name: str) -> None:
+        monkeypatch.setattr(speculative, "verify_greedy", WRONG_VERIFY_GREEDY[name])
     return use
 
 
@@ -91,8 +99,8 @@ def test_greedy_is_the_target_greedy_path(k, batch):
 
 
 @pytest.mark.parametrize("k", [1, 2, 3, 4, 5])
-def test_greedy_wrong_variant_fails(k, wrong):
-    wrong("shifted")
+def test_greedy_wrong_variant_fails(k, wrong_greedy):
+    wrong_greedy("shifted")
     tokens = generate(k, Sampling(temperature=0), 64, batch=64)
     assert not (tokens == torch.tensor(greedy_path(k + 2))).all()
 

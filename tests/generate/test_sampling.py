@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from tubelet.generate import Sampling, probabilities, sample, verify
+from tubelet.generate.sampling import verify_greedy, verify_tree
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -182,3 +183,29 @@ def test_repetition_penalty_and_the_context_it_reads():
         probabilities(logits, Sampling(repetition_penalty=2.0))
     with pytest.raises(ValueError, match="repetition_penalty"):
         Sampling(repetition_penalty=0.0)
+
+
+@pytest.mark.parametrize("alternatives", [0, 3])
+def test_greedy_verification_from_the_arg_max_equals_verify_tree_on_one_hot_distributions(alternatives):
+    """verify_greedy reads the target's arg-max tokens only; verify_tree, given the one-hot
+    distributions that greedy decoding makes, must return the same for every row."""
+    g = torch.Generator().manual_seed(7)
+    B, K, V = 4000, 4, 5  # a small vocabulary: drafts often match the target
+    draft = torch.randint(0, V, (B, K), generator=g)
+    best = torch.randint(0, V, (B, K + 1), generator=g)
+    num_drafted = torch.randint(0, K + 1, (B,), generator=g)
+    one_hot = lambda t: torch.nn.functional.one_hot(t, V).float()  # noqa: E731
+    p = one_hot(draft)
+    p[torch.rand(B, K, generator=g) < 0.05] = 0.0  # now and then a token its draft gave no weight
+    alts = torch.randint(0, V, (B, alternatives), generator=g)
+    depth = torch.arange(alternatives) % 2  # two at position 0, one at 1
+    alt_best = torch.randint(0, V, (B, alternatives), generator=g)
+    alt_p = one_hot(alts)
+    r, u = torch.rand(B, K, generator=g), torch.rand(B, generator=g)
+    expected = verify_tree(draft, p, one_hot(best), r, u, num_drafted, alts, depth, alt_p, one_hot(alt_best),
+                           torch.rand(B, alternatives, generator=g))
+    got = verify_greedy(draft, best, num_drafted, p.gather(-1, draft[..., None])[..., 0], alts, depth, alt_best,
+                        alt_p.gather(-1, alts[..., None])[..., 0])
+    for e, o in zip(expected, got):
+        assert torch.equal(e, o)
+    assert 0 < int((got[0] > 0).sum()) < B and (not alternatives or (got[1] >= 0).any())

@@ -31,8 +31,12 @@ def autoregressive_generate(model: CausalLM, prompts: Sequence[Sequence[int]], m
         u = uniforms(generators, 1, rows.device)
         tokens, num_valid = rows.pending(model.lengths)
         logits = model.extend(tokens, num_valid)  # (B, n, V)
-        seen = rows.seen(logits.shape[-1]) if sampling.penalised else None
-        x = sample(probabilities(logits[rows.arange, num_valid - 1], sampling, seen), u[:, 0])
+        last = logits[rows.arange, num_valid - 1]
+        if sampling.greedy and not sampling.penalised:  # the one-hot's token, without the one-hot
+            x = last.float().argmax(-1)
+        else:
+            seen = rows.seen(logits.shape[-1]) if sampling.penalised else None
+            x = sample(probabilities(last, sampling, seen), u[:, 0])
         rows.append(torch.zeros_like(x), x)
         active = int((~done).sum())
         stats.target_calls += 1

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from ..models.decoder import TokenTree
-from .sampling import Sampling, probabilities, sample, verify, verify_tree
+from .sampling import Sampling, probabilities, sample, verify, verify_greedy, verify_tree
 from .speculative import speculative_generate
 
 V = 5
@@ -254,6 +254,15 @@ def verify_shifted(draft_tokens, p, q, r, u, num_drafted=None):
 # Put in place of tubelet.generate.speculative.verify, each must fail the tests.
 WRONG_VERIFY = {"deterministic": verify_deterministic, "residual_from_q": verify_residual_from_q,
                 "shifted": verify_shifted}
+
+
+def verify_greedy_shifted(draft_tokens, best, num_drafted, *rest):
+    """Wrong: greedy verification with the target's tokens off by one position."""
+    return verify_greedy(draft_tokens, torch.cat([best[:, 1:], best[:, -1:]], dim=1), num_drafted, *rest)
+
+
+# Put in place of tubelet.generate.speculative.verify_greedy (greedy decoding), it must fail.
+WRONG_VERIFY_GREEDY = {"shifted": verify_greedy_shifted}
 
 
 # Wrong tree verifications (alternatives): each replaces an attribute of

@@ -240,8 +240,8 @@ class FeatureLM:
         B, n, D = f.hidden.shape
         start = f.start.to(self.device)
         need = int((start + n).max()) if n else 0
-        if need > self.features.shape[1]:
-            grow = self.features.new_zeros(B, need - self.features.shape[1], D)
+        if need > self.features.shape[1]:  # doubling: not a copy of every feature at every step
+            grow = self.features.new_zeros(B, max(need, 2 * self.features.shape[1]) - self.features.shape[1], D)
             self.features = torch.cat([self.features, grow], dim=1)
         j = torch.arange(n, device=self.device)
         valid = j[None] < f.num_valid.to(self.device)[:, None]

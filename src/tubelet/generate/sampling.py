@@ -72,9 +72,10 @@ def probabilities(logits: Tensor, sampling: Sampling = Sampling(), seen: Tensor 
             raise ValueError("a repetition penalty needs the tokens of the context (seen=...)")
         r = sampling.repetition_penalty
         logits = torch.where(seen, torch.where(logits > 0, logits / r, logits * r), logits)
-    if sampling.greedy:
-        return torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).float()
-    logits = logits / sampling.temperature
+    if sampling.greedy:  # written in place: one_hot would build it in int64 first
+        return torch.zeros_like(logits).scatter_(-1, logits.argmax(-1, keepdim=True), 1.0)
+    if sampling.temperature != 1.0:
+        logits = logits / sampling.temperature
     if 0 < sampling.top_k < logits.shape[-1]:
         kth = logits.topk(sampling.top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -94,15 +95,14 @@ def sample(weights: Tensor, u: Tensor) -> Tensor:
     in [0, 1) -> (...) token ids. A token of weight 0 is never drawn, whatever u.
 
     The cumulative sums and ``u * total`` are computed in float64 (a float32 uniform rounds to
-    1.0 for u >= 1 - 2^-25), and an index past the end (``u * total`` rounding to the total)
-    falls back to the last token of positive weight, never to token V-1.
+    1.0 for u >= 1 - 2^-25), and ``u * total`` is kept below the total (it can round to it): the
+    token drawn is the first whose cumulative sum exceeds it, so its weight is positive, and
+    never a token past the last of positive weight (weights all zero give the last token).
     """
-    cdf = weights.double().cumsum(-1)
-    target = (u.double() * cdf[..., -1]).unsqueeze(-1)
-    index = torch.searchsorted(cdf, target, right=True).squeeze(-1)
-    positive = weights > 0
-    last_positive = positive.shape[-1] - 1 - positive.flip(-1).int().argmax(-1)
-    return torch.minimum(index, last_positive)
+    cdf = weights.cumsum(-1, dtype=torch.float64)
+    total = cdf[..., -1:]
+    target = torch.minimum(u.double().unsqueeze(-1) * total, total.nextafter(total.new_zeros(())))
+    return torch.searchsorted(cdf, target, right=True).squeeze(-1).clamp_(max=weights.shape[-1] - 1)
 
 
 def verify(draft_tokens: Tensor, p: Tensor, q: Tensor, r: Tensor, u: Tensor,
@@ -153,17 +153,18 @@ def verify_tree(draft_tokens: Tensor, p: Tensor, q: Tensor, r: Tensor, u: Tensor
     """
     B, K = draft_tokens.shape
     M = alternatives.shape[1]
-    p = p * (torch.arange(K, device=p.device) < num_drafted[:, None])[..., None]
+    drafted = torch.arange(K, device=p.device) < num_drafted[:, None]  # (B, K): columns past are padding
     idx = draft_tokens.unsqueeze(-1)
-    p_x = p.gather(-1, idx).squeeze(-1)
+    p_x = p.gather(-1, idx).squeeze(-1) * drafted
     q_x = q[:, :K].gather(-1, idx).squeeze(-1)
     num_accepted = ((r * p_x < q_x) & (p_x > 0)).long().cumprod(-1).sum(-1)
     rows = torch.arange(B, device=draft_tokens.device)
     q_n = q[rows, num_accepted]
-    p_n = torch.cat([p, p.new_zeros(B, 1, q.shape[-1])], dim=1)[rows, num_accepted]
+    rejected = num_accepted < num_drafted  # the chain stopped on a rejection: its alternatives count
+    # the draft's distribution where the chain stopped: none (zeros) after every drafted token
+    p_n = p[rows, num_accepted.clamp(max=K - 1)] * rejected[:, None] if K else torch.zeros_like(q_n)
     residual = _residual(q_n, p_n)
     chosen = torch.full_like(num_accepted, -1)
-    rejected = num_accepted < num_drafted  # the chain stopped on a rejection: its alternatives count
     for m in range(M):
         trying = rejected & (chosen < 0) & (alt_depth[m] == num_accepted)
         if not trying.any():
@@ -178,6 +179,39 @@ def verify_tree(draft_tokens: Tensor, p: Tensor, q: Tensor, r: Tensor, u: Tensor
                                residual)
     final = torch.where((chosen >= 0)[:, None], alt_q[rows, chosen.clamp(min=0)], residual) if M else residual
     return num_accepted, chosen, sample(final, u)
+
+
+def verify_greedy(draft_tokens: Tensor, best: Tensor, num_drafted: Tensor, p_x: Tensor | None = None,
+                  alternatives: Tensor | None = None, alt_depth: Tensor | None = None,
+                  alt_best: Tensor | None = None, alt_p_x: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`verify_tree` under greedy decoding, from the target's arg-max tokens alone.
+
+    best: (B, K+1) the target's most likely token at each chain position (the first arg-max of
+    its logits: :func:`probabilities`' one-hot); alt_best: (B, M) the same after each
+    alternative; p_x, alt_p_x: the draft's probabilities of its own tokens (default: positive).
+    With q one-hot on ``best`` the acceptance test keeps a drafted token exactly when it is the
+    target's and the draft gave it weight, the residual of a rejection is one-hot on the
+    target's token, and an alternative at the rejected position is kept when it is that token,
+    so :func:`verify_tree` returns what this does, without a distribution over the vocabulary.
+    Returns (num_accepted (B,), chosen (B,) index of the kept alternative or -1, next_token (B,)).
+    """
+    B, K = draft_tokens.shape
+    drafted = torch.arange(K, device=best.device) < num_drafted[:, None]
+    match = (draft_tokens == best[:, :K]) & drafted & (True if p_x is None else p_x > 0)
+    num_accepted = match.long().cumprod(-1).sum(-1)
+    rows = torch.arange(B, device=best.device)
+    target_token = best[rows, num_accepted]
+    chosen = torch.full_like(num_accepted, -1)
+    if alternatives is not None and alternatives.shape[1]:
+        rejected = num_accepted < num_drafted
+        taken = rejected[:, None] & (alt_depth[None] == num_accepted[:, None]) & (alternatives == target_token[:, None])
+        if alt_p_x is not None:
+            taken &= alt_p_x > 0
+        m = torch.arange(alternatives.shape[1], device=best.device)
+        chosen = torch.where(taken, m, alternatives.shape[1]).min(-1).values  # the first one taken
+        chosen = torch.where(taken.any(-1), chosen, -1)
+        target_token = torch.where(chosen >= 0, alt_best[rows, chosen.clamp(min=0)], target_token)
+    return num_accepted, chosen, target_token
 
 
 def _residual(q: Tensor, p: Tensor) -> Tensor:

@@ -8,7 +8,8 @@ One step, for every row at once:
    distributions), its cache masked bottom-right per row (see
    :class:`~tubelet.models.attention.KVCache`);
 3. :func:`~tubelet.generate.sampling.verify` accepts a prefix of n drafts and draws the next
-   token (a residual or a bonus token);
+   token (a residual or a bonus token); greedy decoding needs only the target's arg-max tokens
+   (:func:`~tubelet.generate.sampling.verify_greedy`, the same result without a distribution);
 4. the target's cache is cropped to the accepted sequence minus its last token, which the next
    step feeds, and the draft drops what it computed past it: nothing before it is recomputed.
 Rows accept different numbers of tokens; each keeps its own length, and its own random stream.
@@ -30,7 +31,7 @@ from ..models.decoder import TokenTree
 from .drafts import Draft, Proposal, as_draft
 from .models import CausalLM, TreeLM
 from .rows import EOS, Rows, row_generators, uniforms
-from .sampling import Sampling, probabilities, seen_after, verify, verify_tree
+from .sampling import Sampling, probabilities, seen_after, verify, verify_greedy, verify_tree
 from .stats import Generation, Stats
 
 
@@ -102,12 +103,17 @@ def speculative_generate(target: CausalLM, draft: Draft | CausalLM, prompts: Seq
             # than K' reads padding past its own, which verify never uses
             positions = (num_valid - d - 1)[:, None] + torch.arange(kk + 1, device=rows.device)
             positions = positions.clamp_(max=logits.shape[1] - 1)
-            # a repetition penalty at proposal j counts the proposals before it
-            seen = seen_after(rows.seen(target.vocab_size), proposal.tokens) if sampling.penalised else None
-            q = probabilities(logits[rows.arange[:, None], positions], sampling, seen)
-            # 3. accept a prefix and draw the next token
-            num_accepted, next_token = verify(proposal.tokens, proposal.p.to(q.device), q,
-                                              u[:, k:k + kk], u[:, 2 * k], d)
+            if _argmax_only(sampling):  # 3. greedy: the target's tokens say it all
+                num_accepted, _, next_token = verify_greedy(
+                    proposal.tokens, logits[rows.arange[:, None], positions].float().argmax(-1), d,
+                    _drawn_weight(proposal.p, proposal.tokens))
+            else:
+                # a repetition penalty at proposal j counts the proposals before it
+                seen = seen_after(rows.seen(target.vocab_size), proposal.tokens) if sampling.penalised else None
+                q = probabilities(logits[rows.arange[:, None], positions], sampling, seen)
+                # 3. accept a prefix and draw the next token
+                num_accepted, next_token = verify(proposal.tokens, proposal.p.to(q.device), q,
+                                                  u[:, k:k + kk], u[:, 2 * k], d)
             rows.append(num_accepted, next_token)
         # 4. the target keeps the accepted sequence minus its last token; the draft drops the rest
         target.crop(rows.lengths - 1)
@@ -133,6 +139,17 @@ def speculative_generate(target: CausalLM, draft: Draft | CausalLM, prompts: Seq
         if on_step is not None:
             on_step(rows)
     return Generation(rows.generated(max_new_tokens, eos_token_id), stats)
+
+
+def _argmax_only(sampling: Sampling) -> bool:
+    """Greedy decoding without a penalty: verification needs only the target's arg-max tokens
+    (:func:`~tubelet.generate.sampling.verify_greedy`)."""
+    return sampling.greedy and not sampling.penalised
+
+
+def _drawn_weight(p: Tensor, tokens: Tensor) -> Tensor:
+    """(B, n): the probability p (B, n, V) gave each of the tokens (B, n) drawn from it."""
+    return p.gather(-1, tokens.to(p.device).unsqueeze(-1)).squeeze(-1).to(tokens.device)
 
 
 def tree_layout(pending: Tensor, num_pending: Tensor, chain: Tensor, alternatives: Tensor,
@@ -175,20 +192,27 @@ def _verify_tree(target: TreeLM, rows: Rows, proposal: Proposal, sampling: Sampl
     tokens, tree, num_valid = tree_layout(pending, num_pending, chain, alts, depth)
     start = target.lengths.clone()
     logits = target.extend(tokens, num_valid, tree=tree)
-    seen = rows.seen(target.vocab_size) if sampling.penalised else None
-    # the chain: the last pending token, then the K' chain tokens
+    # the chain: the last pending token, then the K' chain tokens; then the alternatives
     positions = (num_pending - 1)[:, None] + torch.arange(kk + 1, device=dev)
-    q = probabilities(logits[rows.arange[:, None], positions], sampling,
-                      None if seen is None else seen_after(seen, chain))
-    alt_seen = None
-    if seen is not None:  # each alternative's context: the chain before its position, and itself
-        before = seen_after(seen, chain)[:, depth]  # (B, m, V)
-        alt_seen = before | torch.nn.functional.one_hot(alts, target.vocab_size).bool()
-    alt_q = probabilities(logits[rows.arange[:, None], (num_pending + kk)[:, None] + torch.arange(m, device=dev)],
-                          sampling, alt_seen)
-    alt_r = u[:, 2 * k + 1 + M:2 * k + 1 + M + m]
-    num_accepted, chosen, next_token = verify_tree(chain, proposal.p.to(q.device), q, u[:, k:k + kk], u[:, 2 * k],
-                                                   d, alts, depth, proposal.alt_p.to(q.device), alt_q, alt_r)
+    alt_positions = (num_pending + kk)[:, None] + torch.arange(m, device=dev)
+    if _argmax_only(sampling):
+        num_accepted, chosen, next_token = verify_greedy(
+            chain, logits[rows.arange[:, None], positions].float().argmax(-1), d, _drawn_weight(proposal.p, chain),
+            alts, depth, logits[rows.arange[:, None], alt_positions].float().argmax(-1),
+            _drawn_weight(proposal.alt_p, alts))
+    else:
+        seen = rows.seen(target.vocab_size) if sampling.penalised else None
+        q = probabilities(logits[rows.arange[:, None], positions], sampling,
+                          None if seen is None else seen_after(seen, chain))
+        alt_seen = None
+        if seen is not None:  # each alternative's context: the chain before its position, and itself
+            before = seen_after(seen, chain)[:, depth]  # (B, m, V)
+            alt_seen = before | torch.nn.functional.one_hot(alts, target.vocab_size).bool()
+        alt_q = probabilities(logits[rows.arange[:, None], alt_positions], sampling, alt_seen)
+        alt_r = u[:, 2 * k + 1 + M:2 * k + 1 + M + m]
+        num_accepted, chosen, next_token = verify_tree(chain, proposal.p.to(q.device), q, u[:, k:k + kk],
+                                                       u[:, 2 * k], d, alts, depth, proposal.alt_p.to(q.device),
+                                                       alt_q, alt_r)
     picked = chosen >= 0
     if picked.any():
         to = start + num_pending + num_accepted
