@@ -254,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
     target = load_model(args.target, with_tokenizer=True)
     tok = target.tokenizer
     drafts = {spec: load_draft(spec, target) for spec in specs}
+    tempered = {spec: d.temperature for spec, d in drafts.items() if hasattr(d, "temperature")}
+    if any(t != 1.0 for t in tempered.values()):  # saved with a distilled draft, or temp:T
+        print("draft temperatures (T > 0): " + "; ".join(f"{spec}: {t:g}" for spec, t in tempered.items()))
     model_specs = [s for s in specs if not s.startswith("ngram:")]
     alternatives = parse_alternatives(args.alternatives)
     variants = {spec: (spec, ()) for spec in specs}  # method name -> (draft spec, alternatives)
@@ -408,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
           "identical to tubelet's plain greedy decoding on every prompt")
     write_json(args.out, {"environment": env, "target": args.target, "drafts": specs, "k": args.k,
                           "alternatives": list(alternatives),
+                          "draft_temperatures": tempered,
                           "corpus": args.corpus, "text_corpus": args.text_corpus,
                           "held_out_files": files, "prompt_kinds": kinds, "prompt_tokens": args.prompt_tokens,
                           "costs": {**costs, "verify": {str(K): c for K, c in costs["verify"].items()}},

@@ -120,12 +120,30 @@ def test_draft_specs_and_threshold(tmp_path):
             load_draft(bad, target)
     with pytest.raises(LoadError, match="threshold"):
         load_draft("ngram:2", target, threshold=0.5)
+    assert load_draft("truncated:1,temp:0.7", target).temperature == 0.7 and truncated.temperature == 1.0
+    for bad in ("truncated:1,temp:0", "truncated:1,temp:x", "truncated:1,temp:"):
+        with pytest.raises(LoadError, match="temp:T"):
+            load_draft(bad, target)
     args = parse(["generate", "--target", tiny(tmp_path), "--prompt", "x", "--draft-threshold", "0.3"])
     with pytest.raises(UsageError, match="needs a --draft"):
         args.func(args)
     args = parse(["generate", "--target", tiny(tmp_path), "--prompt", "x", "--threads", "-1"])
     with pytest.raises(UsageError, match="--threads"):
         args.func(args)
+
+
+def test_a_distilled_draft_decodes_at_its_saved_temperature_unless_the_spec_gives_one(tmp_path):
+    from tubelet.generate.drafts import save_draft_sampling
+    from tubelet.generate.loading import LoadError, load_draft, load_model
+    target = load_model(tiny(tmp_path / "t", layers=3))
+    folder = tiny(tmp_path / "d", layers=1)
+    assert load_draft(folder, target).temperature == 1.0  # nothing saved: the draft's own
+    save_draft_sampling(folder, 0.85, {0.85: 0.52, 1.0: 0.5})
+    assert load_draft(folder, target).temperature == 0.85
+    assert load_draft(folder + ",temp:1", target).temperature == 1.0
+    (tmp_path / "d" / "tiny" / "sampling.json").write_text('{"draft_temperature": -2}')
+    with pytest.raises(LoadError, match="sampling.json"):
+        load_draft(folder, target)
 
 
 class FakeClock:

@@ -11,7 +11,8 @@ from safetensors.torch import load_file
 
 from tubelet.errors import GenerateError
 from tubelet.generate import distill as distill_module
-from tubelet.generate.distill import DistillConfig, corpus_files, distill, evaluate, learning_rate
+from tubelet.generate.distill import (DRAFT_TEMPERATURES, DistillConfig, best_draft_temperature, corpus_files, distill,
+                                      evaluate, learning_rate)
 from tubelet.generate.loading import truncated_draft
 from tubelet.models.decoder import Decoder, DecoderConfig
 from tubelet.train.state import read_state
@@ -267,3 +268,35 @@ def test_the_draft_folder_holds_the_targets_probability_of_each_token(corpus, tm
     (tmp_path / "d" / TOKEN_MASS).unlink()  # a draft distilled before the file existed: --resume writes it
     run(corpus, tmp_path / "d", target, steps=1, resume=True)
     assert torch.equal(load_file(str(tmp_path / "d" / TOKEN_MASS))["mass"].double(), mass)
+
+
+def test_evaluate_gives_the_acceptance_of_a_tempered_draft(corpus):
+    target, draft = target_model(), truncated_draft(target_model(), 1)
+    x = torch.randint(0, 128, (2, 32))
+    result = evaluate(draft, target, list(x), temperatures=(0.5, 1.0))
+    by_t = result["acceptance_t1_by_draft_temperature"]
+    assert by_t[1.0] == pytest.approx(result["acceptance_t1"], rel=1e-6)
+    with torch.no_grad():  # the draft's logits divided by 0.5, the target's not
+        p, q = (draft(x) / 0.5).softmax(-1), target(x).softmax(-1)
+    assert by_t[0.5] == pytest.approx(float(torch.minimum(p, q).sum(-1).mean()), rel=1e-5)
+    assert by_t[0.5] != pytest.approx(by_t[1.0], rel=1e-3)
+
+
+def test_best_draft_temperature_needs_a_real_gain_over_1():
+    assert best_draft_temperature({0.8: 0.52, 0.9: 0.55, 1.0: 0.50}) == 0.9
+    assert best_draft_temperature({0.8: 0.5005, 1.0: 0.5}) == 1.0  # within noise: the draft's own
+
+
+def test_the_draft_folder_holds_the_draft_temperature_of_most_held_out_acceptance(corpus, tmp_path):
+    from tubelet.generate.drafts import DRAFT_SAMPLING, load_draft_temperature
+    target = target_model()
+    _, report = run(corpus, tmp_path / "d", target, steps=5)
+    by_t = {float(t): a for t, a in report["after"]["acceptance_t1_by_draft_temperature"].items()}
+    assert set(by_t) == set(DRAFT_TEMPERATURES)
+    saved = json.loads((tmp_path / "d" / DRAFT_SAMPLING).read_text())
+    assert saved["draft_temperature"] == best_draft_temperature(by_t) == load_draft_temperature(tmp_path / "d")
+    (tmp_path / "d" / DRAFT_SAMPLING).write_text("{not json")
+    with pytest.raises(ValueError, match=DRAFT_SAMPLING):
+        load_draft_temperature(tmp_path / "d")
+    assert load_draft_temperature(tmp_path) == 1.0  # a folder without one: the draft's own temperature
+

@@ -95,6 +95,15 @@ class UnfilteredReducedDraft(ModelDraft):
         return Proposal(out.tokens, reduced / reduced.sum(-1, keepdim=True), out.num_drafted, out.calls)
 
 
+class UntemperedReportDraft(ModelDraft):
+    """Wrong: samples with its draft temperature but reports the distribution at temperature 1."""
+
+    def propose(self, rows, k, sampling, u):
+        out = super().propose(rows, k, sampling, u)
+        p = out.p.double() ** self.temperature  # softmax(z / t) ** t is proportional to softmax(z)
+        return Proposal(out.tokens, (p / p.sum(-1, keepdim=True)).float(), out.num_drafted, out.calls)
+
+
 def reduced_draft(cls=ModelDraft):
     return cls(ReducedToyLM(DRAFT_TABLE, TOY_VOCAB), threshold=0.55, vocab=torch.tensor(TOY_VOCAB))
 
@@ -109,11 +118,13 @@ DRAFTS = {
     "ngram2": lambda: NGramDraft(2, V),
     "model_threshold": lambda: ModelDraft(ToyLM(DRAFT_TABLE), threshold=0.55),
     "reduced_vocab": reduced_draft,
+    "tempered": lambda: ModelDraft(ToyLM(DRAFT_TABLE), threshold=0.55, temperature=0.5),
 }
 WRONG = {
     "ngram2": lambda: SmoothedNGramDraft(2, V),
     "model_threshold": lambda: ShiftedThresholdDraft(ToyLM(DRAFT_TABLE), threshold=0.55),
     "reduced_vocab": lambda: reduced_draft(UnnormalisedReducedDraft),
+    "tempered": lambda: UntemperedReportDraft(ToyLM(DRAFT_TABLE), threshold=0.55, temperature=0.5),
 }
 FILTERED = Sampling(temperature=0.8, top_k=4, top_p=0.9)
 

@@ -37,8 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "draft, still exact), 'vocab:N:CORPUS' (counted in CORPUS), 'bf16'; e.g. "
                     "'truncated:2,vocab:4096'.")
     g.add_argument("--target", required=True, help="target model spec")
-    g.add_argument("--draft", help="draft spec (e.g. truncated:2,vocab:4096 or ngram:3); without it, "
-                                   "plain autoregressive sampling")
+    g.add_argument("--draft", help="draft spec (e.g. truncated:2,vocab:4096 or ngram:3; a model draft takes "
+                                   "options vocab:N, bf16, fp32, int8 and temp:T, see docs/generate.md); "
+                                   "without it, plain autoregressive sampling")
     g.add_argument("--tokenizer", help="tokenizer spec (default: the target's)")
     prompt = g.add_mutually_exclusive_group(required=True)
     prompt.add_argument("--prompt", help="prompt text")
@@ -247,6 +248,9 @@ def generate_command(args: argparse.Namespace) -> int:
     stats = out.stats.summary()
     device = "cpu" if not torch.cuda.is_available() else torch.cuda.get_device_name()
     stats.update(seconds=seconds, tokens_per_second=generated / seconds, device=device)
+    tempered = getattr(draft, "temperature", 1.0) if not sampling.greedy else 1.0
+    if tempered != 1.0:
+        stats["draft_temperature"] = tempered
     if args.prompt_file:
         for text, ids, (tokens, out_text) in zip(texts, prompts, results):
             line = {"prompt": text, "text": out_text, "tokens": tokens, "prompt_tokens": len(ids)}
@@ -264,7 +268,8 @@ def generate_command(args: argparse.Namespace) -> int:
         print(results[0][1])
     print("---", file=sys.stderr)
     if draft is not None:
-        print(acceptance_line(out.stats), file=sys.stderr)
+        print(acceptance_line(out.stats) + (f" | draft temperature {tempered:g}" if tempered != 1.0 else ""),
+              file=sys.stderr)
     print(f"{generated} tokens in {seconds:.1f}s: {stats['tokens_per_second']:.1f} tokens/s "
           f"({device})", file=sys.stderr)
     return 0

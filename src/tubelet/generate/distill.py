@@ -32,10 +32,10 @@ With an output folder everything is kept there and a run can stop at any moment:
 ``checkpoints/`` (the draft, its optimiser, the sampling generator and the report, every
 ``checkpoint_minutes`` and at the end of each stage), the current draft (``config.json`` +
 ``model.safetensors``), the target's probability of each token summed over the labels
-(``token_mass.safetensors``: which tokens a reduced draft vocabulary ``vocab:N`` keeps) and
-``distill.json`` after each stage. ``resume=True`` continues from
-there: labelled tokens are not labelled again, and a resumed run trains exactly as one that
-was never stopped.
+(``token_mass.safetensors``: which tokens a reduced draft vocabulary ``vocab:N`` keeps), the
+draft temperature to decode with (``sampling.json``, below) and ``distill.json`` after each stage.
+``resume=True`` continues from there: labelled tokens are not labelled again, and a resumed run
+trains exactly as one that was never stopped.
 
 ``max_minutes`` bounds the whole run: a labelling batch or a training step starts only if
 the longest one so far still ends in time, with the time of the final evaluation kept aside;
@@ -43,7 +43,11 @@ labelling takes at most ``label_share`` of the time left while training is still
 Evaluation on held-out files reports what decoding will see: the expected acceptance rate of
 sampling at temperature 1, sum_x min(p(x), q(x)), and the greedy agreement; where the labelling
 target is a tubelet decoder, also the acceptance on the second half of the held-out sequences
-as the target rewrites it at temperature 1 (``acceptance_t1_written``).
+as the target rewrites it at temperature 1 (``acceptance_t1_written``). On that text (on the
+held-out files where there is none) each report also gives the acceptance with the draft's logits
+divided by each of :data:`DRAFT_TEMPERATURES`: a draft distilled to the target's distributions
+spreads its mass where it is unsure, and a temperature below 1 accepts more. The best is saved
+with the draft, which decodes with it (:class:`~tubelet.generate.drafts.ModelDraft`).
 """
 
 from __future__ import annotations
@@ -68,6 +72,7 @@ from tqdm import tqdm
 from ..errors import GenerateError
 from ..fileio import atomic_write, dumps_json, write_text_atomic
 from ..models.decoder import Decoder, FeatureDraftModel
+from .drafts import save_draft_sampling
 
 LABELS = "labels"
 LABELS_META = "meta.json"
@@ -77,6 +82,7 @@ CORPUS = "corpus"  # the pool of labels of corpus text; rounds add "round-1", "r
 SETTING = {"target": "--target", "precision": "--label-precision", "seq_len": "--seq-len", "top_k": "--top-k",
            "seed": "--seed", "corpus": "the files of --corpus", "features": "--kind"}
 FEATURE_LOSS_WEIGHT = 0.1  # of the regression of a feature draft's features, beside the cross entropy
+DRAFT_TEMPERATURES = (0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 1.0, 1.1)  # tried on held-out text after each stage
 
 
 class Budget:
@@ -367,32 +373,46 @@ def learning_rate(step: int, steps: int, peak: float) -> float:
 
 @torch.no_grad()
 def evaluate(draft: Decoder | FeatureDraftModel, target: Callable[[Tensor], Tensor] | Decoder,
-             chunks: Sequence[Tensor], first: int = 0) -> dict:
+             chunks: Sequence[Tensor], first: int = 0, temperatures: Sequence[float] = ()) -> dict:
     """Held-out expected acceptance at T=1 (mean of sum_x min(p, q)) and greedy agreement, over
     the positions from ``first`` on of each chunk.
 
     A feature draft needs its target as a :class:`Decoder` (for its features); its figures are
     those of the first token a step drafts (the token before entering with the target's
-    feature), and ``acceptance_t1_depth2`` that of the tokens after (with the draft's own)."""
+    feature), and ``acceptance_t1_depth2`` that of the tokens after (with the draft's own).
+    ``temperatures``: also the acceptance with the draft's logits divided by each (the target's
+    are not), in ``acceptance_t1_by_draft_temperature``; for a feature draft the mean of its two
+    depths, as a step drafts at both."""
     accept, agree, deeper, n = 0.0, 0.0, 0.0, 0
+    tempered = dict.fromkeys(temperatures, 0.0)
     for x in chunks:
         if isinstance(draft, FeatureDraftModel):
             f = target.features(x[None])
             h = draft.features(x[None], shifted(f))
             q = target.head(f).float()[0, first:].softmax(-1)
-            p = draft.head(h).float()[0, first:].softmax(-1)
-            p2 = draft(x[None], shifted(h)).float()[0, first:].softmax(-1)
-            deeper += float(torch.minimum(p2, q).sum(-1).sum())
+            z = [draft.head(h).float()[0, first:], draft(x[None], shifted(h)).float()[0, first:]]
+            deeper += float(torch.minimum(z[1].softmax(-1), q).sum(-1).sum())
         else:
             q = target(x[None]).float()[0, first:].softmax(-1)
-            p = draft(x[None]).float()[0, first:].softmax(-1)
+            z = [draft(x[None]).float()[0, first:]]
+        p = z[0].softmax(-1)
         accept += float(torch.minimum(p, q).sum(-1).sum())
         agree += float((p.argmax(-1) == q.argmax(-1)).sum())
         n += len(q)
+        for t in tempered:
+            tempered[t] += sum(float(torch.minimum((d / t).softmax(-1), q).sum(-1).sum()) for d in z) / len(z)
     out = {"acceptance_t1": accept / n, "greedy_agreement": agree / n, "tokens": n}
     if isinstance(draft, FeatureDraftModel):
         out["acceptance_t1_depth2"] = deeper / n
+    if tempered:
+        out["acceptance_t1_by_draft_temperature"] = {t: a / n for t, a in tempered.items()}
     return out
+
+
+def best_draft_temperature(by_temperature: dict[float, float]) -> float:
+    """The draft temperature of most acceptance (1.0 unless another gains more than 0.001)."""
+    best = max(by_temperature, key=by_temperature.get)
+    return best if by_temperature[best] > by_temperature.get(1.0, 0.0) + 1e-3 else 1.0
 
 
 class Distillation:
@@ -421,6 +441,7 @@ class Distillation:
         self.reserve = 0.0  # seconds an evaluation takes, kept aside at the deadline
         self.seconds_before = 0.0
         self.finished = False
+        self.latest: dict | None = None  # the last measurement (_measure) of this run
 
     # ---- stages ----------------------------------------------------------------------------
     def run(self, resume: bool) -> dict:
@@ -481,11 +502,15 @@ class Distillation:
         return written
 
     def _measure(self) -> dict:
-        """:func:`evaluate` on the held-out chunks, and the acceptance on what the target wrote."""
-        result = evaluate(self.draft.eval(), self.target, self.eval_set)
-        if self.written:
-            result["acceptance_t1_written"] = evaluate(self.draft, self.target, self.written,
-                                                       first=self.cfg.seq_len // 2 - 1)["acceptance_t1"]
+        """:func:`evaluate` on the held-out chunks, and the acceptance on what the target wrote; the
+        acceptance by draft temperature on the latter (on the held-out chunks without it)."""
+        self.draft.eval()
+        written = evaluate(self.draft, self.target, self.written, first=self.cfg.seq_len // 2 - 1,
+                           temperatures=DRAFT_TEMPERATURES) if self.written else None
+        result = evaluate(self.draft, self.target, self.eval_set, temperatures=() if written else DRAFT_TEMPERATURES)
+        if written:
+            result["acceptance_t1_written"] = written["acceptance_t1"]
+            result["acceptance_t1_by_draft_temperature"] = written["acceptance_t1_by_draft_temperature"]
         return result
 
     def _evaluate(self, stage: str) -> None:
@@ -495,15 +520,19 @@ class Distillation:
         result = {"stage": stage, **result, "steps": self.report["steps"],
                   "labelled_tokens": self.store.total_tokens()}
         self.report["stages"].append(result)
+        self.latest = result
         written = f" ({result['acceptance_t1_written']:.3f} on what the target wrote)" if self.written else ""
+        by_t = result["acceptance_t1_by_draft_temperature"]
+        t = best_draft_temperature(by_t)
+        tempered = f"; draft temperature {t:g}: {by_t[1.0]:.3f} -> {by_t[t]:.3f}" if t != 1.0 else ""
         self.log(f"held-out after {stage}: acceptance(T=1) {result['acceptance_t1']:.3f}{written}, "
-                 f"greedy agreement {result['greedy_agreement']:.3f} on {result['tokens']} tokens")
+                 f"greedy agreement {result['greedy_agreement']:.3f} on {result['tokens']} tokens{tempered}")
         self._write_report()
 
     def _evaluate_stopped(self) -> None:
         """At the deadline: how good the draft is now (not a stage: a resumed run goes on)."""
         now = self._measure()
-        self.report["after"] = {"stage": "stopped", **now, "steps": self.report["steps"]}
+        self.report["after"] = self.latest = {"stage": "stopped", **now, "steps": self.report["steps"]}
         self.log(f"stopped by the time limit: held-out acceptance(T=1) {now['acceptance_t1']:.3f}; "
                  "run again with --resume to go on")
 
@@ -692,11 +721,15 @@ class Distillation:
         return state
 
     def _save_draft(self) -> None:
-        """The draft, and which tokens its reduced vocabulary should keep (``vocab:N``)."""
+        """The draft, which tokens its reduced vocabulary should keep (``vocab:N``), and the draft
+        temperature of its last report (``DRAFT_SAMPLING``)."""
         from .vocab import save_token_mass
         if self.out is not None:
             self.draft.save(self.out)
             save_token_mass(self.out, self.store.token_mass(CORPUS, self.draft.cfg.vocab_size))
+            latest = self.latest or (self.report["stages"] or [{}])[-1]
+            by_t = {float(t): a for t, a in latest.get("acceptance_t1_by_draft_temperature", {}).items()}
+            save_draft_sampling(self.out, best_draft_temperature(by_t) if by_t else 1.0, by_t)
 
     def _write_report(self) -> None:
         if self.out is not None:

@@ -25,12 +25,15 @@ the context), never on the target: that keeps the verification exact.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import torch
 from torch import Tensor
 
+from ..fileio import dumps_json, write_text_atomic
 from .models import CausalLM, FeatureLM
 from .rows import Rows
 from .sampling import Sampling, probabilities, sample
@@ -79,6 +82,13 @@ class ModelDraft:
     draft has not seen yet). ``threshold`` > 0 stops drafting a row when the top probability of
     its plain softmax (temperature 1, no filters) is below it.
 
+    ``temperature``: the draft's logits are divided by it before ``sampling`` applies (greedy
+    decoding is unchanged). Any proposal distribution keeps sampling exact, since verification
+    tests the draft's tokens against the distributions it drew them from; a draft distilled to
+    the target's distributions spreads its mass where it is unsure, and a temperature a little
+    below 1 makes sum_x min(p, q), the acceptance, larger (``tubelet draft distill`` measures
+    the best on held-out text and keeps it in :data:`DRAFT_SAMPLING`).
+
     ``vocab``: (V',) token ids when the LM's logits cover only those tokens (column i is token
     ``vocab[i]``; its input embedding still takes any token). The draft then filters and samples
     in the reduced space (softmax, top-k and top-p sort V' values, not V) and reports p over the
@@ -89,9 +99,12 @@ class ModelDraft:
     full-vocabulary p is what :func:`~tubelet.generate.sampling.verify` needs, unchanged.
     """
 
-    def __init__(self, lm: CausalLM, threshold: float = 0.0, vocab: Tensor | None = None) -> None:
+    def __init__(self, lm: CausalLM, threshold: float = 0.0, vocab: Tensor | None = None,
+                 temperature: float = 1.0) -> None:
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"draft threshold must be in [0, 1], got {threshold}")
+        if not temperature > 0:
+            raise ValueError(f"draft temperature must be > 0, got {temperature}")
         if vocab is not None and (vocab.ndim != 1 or not 0 < len(vocab) <= lm.vocab_size
                                   or int(vocab.min()) < 0 or int(vocab.max()) >= lm.vocab_size):
             raise ValueError(f"vocab must be 1 to {lm.vocab_size} token ids of the draft's "
@@ -99,6 +112,7 @@ class ModelDraft:
         self.lm = lm
         self.threshold = threshold
         self.vocab = vocab
+        self.temperature = temperature
         self.vocab_size = lm.vocab_size
 
     def reset(self, batch_size: int) -> None:
@@ -126,7 +140,8 @@ class ModelDraft:
                 if not drafting.any():
                     break
             seen_t = None if seen is None else seen if vocab is None else seen[:, vocab]
-            p_t = probabilities(last, sampling, seen_t).to(rows.device)
+            tempered = last if self.temperature == 1.0 or sampling.greedy else last.float() / self.temperature
+            p_t = probabilities(tempered, sampling, seen_t).to(rows.device)
             x = sample(p_t, u[:, t])
             drafted[:, t] = x if vocab is None else vocab[x]
             count = alternatives[t] if t < len(alternatives) else 0
@@ -156,6 +171,35 @@ class ModelDraft:
     def commit(self, rows: Rows) -> None:
         # what the step left unchanged: an accepted alternative replaces the draft's own token
         self.lm.crop(torch.minimum(self.lm.lengths, torch.minimum(rows.lengths - 1, rows.agreed)))
+
+
+DRAFT_SAMPLING = "sampling.json"  # in a distilled draft's folder: the draft temperature to decode with
+
+
+def save_draft_sampling(folder: str | Path, temperature: float, by_temperature: dict[float, float]) -> None:
+    """Write the draft temperature a draft decodes with (:data:`DRAFT_SAMPLING`), and the held-out
+    acceptance at each temperature tried."""
+    write_text_atomic(Path(folder) / DRAFT_SAMPLING, dumps_json({
+        "draft_temperature": temperature,
+        "acceptance_t1_by_draft_temperature": {f"{t:g}": a for t, a in sorted(by_temperature.items())},
+        "about": "the draft's logits are divided by draft_temperature before sampling (greedy decoding "
+                 "is unchanged); it is the one of most held-out acceptance at T = 1"}, indent=1) + "\n")
+
+
+def load_draft_temperature(folder: str | Path) -> float:
+    """The draft temperature saved in a draft's folder; 1.0 when there is none (a draft from
+    elsewhere, or distilled before tubelet measured it)."""
+    path = Path(folder) / DRAFT_SAMPLING
+    if not path.is_file():
+        return 1.0
+    try:
+        value = float(json.loads(path.read_text())["draft_temperature"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"cannot read the draft temperature in {path} ({e}); delete the file to decode at "
+                         "the draft's own temperature, or give temp:T in the draft spec") from None
+    if not value > 0:
+        raise ValueError(f"{path}: draft_temperature must be > 0, got {value}")
+    return value
 
 
 def others(logits: Tensor, p: Tensor, x: Tensor, count: int, sampling: Sampling,

@@ -22,7 +22,10 @@ draft takes options after commas, in any order:
   where that is faster (:func:`draft_dtype`: a GPU, or a CPU with bf16 instructions) and in float32
   elsewhere; the verification math is float32 whatever the draft's precision;
 - ``int8`` (a CPU): int8 weights, one scale per row, bfloat16 activations
-  (:mod:`~tubelet.generate.int8`): half the bytes of bfloat16 to read per call.
+  (:mod:`~tubelet.generate.int8`): half the bytes of bfloat16 to read per call;
+- ``temp:T``: the draft temperature (its logits divided by T before sampling; greedy decoding is
+  unchanged). By default the one ``tubelet draft distill`` saved with the draft
+  (``sampling.json``: the one of most held-out acceptance), else 1.
 
 e.g. ``truncated:2,vocab:4096``, ``runs/draft2,vocab:2048,fp32``.
 
@@ -44,7 +47,7 @@ from ..errors import GenerateError
 from safetensors import SafetensorError
 
 from ..models.decoder import FEATURE_DRAFT, Decoder, FeatureDraftModel, config_from_llama, from_llama_state_dict
-from .drafts import Draft, FeatureDraft, ModelDraft, NGramDraft
+from .drafts import Draft, FeatureDraft, ModelDraft, NGramDraft, load_draft_temperature
 from .int8 import quantize_int8
 from .models import CausalLM, FeatureLM, HFCausalLM, TubeletLM
 from .vocab import bundled_counts, corpus_texts, count_tokens, load_token_mass, most_frequent, reduce_head
@@ -167,11 +170,12 @@ def load_model(spec: str, *, target: Loaded | None = None, with_tokenizer: bool 
 
 @dataclass
 class DraftOptions:
-    """What follows a model draft's spec: ``vocab:N[:CORPUS]``, ``bf16`` or ``fp32``."""
+    """What follows a model draft's spec: ``vocab:N[:CORPUS]``, ``bf16``, ``fp32``, ``int8``, ``temp:T``."""
 
     vocab: int = 0  # 0: the full vocabulary
     corpus: str | None = None  # where the frequencies come from; None: the bundled counts
     dtype: str | None = None  # "bf16", "fp32", "int8"; None: draft_dtype's choice for the device
+    temperature: float | None = None  # the draft temperature; None: the one saved with the draft, else 1
 
 
 def split_draft_spec(spec: str) -> tuple[str, DraftOptions]:
@@ -188,9 +192,17 @@ def split_draft_spec(spec: str) -> tuple[str, DraftOptions]:
                 raise LoadError(f"{spec}: expected vocab:N or vocab:N:CORPUS with N a number of "
                                 f"tokens (e.g. vocab:4096), got '{option}'")
             out.vocab, out.corpus = int(n), corpus or None
+        elif name == "temp":
+            try:
+                out.temperature = float(value)
+            except ValueError:
+                out.temperature = float("nan")
+            if not out.temperature > 0:
+                raise LoadError(f"{spec}: expected temp:T with T > 0 the draft temperature (e.g. temp:0.85; "
+                                f"temp:1 decodes at the draft's own), got '{option}'")
         else:
             raise LoadError(f"{spec}: unknown draft option '{option}' (known: vocab:N, "
-                            "vocab:N:CORPUS, bf16, fp32, int8)")
+                            "vocab:N:CORPUS, bf16, fp32, int8, temp:T)")
     return base, out
 
 
@@ -258,7 +270,13 @@ def load_draft(spec: str, target: Loaded, threshold: float = 0.0, tokenizer=None
             quantize_int8(draft.model)
         except ValueError as e:
             raise LoadError(f"{spec}: {e}") from e
-    return (FeatureDraft if feature else ModelDraft)(draft.lm, threshold, vocab)
+    temperature = options.temperature
+    if temperature is None:
+        try:
+            temperature = load_draft_temperature(base) if Path(base).is_dir() else 1.0
+        except ValueError as e:
+            raise LoadError(str(e)) from None
+    return (FeatureDraft if feature else ModelDraft)(draft.lm, threshold, vocab, temperature)
 
 
 def draft_dtype(device: torch.device) -> torch.dtype:
