@@ -300,3 +300,21 @@ def test_the_draft_folder_holds_the_draft_temperature_of_most_held_out_acceptanc
         load_draft_temperature(tmp_path / "d")
     assert load_draft_temperature(tmp_path) == 1.0  # a folder without one: the draft's own temperature
 
+
+def test_resuming_a_run_distilled_before_the_draft_temperature_measures_it(corpus, tmp_path):
+    """A finished run's --resume reports its last stage again (the checkpoint precedes that report),
+    now with the acceptance by draft temperature, and saves the best."""
+    from tubelet.generate.drafts import DRAFT_SAMPLING, load_draft_temperature
+    target = target_model()
+    run(corpus, tmp_path / "d", target, steps=5)
+    expected = load_draft_temperature(tmp_path / "d")
+    (tmp_path / "d" / DRAFT_SAMPLING).unlink()
+    for state in (tmp_path / "d" / "checkpoints").glob("*/train_state.json"):  # the report as before
+        state.write_text(state.read_text().replace('"acceptance_t1_by_draft_temperature"', '"unknown"'))
+    logged = []
+    train, held = corpus
+    distill(truncated_draft(target, 1), target, chars, train, held, DistillConfig(**{**CFG, "steps": 5}),
+            log=logged.append, out=tmp_path / "d", resume=True, meta={"target": "toy"})
+    assert load_draft_temperature(tmp_path / "d") == expected
+    assert any("draft temperature" in line for line in logged) == (expected != 1.0), logged
+
