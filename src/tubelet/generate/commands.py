@@ -354,8 +354,8 @@ def distill_command(args: argparse.Namespace) -> int:
     except GenerateError as e:
         raise UsageError(str(e)) from e
     state = "" if report["finished"] else " (stopped by --max-minutes: --resume goes on)"
-    print(f"wrote {out}/ (config.json, model.safetensors, token_mass.safetensors, distill.json, labels/, "
-          f"checkpoints/){state}")
+    print(f"wrote {out}/ (config.json, model.safetensors, token_mass.safetensors, sampling.json, distill.json, "
+          f"labels/, checkpoints/){state}")
     return 0
 
 
