@@ -249,7 +249,8 @@ def load_draft(spec: str, target: Loaded, threshold: float = 0.0, tokenizer=None
             raise LoadError(f"{spec}: --draft-threshold needs a model draft (prompt lookup has no "
                             "probabilities to threshold)")
         if base != spec:
-            raise LoadError(f"{spec}: ngram:N takes no options (vocab, bf16, fp32 apply to a draft model)")
+            raise LoadError(f"{spec}: ngram:N takes no options (vocab, bf16, fp32, int8 and temp apply to a "
+                            "draft model)")
         return NGramDraft(n, target.lm.vocab_size)
     if not 0.0 <= threshold <= 1.0:
         raise LoadError(f"draft threshold {threshold}: expected a probability in [0, 1]")
