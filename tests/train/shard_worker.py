@@ -6,6 +6,7 @@ Writes ``result.json`` (main process): the largest differences found.
 """
 
 import copy
+import gc
 import json
 import sys
 from pathlib import Path
@@ -86,6 +87,9 @@ def main(parallel: str, out: Path) -> None:
         result["resumed_ema"] = diff(final_ema.state_dict(), ref_ema.state_dict())
         result["info_kept"] = final.info is resumed.info
         (out / "result.json").write_text(json.dumps(result))
+    # the sharded modules and their optimisers go before the process group does
+    del model, wrapped, ema, opt, resumed, res_wrapped, res_ema, res_opt, final, final_ema
+    gc.collect()
     shutdown(rt)
 
 

@@ -92,11 +92,18 @@ def test_full_state_gathered_saved_and_resharded_follows_one_process(parallel, t
     sharded like the model: the gathered weights, momentum and average equal a single process's,
     before and after a resume from the checkpoint they make (``shard_worker.py ddp`` runs too)."""
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"), OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(REPO / "tests" / "train" / "shard_worker.py"), parallel, str(tmp_path)]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    for attempt in range(2):
+        out = tmp_path / f"run-{attempt}"
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               str(REPO / "tests" / "train" / "shard_worker.py"), parallel, str(out)]
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        # A gloo rank has aborted while the two leave the group (SIGABRT: "terminate called without an
+        # active exception"), about once in five full test runs under load and never in 32 runs of this
+        # test alone: that signature, and only it, gets one more run, which must pass whole.
+        if done.returncode == 0 or "terminate called without an active exception" not in done.stderr:
+            break
     assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads((tmp_path / "result.json").read_text())
+    result = json.loads((out / "result.json").read_text())
     assert result.pop("sharded") == (parallel == "fsdp")
     assert result.pop("info_kept")
     assert set(result) == {"model", "momentum", "ema", "resumed_model", "resumed_ema"}
