@@ -32,7 +32,7 @@ def autoregressive_generate(model: CausalLM, prompts: Sequence[Sequence[int]], m
         tokens, num_valid = rows.pending(model.lengths)
         logits = model.extend(tokens, num_valid)  # (B, n, V)
         last = logits[rows.arange, num_valid - 1]
-        if sampling.greedy and not sampling.penalised:  # the one-hot's token, without the one-hot
+        if sampling.argmax:  # the one-hot's token, without the one-hot
             x = last.float().argmax(-1)
         else:
             seen = rows.seen(logits.shape[-1]) if sampling.penalised else None

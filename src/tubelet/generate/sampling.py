@@ -49,6 +49,12 @@ class Sampling:
     def penalised(self) -> bool:
         return self.repetition_penalty != 1.0
 
+    @property
+    def argmax(self) -> bool:
+        """Greedy without a penalty: the token is the first arg-max of the logits as they are
+        (no distribution needs building, :func:`verify_greedy`)."""
+        return self.greedy and not self.penalised
+
 
 def seen_after(seen: Tensor, tokens: Tensor) -> Tensor:
     """The tokens in the context of each of n+1 positions: seen (B, V) before them, tokens (B, n)

@@ -103,7 +103,7 @@ def speculative_generate(target: CausalLM, draft: Draft | CausalLM, prompts: Seq
             # than K' reads padding past its own, which verify never uses
             positions = (num_valid - d - 1)[:, None] + torch.arange(kk + 1, device=rows.device)
             positions = positions.clamp_(max=logits.shape[1] - 1)
-            if _argmax_only(sampling):  # 3. greedy: the target's tokens say it all
+            if sampling.argmax:  # 3. greedy: the target's tokens say it all
                 num_accepted, _, next_token = verify_greedy(
                     proposal.tokens, logits[rows.arange[:, None], positions].float().argmax(-1), d,
                     _drawn_weight(proposal.p, proposal.tokens))
@@ -139,12 +139,6 @@ def speculative_generate(target: CausalLM, draft: Draft | CausalLM, prompts: Seq
         if on_step is not None:
             on_step(rows)
     return Generation(rows.generated(max_new_tokens, eos_token_id), stats)
-
-
-def _argmax_only(sampling: Sampling) -> bool:
-    """Greedy decoding without a penalty: verification needs only the target's arg-max tokens
-    (:func:`~tubelet.generate.sampling.verify_greedy`)."""
-    return sampling.greedy and not sampling.penalised
 
 
 def _drawn_weight(p: Tensor, tokens: Tensor) -> Tensor:
@@ -195,7 +189,7 @@ def _verify_tree(target: TreeLM, rows: Rows, proposal: Proposal, sampling: Sampl
     # the chain: the last pending token, then the K' chain tokens; then the alternatives
     positions = (num_pending - 1)[:, None] + torch.arange(kk + 1, device=dev)
     alt_positions = (num_pending + kk)[:, None] + torch.arange(m, device=dev)
-    if _argmax_only(sampling):
+    if sampling.argmax:
         num_accepted, chosen, next_token = verify_greedy(
             chain, logits[rows.arange[:, None], positions].float().argmax(-1), d, _drawn_weight(proposal.p, chain),
             alts, depth, logits[rows.arange[:, None], alt_positions].float().argmax(-1),
