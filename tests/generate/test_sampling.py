@@ -57,6 +57,7 @@ def test_sample_is_the_inverse_cdf_and_skips_zero_weights():
     counts = torch.bincount(x, minlength=6).double() / len(u)
     assert torch.allclose(counts, w.double() / 4, atol=1e-3)
     assert sample(w, torch.tensor(0.9999999)).item() == 4
+    assert sample(torch.zeros(6), torch.tensor(0.5)).item() == 5  # nothing to draw: the last token, not past it
 
 
 def _grid(n: int, dims: int) -> torch.Tensor:
