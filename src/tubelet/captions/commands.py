@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..devices import add_device_argument
 from ..errors import UsageError
 from ..fileio import dumps_json
 
@@ -79,5 +80,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON list of {video, caption}")
     p.add_argument("--batch-size", type=int, default=16, help="videos captioned together (default: 16)")
     p.add_argument("--workers", type=int, default=2, help="decoding processes (0: decode here; default: 2)")
-    p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
+    add_device_argument(p)
     p.set_defaults(func=_cmd_caption)

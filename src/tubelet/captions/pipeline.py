@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..devices import resolve_device
 from ..errors import ConfigError, DataError
 
 
@@ -56,7 +57,7 @@ class CaptionPipeline:
                  draft: str | Path | nn.Module | None = None, k: int = 4, sampling=None, seed: int = 0,
                  max_words: int | None = None, batch_size: int = 16, workers: int = 0, beams: int = 1,
                  length_penalty: float = 1.0) -> None:
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = resolve_device(device)
         self.model = load_captioner(model, self.device)
         self.draft = None
         if isinstance(draft, str) and draft.startswith("truncated:"):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from ..devices import add_device_argument, resolve_device
 from ..errors import GenerateError, UsageError
 from ..models.decoder import Decoder, FeatureDraftModel
 from .autoregressive import autoregressive_generate
@@ -56,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "next ones (e.g. '2,1'), from the draft's distribution (greedy: its next most likely "
                         "tokens), verified in the same target call; a target in tubelet's decoder only "
                         "(NAME,bf16 or a tubelet folder); default none")
-    g.add_argument("--max-new-tokens", type=int, default=64)
+    g.add_argument("--max-new-tokens", type=int, default=64, help="new tokens per prompt, at most (default 64)")
     g.add_argument("--temperature", type=float, default=1.0, help="0 = greedy (default 1)")
     g.add_argument("--top-k", type=int, default=0, help="0 = off")
     g.add_argument("--top-p", type=float, default=1.0, help="1 = off")
@@ -68,10 +69,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="print the text as tokens are accepted (one --prompt, not with --json)")
     g.add_argument("--stop", action="append", default=[], metavar="TEXT",
                    help="end the text before TEXT when it appears (repeat for several)")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=int, default=0,
+                   help="seed of the random streams (one per prompt: a prompt's text does not depend on the "
+                        "others in its batch; default 0)")
     g.add_argument("--threads", type=int, default=0,
                    help="CPU threads for torch (default: torch's choice); 1 is fastest on a CPU "
                         "that other work keeps busy (see docs/generate.md)")
+    add_device_argument(g)
     g.add_argument("--json", action="store_true",
                    help="print one JSON object: text, tokens and every statistic")
     g.set_defaults(func=generate_command)
@@ -135,6 +139,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--eval-chunks", type=int, default=16,
                    help="held-out sequences of --seq-len tokens for the acceptance report (default 16)")
     s.add_argument("--seed", type=int, default=0, help="seed of the corpus order and the batches")
+    add_device_argument(s)
     s.set_defaults(func=distill_command)
 
 
@@ -210,9 +215,10 @@ def generate_command(args: argparse.Namespace) -> int:
     if args.stream and (args.json or args.prompt_file):
         raise UsageError("--stream prints one prompt's text as it grows: not with --json or --prompt-file")
     texts = read_prompts(args.prompt_file) if args.prompt_file else [args.prompt]
+    device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    target = _load(args.target, with_tokenizer=not args.tokenizer)
+    target = _load(args.target, with_tokenizer=not args.tokenizer, device=device)
     tok = _tokenizer(args, target)
     if args.draft:
         try:
@@ -246,8 +252,7 @@ def generate_command(args: argparse.Namespace) -> int:
     generated = sum(len(t) for t in out.tokens)
     results = [stop.cut(t) for t in out.tokens]
     stats = out.stats.summary()
-    device = "cpu" if not torch.cuda.is_available() else torch.cuda.get_device_name()
-    stats.update(seconds=seconds, tokens_per_second=generated / seconds, device=device)
+    stats.update(seconds=seconds, tokens_per_second=generated / seconds, device=device_name(target.device))
     tempered = getattr(draft, "temperature", 1.0) if not sampling.greedy else 1.0
     if tempered != 1.0:
         stats["draft_temperature"] = tempered
@@ -271,8 +276,15 @@ def generate_command(args: argparse.Namespace) -> int:
         print(acceptance_line(out.stats) + (f" | draft temperature {tempered:g}" if tempered != 1.0 else ""),
               file=sys.stderr)
     print(f"{generated} tokens in {seconds:.1f}s: {stats['tokens_per_second']:.1f} tokens/s "
-          f"({device})", file=sys.stderr)
+          f"({stats['device']})", file=sys.stderr)
     return 0
+
+
+def device_name(device: torch.device) -> str:
+    """'cpu', or a GPU's name and index: what a timing was measured on."""
+    if device.type != "cuda":
+        return str(device)
+    return f"{torch.cuda.get_device_name(device)} ({device.type}:{device.index or 0})"
 
 
 def parse_alternatives(text: str) -> tuple[int, ...]:
@@ -301,6 +313,7 @@ def distill_command(args: argparse.Namespace) -> int:
     from .distill import Budget, DistillConfig, check_out, corpus_parts, distill
     from .loading import truncated_draft
     budget = Budget(args.max_minutes * 60)  # from the start: loading the target counts
+    device = resolve_device(args.device)
     for name in ("layers", "steps", "label_tokens", "seq_len", "batch_size", "top_k", "eval_chunks",
                  "round_tokens", "round_steps"):
         if getattr(args, name) < 1:
@@ -312,7 +325,7 @@ def distill_command(args: argparse.Namespace) -> int:
         check_out(args.out, args.resume)
     except (FileNotFoundError, GenerateError) as e:
         raise UsageError(str(e)) from e
-    target = _load(args.target, with_tokenizer=True)
+    target = _load(args.target, with_tokenizer=True, device=device)
     if target.tokenizer is None:
         raise UsageError(f"{args.target}: distillation needs a target with a tokenizer")
     try:

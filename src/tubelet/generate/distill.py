@@ -227,6 +227,12 @@ class Labels:
     def __len__(self) -> int:
         return len(self.tokens)
 
+    def batch(self, pick: Tensor, device: torch.device) -> Labels:
+        """The rows ``pick`` on ``device`` (the labels stay in host memory)."""
+        features = None if self.features is None else self.features[pick].to(device)
+        return Labels(self.tokens[pick].to(device), self.ids[pick].to(device), self.logprobs[pick].to(device),
+                      features)
+
     @staticmethod
     def cat(parts: Sequence[Labels]) -> Labels:
         features = None if parts[0].features is None else torch.cat([p.features for p in parts])
@@ -385,7 +391,9 @@ def evaluate(draft: Decoder | FeatureDraftModel, target: Callable[[Tensor], Tens
     depths, as a step drafts at both."""
     accept, agree, deeper, n = 0.0, 0.0, 0.0, 0
     tempered = dict.fromkeys(temperatures, 0.0)
+    device = next(draft.parameters()).device
     for x in chunks:
+        x = x.to(device)
         if isinstance(draft, FeatureDraftModel):
             f = target.features(x[None])
             h = draft.features(x[None], shifted(f))
@@ -425,6 +433,7 @@ class Distillation:
                  budget: Budget, out: Path | None, label_target: Callable[[Tensor], Tensor] | None,
                  meta: dict[str, Any], about: dict[str, Any]) -> None:
         self.draft, self.target, self.tokenize = draft, target, tokenize
+        self.device = next(draft.parameters()).device  # the target's too; labels stay in host memory
         self.label_target = label_target or target
         self.features = isinstance(draft, FeatureDraftModel)  # the labels keep the target's features
         if self.features and not (isinstance(self.label_target, Decoder) and isinstance(target, Decoder)):
@@ -562,14 +571,15 @@ class Distillation:
                 x = torch.stack([next(stream) for _ in range(cfg.batch_size)])
                 if round_no:
                     x = self._continue(x, seed=[[cfg.seed, round_no, batch_index, b] for b in range(len(x))])
+                on_device = x.to(self.device)
                 if self.features:
                     with torch.no_grad():
-                        h = self.label_target.features(x)
-                    logp, ids = target_topk(lambda _: self.label_target.head(h), x, cfg.top_k)
-                    store.add(pool, Labels(x, ids, logp.half(), h.to(torch.bfloat16)))
+                        h = self.label_target.features(on_device)
+                    logp, ids = target_topk(lambda _: self.label_target.head(h), on_device, cfg.top_k)
+                    store.add(pool, Labels(x, ids.cpu(), logp.half().cpu(), h.to(torch.bfloat16).cpu()))
                 else:
-                    logp, ids = target_topk(self.label_target, x, cfg.top_k)
-                    store.add(pool, Labels(x, ids, logp.half()))
+                    logp, ids = target_topk(self.label_target, on_device, cfg.top_k)
+                    store.add(pool, Labels(x, ids.cpu(), logp.half().cpu()))
                 batch_index += 1
                 bar.update(x.numel())
         finally:  # also on Ctrl-C: what was labelled is kept
@@ -615,7 +625,7 @@ class Distillation:
         for p in self.trainable:
             p.requires_grad_(True)
         self.draft.train()
-        device, bf16 = next(self.draft.parameters()).device, cfg.train_precision == "bf16"
+        bf16 = cfg.train_precision == "bf16"
         start, last_save, losses, drawn = self.budget.clock(), self.budget.clock(), [], g.get_state()
         bar = tqdm(total=steps, initial=step, desc=stage, unit="step", disable=None, leave=False)
         try:
@@ -629,13 +639,13 @@ class Distillation:
                 pick = torch.randint(0, len(source), (cfg.batch_size,), generator=g)
                 for group in opt.param_groups:
                     group["lr"] = learning_rate(step, steps, lr)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                batch = source.batch(pick, self.device)
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
                     if self.features:
-                        loss = feature_distill_loss(self.draft, source.tokens[pick], source.features[pick],
-                                                    source.logprobs[pick], source.ids[pick])
+                        loss = feature_distill_loss(self.draft, batch.tokens, batch.features, batch.logprobs,
+                                                    batch.ids)
                     else:
-                        loss = sparse_distill_loss(self.draft, source.tokens[pick], source.logprobs[pick],
-                                                   source.ids[pick])
+                        loss = sparse_distill_loss(self.draft, batch.tokens, batch.logprobs, batch.ids)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(self.trainable, 1.0)

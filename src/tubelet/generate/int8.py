@@ -52,6 +52,7 @@ def quantize_int8(model: nn.Module) -> nn.Module:
             if isinstance(child, nn.Linear) and f"{prefix}.{name}".lstrip(".") not in keep:
                 if child.weight.device.type != "cpu":
                     raise ValueError(f"int8 drafts run on a CPU (torch's int8 kernel); this draft is on "
-                                     f"{child.weight.device}: use bf16 there")
+                                     f"{child.weight.device}, its target's device: use bf16 there, or run "
+                                     "on the CPU (--device cpu)")
                 setattr(module, name, Int8Linear(child))
     return model

@@ -78,6 +78,10 @@ class Loaded:
     model: torch.nn.Module  # the underlying module (Decoder or a transformers model)
     tokenizer: object | None  # a transformers tokenizer when there is one
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
     def logits(self, tokens: torch.Tensor) -> torch.Tensor:
         """Full-sequence logits (B, L) -> (B, L, V), no cache: for scoring and distillation."""
         out = self.model(tokens)
@@ -113,7 +117,7 @@ def load_feature_draft(folder: str, target: Loaded) -> Loaded:
     else:
         embed, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
     try:
-        draft = FeatureDraftModel.load(folder, embed.detach(), head.detach())
+        draft = FeatureDraftModel.load(folder, embed.detach(), head.detach()).to(embed.device)
         lm = FeatureLM(draft, target.lm)
     except (OSError, ValueError, SafetensorError) as e:
         raise LoadError(f"{folder}: cannot load this feature draft ({e}); it must be a folder written by "
@@ -133,14 +137,17 @@ def load_tokenizer(spec: str):
         AutoTokenizer.from_pretrained(folder)
 
 
-def load_model(spec: str, *, target: Loaded | None = None, with_tokenizer: bool = False) -> Loaded:
-    """Load a target (``target=None``: its spec may end in ``,bf16`` or ``,fp32``) or a draft for
-    ``target`` (:func:`load_draft` reads a draft's options)."""
+def load_model(spec: str, *, target: Loaded | None = None, with_tokenizer: bool = False,
+               device: str | torch.device = "cpu") -> Loaded:
+    """Load a target (``target=None``: its spec may end in ``,bf16`` or ``,fp32``) on ``device``, or
+    a draft for ``target`` on the target's device (:func:`load_draft` reads a draft's options)."""
+    device = torch.device(device) if target is None else target.device
     if target is None and "," in spec:
         base, options = split_draft_spec(spec)
         if options.vocab or options.dtype == "int8":
             raise LoadError(f"{spec}: vocab:N and int8 are for a draft; a target takes only bf16 or fp32")
-        return in_precision(load_model(base, with_tokenizer=with_tokenizer), options.dtype or "fp32", spec)
+        loaded = load_model(base, with_tokenizer=with_tokenizer, device=device)
+        return in_precision(loaded, options.dtype or "fp32", spec)
     if spec.startswith("truncated:"):
         if target is None:
             raise LoadError("'truncated:N' makes a draft from a target; use it for --draft")
@@ -151,7 +158,7 @@ def load_model(spec: str, *, target: Loaded | None = None, with_tokenizer: bool 
         draft = truncated_draft(target.model, layers)
         return Loaded(TubeletLM(draft), draft, None)
     if _is_tubelet(spec):
-        model = Decoder.load(spec).eval()
+        model = Decoder.load(spec).eval().to(device)
         return Loaded(TubeletLM(model), model, None)
     try:
         from transformers import AutoModelForCausalLM
@@ -163,7 +170,7 @@ def load_model(spec: str, *, target: Loaded | None = None, with_tokenizer: bool 
     if gguf and importlib.util.find_spec("gguf") is None:
         raise LoadError(f"{spec}: reading GGUF files needs the gguf package: {HF_INSTALL}")
     kwargs = {"gguf_file": gguf} if gguf else {}
-    model = AutoModelForCausalLM.from_pretrained(folder, **kwargs).eval()
+    model = AutoModelForCausalLM.from_pretrained(folder, **kwargs).eval().to(device)
     tokenizer = load_tokenizer(spec) if with_tokenizer else None
     return Loaded(HFCausalLM(model), model, tokenizer)
 
@@ -263,9 +270,8 @@ def load_draft(spec: str, target: Loaded, threshold: float = 0.0, tokenizer=None
             reduce_head(draft.model, vocab)
         except ValueError as e:
             raise LoadError(f"{spec}: {e}") from e
-    device = next(draft.model.parameters()).device
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32, "int8": torch.bfloat16}.get(options.dtype)
-    draft.model.to(dtype or draft_dtype(device))
+    draft.model.to(dtype or draft_dtype(target.device))
     if options.dtype == "int8":
         try:
             quantize_int8(draft.model)
@@ -309,19 +315,21 @@ def in_precision(loaded: Loaded, dtype: str, spec: str) -> Loaded:
         raise LoadError(f"{spec}: a bf16 target needs a Llama-style model or a tubelet decoder, "
                         f"got {model.config.model_type}")
     # a copy (truncated_draft of every layer), so the model loaded stays as it was
-    model = truncated_draft(model, layers).to({"bf16": torch.bfloat16, "fp32": torch.float32}[dtype]).eval()
+    model = truncated_draft(model, layers).to(loaded.device, {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype])
     return Loaded(TubeletLM(model), model, loaded.tokenizer)
 
 
 def truncated_draft(model: torch.nn.Module, layers: int) -> Decoder:
-    """The first ``layers`` layers of a Llama-style model (transformers or tubelet) as a Decoder."""
+    """The first ``layers`` layers of a Llama-style model (transformers or tubelet) as a Decoder, on
+    the model's device."""
+    device = next(model.parameters()).device
     if isinstance(model, Decoder):
         draft = Decoder(replace(model.cfg, num_layers=layers))
         draft.load_state_dict({k: v for k, v in model.state_dict().items()
                                if not k.startswith("blocks.") or int(k.split(".")[1]) < layers})
-        return draft.eval()
+        return draft.eval().to(device)
     if getattr(model.config, "model_type", None) != "llama":
         raise LoadError(f"truncated:N needs a Llama-style target, got {model.config.model_type}")
     if layers > model.config.num_hidden_layers:
         raise LoadError(f"truncated:{layers}: the target has {model.config.num_hidden_layers} layers")
-    return from_llama_state_dict(model.state_dict(), config_from_llama(model.config, layers)).eval()
+    return from_llama_state_dict(model.state_dict(), config_from_llama(model.config, layers)).eval().to(device)

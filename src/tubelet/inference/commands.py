@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..config import RunConfig, add_config_arguments, flag_values, validate
+from ..devices import add_device_argument
 from ..errors import DataError, UsageError
 from ..fileio import dumps_json
 
@@ -212,7 +213,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "DIR/<video name>.png, the clip's frames with the map over them below, and "
                         "DIR/<video name>.mp4, the map over the clip as it plays (DIR is created if missing)")
     p.add_argument("--batch-size", type=int, default=16, help="clips per forward pass, over videos (default: 16)")
-    p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
+    add_device_argument(p)
     add_config_arguments(p, defaults=RunConfig(), presets=False,
                          aliases=INFERENCE_ALIASES, only=INFERENCE_FIELDS)
     p.set_defaults(func=_cmd_predict)

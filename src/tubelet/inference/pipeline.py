@@ -25,6 +25,7 @@ from ..checkpoint import load_model
 from ..data import ClipConfig, evaluation_views
 from ..data import sampling
 from ..data.dataset import crop_views
+from ..devices import resolve_device
 from ..errors import ConfigError, DataError
 from ..models.info import ModelInfo, Preprocessing
 from ..train.evaluate import score_views
@@ -173,7 +174,7 @@ class Pipeline:
     def __init__(self, model: str | Path | nn.Module, *, device: str | torch.device | None = None,
                  views: int = 4, crops: int = 3, average: str = "logits", stride: int | None = None,
                  top_k: int = 5, batch_size: int = 16, workers: int = 0, precision: str = "auto"):
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = resolve_device(device)
         if isinstance(model, nn.Module):
             self.model = model.to(self.device).eval()
         else:

@@ -295,7 +295,7 @@ class FeatureDraftModel(nn.Module):
             eye = torch.eye(cfg.dim)
             model.fc.weight.copy_(torch.cat([eye, eye], dim=1) / 2)
             model.fc.bias.zero_()
-        return model
+        return model.to(target.embed.weight.device)  # its own layers too, not only the target's embedding and head
 
     def new_cache(self, batch_size: int) -> KVCache:
         return KVCache(len(self.blocks), batch_size, self.embed.weight.device)

@@ -8,6 +8,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from ..devices import add_device_argument
 from ..errors import UsageError
 from ..inference.commands import MODEL_HELP
 from . import ServeError
@@ -72,6 +73,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="requests that may wait beyond the batch being scored (uploading, decoding or queued); "
                         "one more is answered 503 with Retry-After (default: 32)")
     p.add_argument("--batch", type=int, default=8, help="requests scored together in one model call (default: 8)")
-    p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
+    add_device_argument(p)
     p.add_argument("--top-k", type=int, default=5, help="labels per video (default: 5)")
     p.set_defaults(func=_cmd_serve)

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import torch
 
 from ..data import ClipConfig
+from ..devices import resolve_device
 from ..inference.pipeline import Pipeline, as_pipeline_output, head_names_of
 from .encoding import encode_explanation
 
@@ -103,7 +104,7 @@ def load_runner(path: str | Path, *, device: str | None, top_k: int, batch: int)
     from ..checkpoint import load_model
     from ..models.captioner import Captioner
 
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(device)
     model = load_model(path, map_location=device)
     if isinstance(model, Captioner):
         return Captions(model)

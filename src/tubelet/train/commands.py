@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..config import (PRESETS, RunConfig, add_config_arguments, flag_values, load_config, preset,
                       resolve_config, resolve_resume, validate)
+from ..devices import add_device_argument
 from ..errors import DataError, TrainingError
 from ..fileio import dumps_json
 
@@ -154,7 +155,7 @@ def _eval_captioner(model, cfg: RunConfig, rt, args: argparse.Namespace) -> int:
 
 
 def _add_runtime(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
+    add_device_argument(p)
 
 
 INFERENCE_FIELDS = {"clip.stride", "clip.views", "clip.crops", "clip.average", "runtime.precision"}
