@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # run from a checkout without installing
+from tubelet.devices import resolve_device  # noqa: E402  (after the path)
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -90,7 +91,7 @@ def start(args) -> tuple[torch.device, dict]:
     """Apply --threads, then describe the device and the exact command before any number."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    device = resolve_device(args.device)
     env = environment(device)
     print(describe(env))
     print(f"command: {env['command']}")

@@ -40,7 +40,7 @@ import time
 import torch
 
 import common  # noqa: F401  (puts src/ on the path)
-from common import environment, write_json
+from common import environment, resolve_device, synchronize, write_json
 from tubelet.generate import Sampling, autoregressive_generate, expected_tokens_per_step, speculative_generate
 from tubelet.generate.commands import parse_alternatives
 from tubelet.generate.distill import corpus_files
@@ -75,7 +75,8 @@ def hf_model_of(spec: str, target):
     base, options = split_draft_spec(spec)
     if base == spec:
         return None
-    return load_model(base).model.to(torch.bfloat16 if options.dtype == "bf16" else torch.float32)
+    return load_model(base, device=target.device).model.to(torch.bfloat16 if options.dtype == "bf16"
+                                                           else torch.float32)
 
 
 def hf_copy_of_draft(draft, target_config):
@@ -110,6 +111,15 @@ def held_out_prompts(tokenizer, corpus: str, count: int, length: int,
     return prompts, files
 
 
+def earlier_prompts(path: str) -> tuple[list[list[int]], list[str], list[str]]:
+    """(prompt token ids, kinds, files) recorded in an earlier run's JSON."""
+    try:
+        earlier = json.loads(open(path).read())
+        return earlier["prompt_ids"], earlier["prompt_kinds"], earlier["held_out_files"]
+    except (OSError, ValueError, KeyError) as e:
+        raise SystemExit(f"--prompts-from {path}: not the JSON of a run of this benchmark ({e!r})") from None
+
+
 def hf_generate(target, tokenizer, ids, new_tokens: int, temperature: float, seed: int, assistant=None,
                 k: int = 4, lookup: bool = False):
     kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=temperature > 0,
@@ -125,28 +135,31 @@ def hf_generate(target, tokenizer, ids, new_tokens: int, temperature: float, see
         kwargs["prompt_lookup_num_tokens"] = k
     torch.manual_seed(seed)
     with torch.no_grad():
-        return target.generate(torch.tensor([ids]), **kwargs)[0, len(ids):].tolist()
+        return target.generate(torch.tensor([ids], device=target.device), **kwargs)[0, len(ids):].tolist()
 
 
 def median_call(lm, prompt: list[int], n: int, reps: int, before=None) -> float:
     """Median seconds of one ``extend`` by n tokens after ``prompt`` (cropped back after each). A
     feature draft first gets its target's features of the prompt. ``before()`` runs, untimed,
-    before each timed call."""
+    before each timed call. On a GPU each call is timed from an idle device to its end."""
+    dev = lm.device
     lm.reset(1)
     if hasattr(lm, "observe"):
         lm.target.reset(1)
-        lm.target.extend(torch.tensor([prompt]), torch.tensor([len(prompt)]))
+        lm.target.extend(torch.tensor([prompt], device=dev), torch.tensor([len(prompt)], device=dev))
         lm.observe(lm.target.lengths)
-    lm.extend(torch.tensor([prompt]), torch.tensor([len(prompt)]))
+    lm.extend(torch.tensor([prompt], device=dev), torch.tensor([len(prompt)], device=dev))
     times = []
     for _ in range(reps):
-        tokens = torch.tensor([prompt[-n:]])
+        tokens, num_valid = torch.tensor([prompt[-n:]], device=dev), torch.tensor([n], device=dev)
         if before is not None:
             before()
+        synchronize(dev)
         start = time.perf_counter()
-        lm.extend(tokens, torch.tensor([n]))
+        lm.extend(tokens, num_valid)
+        synchronize(dev)
         times.append(time.perf_counter() - start)
-        lm.crop(torch.tensor([len(prompt)]))
+        lm.crop(torch.tensor([len(prompt)], device=dev))
     return statistics.median(times)
 
 
@@ -161,8 +174,8 @@ def call_costs(target, drafts: dict, prompt: list[int], k_max: int, reps: int) -
            "draft": {}, "draft_first": {}}
 
     def target_call() -> None:
-        held = target.lm.lengths.clone()
-        target.lm.extend(torch.tensor([prompt[-1:]]), torch.tensor([1]))
+        held, dev = target.lm.lengths.clone(), target.device
+        target.lm.extend(torch.tensor([prompt[-1:]], device=dev), torch.tensor([1], device=dev))
         target.lm.crop(held)
 
     for spec, draft in drafts.items():
@@ -173,11 +186,13 @@ def call_costs(target, drafts: dict, prompt: list[int], k_max: int, reps: int) -
 
 
 def precision_costs(target, specs: list[str], prompt: list[int], reps: int) -> dict:
-    """c_d of each model draft in bf16, fp32 and int8 (the default is draft_dtype's choice)."""
+    """c_d of each model draft in bf16, fp32 and int8 (int8 on a CPU only; the default is draft_dtype's
+    choice)."""
     one = median_call(target.lm, prompt, 1, reps)
+    dtypes = ("bf16", "fp32", "int8") if target.device.type == "cpu" else ("bf16", "fp32")
     return {f"{spec},{dtype}": median_call(load_draft(f"{spec},{dtype}", target).lm, prompt, 1, reps) / one
             for spec in specs if not any(d in spec.split(",") for d in ("bf16", "fp32", "int8"))
-            for dtype in ("bf16", "fp32", "int8")}
+            for dtype in dtypes}
 
 
 def draft_cost(calls: float, c_draft: float, c_first: float) -> float:
@@ -221,6 +236,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="English text whose held-out tenth gives --text-prompts prompts (default: the "
                         "descriptions of the installed Python packages)")
     p.add_argument("--text-prompts", type=int, default=3, help="English prompts (0: none)")
+    p.add_argument("--prompts-from", metavar="JSON",
+                   help="the exact prompts of an earlier run (its --out JSON: prompt_ids, prompt_kinds, "
+                        "held_out_files), e.g. to time on a GPU what a CPU run timed; instead of --corpus, "
+                        "--prompts, --text-corpus and --text-prompts")
     p.add_argument("--prompt-tokens", type=int, default=64)
     p.add_argument("--new-tokens", type=int, default=128)
     p.add_argument("--k", default="auto", help="draft tokens per step: a number for every draft, or "
@@ -238,6 +257,9 @@ def main(argv: list[str] | None = None) -> int:
                         "the spread of T = 1; default 0)")
     p.add_argument("--no-hf", action="store_true", help="skip transformers' generate")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: see docs/generate.md)")
+    p.add_argument("--device", default="cpu",
+                   help="cpu (default), cuda or cuda:N: where the target, the drafts and transformers' models run "
+                        "(int8 drafts run on a CPU only; on a GPU give bf16 drafts)")
     p.add_argument("--quick", action="store_true",
                    help="1 code and 1 English prompt of 32 tokens, 8 new tokens, K <= 4 (about a minute on 2 CPU cores)")
     p.add_argument("--out", help="write every row and the environment as JSON here")
@@ -248,10 +270,11 @@ def main(argv: list[str] | None = None) -> int:
         args.k_max, args.calibration_tokens = 4, 8
     torch.set_num_threads(args.threads)
     specs = args.draft or DEFAULT_DRAFTS
-    env = environment(torch.device("cpu"))
+    device = resolve_device(args.device)
+    env = environment(device)
     print(f"command: {env['command']}")
 
-    target = load_model(args.target, with_tokenizer=True)
+    target = load_model(args.target, with_tokenizer=True, device=device)
     tok = target.tokenizer
     drafts = {spec: load_draft(spec, target) for spec in specs}
     tempered = {spec: d.temperature for spec, d in drafts.items() if hasattr(d, "temperature")}
@@ -267,12 +290,16 @@ def main(argv: list[str] | None = None) -> int:
     assistants = [s for s in model_specs if not isinstance(drafts[s], FeatureDraft)]  # LMs of their own
     if assistants and hf_target is not None:  # transformers' assistant: the first such draft, full vocabulary
         base = assistants[0].split(",")[0]
-        hf_draft = hf_copy_of_draft(load_model(base, target=target).model, hf_target.config).to(hf_target.dtype)
-    prompts, files = held_out_prompts(tok, args.corpus, args.prompts, args.prompt_tokens)
-    if not prompts:
-        raise SystemExit(f"{args.corpus}: no held-out file has {args.prompt_tokens} tokens")
-    kinds = ["code"] * len(prompts)
-    if args.text_prompts:
+        hf_draft = hf_copy_of_draft(load_model(base, target=target).model, hf_target.config).to(
+            hf_target.device, hf_target.dtype)
+    if args.prompts_from:
+        prompts, kinds, files = earlier_prompts(args.prompts_from)
+    else:
+        prompts, files = held_out_prompts(tok, args.corpus, args.prompts, args.prompt_tokens)
+        if not prompts:
+            raise SystemExit(f"{args.corpus}: no held-out file has {args.prompt_tokens} tokens")
+        kinds = ["code"] * len(prompts)
+    if args.text_prompts and not args.prompts_from:
         try:
             text, text_files = held_out_prompts(tok, args.text_corpus, args.text_prompts, args.prompt_tokens,
                                                 middle=True)
@@ -303,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     costs["precision"] = precision_costs(target, model_specs, prompts[0], reps)
     print(f"one-token target call {1000 * costs['target_call_seconds']:.1f} ms; verification call c_v(K) "
           + " ".join(f"K={K}: {c:.2f}" for K, c in costs["verify"].items()))
-    print(f"draft calls c_d (default precision {draft_dtype(torch.device('cpu'))}): "
+    print(f"draft calls c_d (default precision {draft_dtype(device)}): "
           + "; ".join(f"{spec}: {c:.3f}" for spec, c in {**costs["draft"], **costs["precision"]}.items()))
     print("first draft call of a step, after the target's (c_d1): "
           + "; ".join(f"{spec}: {c:.3f}" for spec, c in costs["draft_first"].items()))
@@ -329,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
                     like = [s for s in specs if s.startswith("ngram:") == (method == "hf_prompt_lookup")]
                     k = plan[like[0], temp]["k"] if like else 4
                 counter.calls, stats = 0, None
+                synchronize(device)
                 start = time.perf_counter()
                 if method == "autoregressive":
                     tokens = autoregressive_generate(target.lm, [ids], args.new_tokens, sampling=sampling,
@@ -343,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
                     tokens = hf_generate(hf_target, tok, ids, args.new_tokens, temp, seed,
                                          hf_draft if method == "hf_assisted" else None, k,
                                          lookup=method == "hf_prompt_lookup")
+                synchronize(device)
                 seconds = time.perf_counter() - start
                 per_prompt.append({"method": method, "temperature": temp, "prompt": i, "kind": kinds[i], "k": k,
                                    "tokens": len(tokens), "seconds": seconds, "target_calls": counter.calls,
@@ -414,6 +443,7 @@ def main(argv: list[str] | None = None) -> int:
                           "draft_temperatures": tempered,
                           "corpus": args.corpus, "text_corpus": args.text_corpus,
                           "held_out_files": files, "prompt_kinds": kinds, "prompt_tokens": args.prompt_tokens,
+                          "prompt_ids": prompts, "prompts_from": args.prompts_from,
                           "costs": {**costs, "verify": {str(K): c for K, c in costs["verify"].items()}},
                           "plan": [{"draft": s, "temperature": t, **v} for (s, t), v in plan.items()],
                           "rows": rows})

@@ -56,7 +56,16 @@ def test_quick_mode_writes_json(script, tmp_path):
     if script == "speculative.py":  # every draft kind, greedy: the tokens of plain greedy decoding
         greedy = [r for r in result["rows"] if r["temperature"] == 0 and r["method"] != "autoregressive"]
         assert greedy and all(r["greedy_identical"] for r in greedy), greedy
-        assert result["prompt_kinds"] == ["code", "text"]
+        assert result["prompt_kinds"] == ["code", "text"] and [len(p) for p in result["prompt_ids"]] == [32, 32]
+        # the same prompts again, as a GPU run takes a CPU run's
+        again = tmp_path / "again.json"
+        r = run(script, "--no-hf", "--draft", "ngram:3", "--temperatures", "0", "--new-tokens", "8", "--k-max", "4",
+                "--calibration-tokens", "8", "--device", "cpu", "--prompts-from", str(out), "--text-corpus", "unused",
+                "--out", str(again), cwd=tmp_path)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+        rerun = json.loads(again.read_text())
+        assert rerun["prompt_ids"] == result["prompt_ids"] and rerun["prompts_from"] == str(out)
+        assert [r["method"] for r in rerun["rows"]] == ["autoregressive", "speculative ngram:3"]
     if script in ("throughput.py", "frame_scaling.py", "compare_revisions.py"):  # the tables of RESULTS.md
         report = run("report.py", str(out), cwd=tmp_path)
         assert report.returncode == 0 and "| model |" in report.stdout, report.stderr
