@@ -178,7 +178,7 @@ class Captioner(nn.Module):
             raise ConfigError(f"a truncated draft keeps 1 to {self.decoder.cfg.num_layers} decoder blocks, "
                               f"not {layers}")
         cfg = replace(self.cfg, decoder=replace(self.decoder.cfg, num_layers=layers))
-        decoder = truncated_draft(self.decoder, layers).to(next(self.decoder.parameters()).device)
+        decoder = truncated_draft(self.decoder, layers)  # on the captioner's device
         draft = Captioner(self.encoder, self.vocab, cfg, project=self.project, decoder=decoder)
         draft.info = self.info
         return draft.eval()
