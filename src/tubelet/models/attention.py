@@ -121,12 +121,13 @@ class KVCache:
         self.slots: Tensor | None = None  # (B, n) where the current call writes
         self.visible: Tensor | None = None  # (B, n, n) the current call's tree, None: causal
         self.mask: Tensor | None = None  # the current call's mask, made once for all layers
+        self.need: int | None = None  # the current call's span, read once for all layers
 
     def begin(self, n: int, visible: Tensor | None = None) -> Tensor:
         """Slots of the next ``n`` tokens of each row: (B, n); they are also the positions of a
         causal call. ``visible`` (B, n, n): which new tokens each new token sees (a tree)."""
         self.slots = self.lengths[:, None] + torch.arange(n, device=self.lengths.device)
-        self.visible, self.mask = visible, None
+        self.visible, self.mask, self.need = visible, None, None
         return self.slots
 
     def causal_mask(self) -> Tensor:
@@ -149,9 +150,12 @@ class KVCache:
         return self.mask
 
     def span(self) -> int:
-        """Slots the current call attends over: max over rows of lengths + n."""
+        """Slots the current call attends over: max over rows of lengths + n (read from the device
+        once per call, not once per layer: on a GPU each read waits for the work queued before it)."""
         assert self.slots is not None
-        return int(self.slots[:, -1].max()) + 1
+        if self.need is None:
+            self.need = int(self.slots[:, -1].max()) + 1
+        return self.need
 
     def write(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Store new k, v (B, G, n, d) at the current slots; return (B, G, L, d) for attention."""
@@ -175,7 +179,7 @@ class KVCache:
         """Count the tokens just written: all ``n``, or ``num_valid[b]`` of row ``b``."""
         assert self.slots is not None
         self.lengths = self.lengths + (self.slots.shape[1] if num_valid is None else num_valid)
-        self.slots = self.visible = self.mask = None
+        self.slots = self.visible = self.mask = self.need = None
 
     def move(self, source: Tensor, to: Tensor) -> None:
         """Copy the keys and values of slot ``source[b]`` to slot ``to[b]`` in every layer (both
