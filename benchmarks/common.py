@@ -91,11 +91,19 @@ def start(args) -> tuple[torch.device, dict]:
     """Apply --threads, then describe the device and the exact command before any number."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
+    device = device_of(args.device)
     env = environment(device)
     print(describe(env))
     print(f"command: {env['command']}")
     return device, env
+
+
+def device_of(spec: str) -> torch.device:
+    """--device as a device this machine has, or the reason it is not (one line, no traceback)."""
+    try:
+        return resolve_device(spec)
+    except ValueError as e:  # tubelet's ConfigError
+        raise SystemExit(str(e)) from None
 
 
 def describe(env: dict) -> str:

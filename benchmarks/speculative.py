@@ -40,7 +40,7 @@ import time
 import torch
 
 import common  # noqa: F401  (puts src/ on the path)
-from common import environment, resolve_device, synchronize, write_json
+from common import device_of, environment, synchronize, write_json
 from tubelet.generate import Sampling, autoregressive_generate, expected_tokens_per_step, speculative_generate
 from tubelet.generate.commands import parse_alternatives
 from tubelet.generate.distill import corpus_files
@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         args.k_max, args.calibration_tokens = 4, 8
     torch.set_num_threads(args.threads)
     specs = args.draft or DEFAULT_DRAFTS
-    device = resolve_device(args.device)
+    device = device_of(args.device)
     env = environment(device)
     print(f"command: {env['command']}")
 
