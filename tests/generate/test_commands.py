@@ -212,6 +212,14 @@ def test_generate_json_with_a_draft_and_a_stop_string(tmp_path, monkeypatch, cap
     for key in ("acceptance_rate", "accepted_per_drafted", "drafted", "tested", "accepted",
                 "tokens_per_step", "target_calls_per_token", "tokens_per_second"):
         assert key in spec["stats"], key
+    # the device it ran on, not a GPU that is merely present (it said the GPU's name while on the CPU)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *_: "a GPU it did not use")
+    args = parse(base + ["--device", "cpu"])
+    assert args.func(args) == 0
+    assert json.loads(capsys.readouterr().out)["stats"]["device"] == "cpu"
+    monkeypatch.undo()
+    monkeypatch.setattr(commands, "load_tokenizer", lambda spec: CharTokenizer())
     stop = plain["text"][3:5]
     args = parse(base + ["--stop", stop])
     assert args.func(args) == 0
