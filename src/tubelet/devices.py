@@ -14,7 +14,8 @@ import torch
 
 from .errors import ConfigError
 
-DEVICE_HELP = "cpu, cuda or cuda:N (default: cuda when available, else cpu)"
+DEVICES = "cpu, cuda or cuda:N"
+DEVICE_HELP = f"{DEVICES} (default: cuda when available, else cpu)"
 
 
 def add_device_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -32,13 +33,13 @@ def resolve_device(spec: str | torch.device | None = None, default: str = "cuda"
     try:
         device = torch.device(spec)
     except (RuntimeError, ValueError):
-        raise ConfigError(f"device '{spec}': not a device; use {DEVICE_HELP.split(' (')[0]}") from None
+        raise ConfigError(f"device '{spec}': not a device; use {DEVICES}") from None
     if device.type == "cpu":
         return device
     backend = getattr(torch, device.type, None) if device.type != "meta" else None
     if backend is None or not hasattr(backend, "is_available"):
         raise ConfigError(f"device '{spec}': tubelet does not run on '{device.type}' devices; "
-                          f"use {DEVICE_HELP.split(' (')[0]}")
+                          f"use {DEVICES}")
     if not backend.is_available():
         raise ConfigError(f"device '{spec}': this machine has no {device.type} device (or this torch "
                           f"{torch.__version__} is built without it); use --device cpu")

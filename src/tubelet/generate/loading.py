@@ -315,7 +315,7 @@ def in_precision(loaded: Loaded, dtype: str, spec: str) -> Loaded:
         raise LoadError(f"{spec}: a bf16 target needs a Llama-style model or a tubelet decoder, "
                         f"got {model.config.model_type}")
     # a copy (truncated_draft of every layer), so the model loaded stays as it was
-    model = truncated_draft(model, layers).to(loaded.device, {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype])
+    model = truncated_draft(model, layers).to({"bf16": torch.bfloat16, "fp32": torch.float32}[dtype])
     return Loaded(TubeletLM(model), model, loaded.tokenizer)
 
 
