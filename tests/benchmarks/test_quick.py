@@ -57,6 +57,13 @@ def test_quick_mode_writes_json(script, tmp_path):
         greedy = [r for r in result["rows"] if r["temperature"] == 0 and r["method"] != "autoregressive"]
         assert greedy and all(r["greedy_identical"] for r in greedy), greedy
         assert result["prompt_kinds"] == ["code", "text"] and [len(p) for p in result["prompt_ids"]] == [32, 32]
+        # the cost model weighed a dynamic length for each model draft, and ran the plan it chose
+        models = [p for p in result["plan"] if not p["draft"].startswith("ngram:") and "+alt" not in p["draft"]]
+        assert models and all(len(p["dynamic_predicted"]) == 3 for p in models), models
+        for row in result["rows"]:
+            plan = [p for p in models if row["method"] == f"speculative {p['draft']}"
+                    and p["temperature"] == row["temperature"]]
+            assert not plan or (row["k"], row["threshold"]) == (plan[0]["k"], plan[0]["threshold"]), (row, plan)
         # the same prompts again, as a GPU run takes a CPU run's
         again = tmp_path / "again.json"
         r = run(script, "--no-hf", "--draft", "ngram:3", "--temperatures", "0", "--new-tokens", "8", "--k-max", "4",

@@ -4,9 +4,9 @@ A :class:`Draft` proposes up to K tokens per row, with the distributions it drew
 
 - :class:`ModelDraft`: any :class:`~tubelet.generate.models.CausalLM` (a distilled decoder, the
   target's first layers ``truncated:L``), sampling K tokens one call at a time; with a
-  ``threshold`` it stops a row's drafting as soon as the top probability of its softmax
-  (temperature 1, unfiltered: under greedy decoding p itself is one-hot) falls below it
-  (dynamic draft length); with ``vocab`` (V' token ids) the LM's output layer has only those
+  ``threshold`` it ends a row's drafting with the first token drawn where the top probability
+  of its softmax (temperature 1, unfiltered: under greedy decoding p itself is one-hot) is below
+  it (dynamic draft length); with ``vocab`` (V' token ids) the LM's output layer has only those
   rows (a reduced draft vocabulary, :mod:`~tubelet.generate.vocab`);
 - :class:`FeatureDraft`: a model that reads the target's features (EAGLE): each token enters
   with the target's final hidden state at the token before it, so the draft starts each step
@@ -79,8 +79,10 @@ class Draft(Protocol):
 
 class ModelDraft:
     """A causal LM as a draft: K sampled tokens, one call each (the first also feeds what the
-    draft has not seen yet). ``threshold`` > 0 stops drafting a row when the top probability of
-    its plain softmax (temperature 1, no filters) is below it.
+    draft has not seen yet). ``threshold`` > 0 ends a row's drafting after a token drawn where
+    the top probability of its plain softmax (temperature 1, no filters) is below it: that token
+    is still proposed (its call is paid, and verifying one more token costs the target little),
+    but no call is spent on the positions after an uncertain one.
 
     ``temperature``: the draft's logits are divided by it before ``sampling`` applies (greedy
     decoding is unchanged). Any proposal distribution keeps sampling exact, since verification
@@ -135,10 +137,6 @@ class ModelDraft:
             logits = self.lm.extend(tokens, num_valid)
             calls += 1
             last = logits[rows.arange, (num_valid - 1).clamp(min=0)]  # (B, V) or (B, V')
-            if self.threshold > 0:  # confidence: the top of the plain softmax (greedy's p is one-hot)
-                drafting &= (last.float().softmax(-1).max(-1).values >= self.threshold).to(rows.device)
-                if not drafting.any():
-                    break
             seen_t = None if seen is None else seen if vocab is None else seen[:, vocab]
             tempered = last if self.temperature == 1.0 or sampling.greedy else last.float() / self.temperature
             p_t = probabilities(tempered, sampling, seen_t).to(rows.device)
@@ -155,6 +153,10 @@ class ModelDraft:
                 seen[rows.arange, drafted[:, t]] = True
             p.append(p_t)
             num_drafted += drafting.long()
+            if self.threshold > 0 and t + 1 < k:  # confidence: the top of the plain softmax (greedy's p is one-hot)
+                drafting &= (last.float().softmax(-1).max(-1).values >= self.threshold).to(rows.device)
+                if not drafting.any():
+                    break
             tokens, num_valid = drafted[:, t:t + 1], drafting.long()  # a stopped row feeds nothing
         V = self.vocab_size if vocab is None else len(vocab)
         p_all = torch.stack(p, 1) if p else torch.zeros(B, 0, V, device=rows.device)
