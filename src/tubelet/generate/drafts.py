@@ -4,9 +4,9 @@ A :class:`Draft` proposes up to K tokens per row, with the distributions it drew
 
 - :class:`ModelDraft`: any :class:`~tubelet.generate.models.CausalLM` (a distilled decoder, the
   target's first layers ``truncated:L``), sampling K tokens one call at a time; with a
-  ``threshold`` it ends a row's drafting with the first token drawn where the top probability
-  of its softmax (temperature 1, unfiltered: under greedy decoding p itself is one-hot) is below
-  it (dynamic draft length); with ``vocab`` (V' token ids) the LM's output layer has only those
+  ``threshold`` it ends a row's drafting with the token after which the product of its
+  softmax's top probabilities (temperature 1, unfiltered: under greedy decoding p itself is
+  one-hot) is below it (dynamic draft length); with ``vocab`` (V' token ids) the LM's output layer has only those
   rows (a reduced draft vocabulary, :mod:`~tubelet.generate.vocab`);
 - :class:`FeatureDraft`: a model that reads the target's features (EAGLE): each token enters
   with the target's final hidden state at the token before it, so the draft starts each step
@@ -79,10 +79,11 @@ class Draft(Protocol):
 
 class ModelDraft:
     """A causal LM as a draft: K sampled tokens, one call each (the first also feeds what the
-    draft has not seen yet). ``threshold`` > 0 ends a row's drafting after a token drawn where
-    the top probability of its plain softmax (temperature 1, no filters) is below it: that token
-    is still proposed (its call is paid, and verifying one more token costs the target little),
-    but no call is spent on the positions after an uncertain one.
+    draft has not seen yet). ``threshold`` > 0 ends a row's drafting once the product of the top
+    probabilities of its plain softmax (temperature 1, no filters) over the tokens drafted so far,
+    the draft's own estimate that they all pass, is below it. The token that brought it there is
+    still proposed (its call is paid, and verifying one more token costs the target little); no
+    call is spent on positions that are reached too rarely to pay for it.
 
     ``temperature``: the draft's logits are divided by it before ``sampling`` applies (greedy
     decoding is unchanged). Any proposal distribution keeps sampling exact, since verification
@@ -129,6 +130,7 @@ class ModelDraft:
         drafted = torch.zeros(B, k, dtype=torch.long, device=rows.device)
         p = []
         drafting = torch.ones(B, dtype=torch.bool, device=rows.device)
+        reach = torch.ones(B, device=rows.device)  # the draft's estimate that its tokens so far all pass
         num_drafted = torch.zeros(B, dtype=torch.long, device=rows.device)
         vocab = None if self.vocab is None else self.vocab.to(rows.device)
         seen = rows.seen(self.vocab_size) if sampling.penalised else None  # (B, V), + each draft
@@ -154,7 +156,8 @@ class ModelDraft:
             p.append(p_t)
             num_drafted += drafting.long()
             if self.threshold > 0 and t + 1 < k:  # confidence: the top of the plain softmax (greedy's p is one-hot)
-                drafting &= (last.float().softmax(-1).max(-1).values >= self.threshold).to(rows.device)
+                reach = reach * last.float().softmax(-1).max(-1).values.to(rows.device)
+                drafting &= reach >= self.threshold
                 if not drafting.any():
                     break
             tokens, num_valid = drafted[:, t:t + 1], drafting.long()  # a stopped row feeds nothing
