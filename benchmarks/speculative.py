@@ -356,10 +356,11 @@ def main(argv: list[str] | None = None) -> int:
             threshold = 0.0
             if alts and args.k == "auto":
                 k, threshold = plan[spec, temp]["k"], plan[spec, temp]["threshold"]
-            c_v = costs["verify"].get(k + sum(alts[:k]), float("nan"))
+            nan = float("nan")  # E(a, K) and one c_v describe a fixed K, not a dynamic length
+            c_v = nan if threshold else costs["verify"].get(k + sum(alts[:k]), nan)
             plan[name, temp] = {"k": k, "threshold": threshold, "calibration_acceptance": a, "draft_call": c_d,
                                 "first_draft_call": c_d1, "verify_call": c_v,
-                                "expected_tokens_per_step": expected_tokens_per_step(a, k),
+                                "expected_tokens_per_step": nan if threshold else expected_tokens_per_step(a, k),
                                 "predicted_speedup": predicted_speedup(a, k, c_d, c_v, c_d1)}
             if alts or not thresholds or not hasattr(drafts[spec], "threshold"):
                 continue
@@ -391,8 +392,10 @@ def main(argv: list[str] | None = None) -> int:
           + "; ".join(f"{spec}: {c:.3f}" for spec, c in costs["draft_first"].items()))
     for (spec, temp), v in plan.items():
         tried = ", ".join(f"K={name} {x:.2f}x" for name, x in v.get("measured_plans", {}).items())
+        x = v["predicted_speedup"]
+        predicted = f"predicted {x:.2f}x" if x == x else "not predicted: alternatives on a dynamic length"
         print(f"  {spec} T={temp:g}: calibration acceptance {v['calibration_acceptance']:.3f} -> "
-              f"K={plan_name(v['k'], v['threshold'])} (predicted {v['predicted_speedup']:.2f}x"
+              f"K={plan_name(v['k'], v['threshold'])} ({predicted}"
               + (f"; each prompt alone: {tried})" if tried else ")"))
 
     methods = ["autoregressive", *(f"speculative {name}" for name in variants)]
