@@ -192,6 +192,22 @@ def test_threshold_reads_the_product_of_the_top_probabilities():
     assert out.calls == 3 and out.num_drafted.tolist() == [3] * 4
 
 
+def test_expected_tokens_per_step_counts_the_lengths_the_steps_drafted():
+    """With a dynamic length a step drafts 1..K tokens: the formula's expectation is averaged over
+    the lengths drafted, not taken at K (which would promise more than any run could give)."""
+    from tubelet.generate import expected_tokens_per_step
+    from tubelet.generate.commands import acceptance_line
+    _, stats = generate(DRAFTS["model_threshold"], 4, Sampling(1.0), 500, REPEATING, seed=3)
+    h = stats.drafted_histogram
+    assert sum(h) == stats.row_steps and sum(d * n for d, n in enumerate(h)) == stats.drafted and h[4] < sum(h)
+    a = stats.acceptance_rate
+    expected = sum(n * expected_tokens_per_step(a, d) for d, n in enumerate(h)) / sum(h)
+    assert stats.expected_tokens_per_step == pytest.approx(expected) and expected < expected_tokens_per_step(a, 4)
+    assert stats.summary()["expected_tokens_per_step"] == pytest.approx(expected)
+    assert f"expected {expected:.2f} for a={a:.2f}, {stats.drafted / stats.row_steps:.2f} drafted" \
+        in acceptance_line(stats)
+
+
 def test_reduced_draft_never_proposes_outside_its_vocabulary():
     tokens, stats = generate(reduced_draft, 4, Sampling(1.0), 2000, REPEATING, seed=5)
     draft = ModelDraft(ReducedToyLM(DRAFT_TABLE, TOY_VOCAB), vocab=torch.tensor(TOY_VOCAB))

@@ -20,7 +20,7 @@ from .rows import eos_ids
 from .sampling import Sampling
 from .speculative import speculative_generate
 from .stopping import StopStrings, TextStream
-from .stats import Stats, expected_tokens_per_step
+from .stats import Stats
 
 STDLIB_HINT = "e.g. '/usr/lib/python3.11/**/*.py' or a folder of .py files"
 
@@ -302,12 +302,14 @@ def parse_alternatives(text: str) -> tuple[int, ...]:
 
 def acceptance_line(stats: Stats) -> str:
     """The statistics of a speculative run in words: both acceptance rates, tokens per step
-    against the formula, target calls per token."""
+    against the formula (for the draft lengths the steps had), target calls per token."""
     a, k = stats.acceptance_rate, stats.k
+    full = stats.drafted == k * stats.row_steps
+    lengths = f"K={k}" if full else f"{stats.drafted / stats.row_steps:.2f} drafted per step"
     return (f"acceptance {a:.3f} per tested draft token, {stats.accepted_per_drafted:.3f} per drafted "
             f"token ({stats.accepted} accepted of {stats.tested} tested, {stats.drafted} drafted) | "
-            f"{stats.tokens_per_step:.2f} tokens per step (expected {expected_tokens_per_step(a, k):.2f} "
-            f"for a={a:.2f}, K={k}) | {stats.target_calls_per_token:.3f} target calls per token"
+            f"{stats.tokens_per_step:.2f} tokens per step (expected {stats.expected_tokens_per_step:.2f} "
+            f"for a={a:.2f}, {lengths}) | {stats.target_calls_per_token:.3f} target calls per token"
             + (f" | {stats.alternatives_accepted} alternatives accepted" if stats.alternatives_accepted else ""))
 
 

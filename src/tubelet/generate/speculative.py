@@ -80,7 +80,7 @@ def speculative_generate(target: CausalLM, draft: Draft | CausalLM, prompts: Seq
     target.reset(B)
     draft.reset(B)
     generators = row_generators(seed, B)
-    stats = Stats(k=k, rows=B, accepted_histogram=[0] * (k + 1))
+    stats = Stats(k=k, rows=B, accepted_histogram=[0] * (k + 1), drafted_histogram=[0] * (k + 1))
     done = rows.finished(max_new_tokens, eos_token_id)
     while not done.all():
         u = uniforms(generators, 2 * k + 1 + 2 * M, rows.device)  # draft | acceptance | final | alternatives
@@ -131,8 +131,9 @@ def speculative_generate(target: CausalLM, draft: Draft | CausalLM, prompts: Seq
             stats.alternatives += proposal.alternatives.shape[1] * int(active.sum())
             stats.alternatives_accepted += int((chosen[active] >= 0).sum())
             stats.generated += int((chosen[active] >= 0).sum())
-        for c in n.tolist():
+        for c, drafted in zip(n.tolist(), d_active.tolist()):
             stats.accepted_histogram[c] += 1
+            stats.drafted_histogram[drafted] += 1
         done = done | rows.finished(max_new_tokens, eos_token_id)
         done = done | (stop(rows) if stop is not None else False)
         rows.close(done)

@@ -33,6 +33,7 @@ class Stats:
     accepted: int = 0
     generated: int = 0  # tokens emitted, before truncation to max_new_tokens
     accepted_histogram: list[int] = field(default_factory=list)  # steps with 0..K accepted
+    drafted_histogram: list[int] = field(default_factory=list)  # steps with 0..K drafted (dynamic length, n-grams)
     alternatives: int = 0  # alternatives proposed (tree verification)
     alternatives_accepted: int = 0  # steps that took an alternative where the chain was rejected
 
@@ -49,6 +50,16 @@ class Stats:
         return self.generated / self.row_steps if self.row_steps else float("nan")
 
     @property
+    def expected_tokens_per_step(self) -> float:
+        """:func:`expected_tokens_per_step` at the measured acceptance, averaged over the draft
+        lengths the steps had (a step that drafted d tokens expects (1 - a^(d+1)) / (1 - a)):
+        with a dynamic length or prompt lookup a step often drafts fewer than K."""
+        a, steps = self.acceptance_rate, sum(self.drafted_histogram)
+        if not steps:
+            return expected_tokens_per_step(a, self.k)
+        return sum(n * expected_tokens_per_step(a, d) for d, n in enumerate(self.drafted_histogram)) / steps
+
+    @property
     def target_calls_per_token(self) -> float:
         """Target calls per generated token of one row."""
         return self.target_calls * self.rows / self.generated if self.generated else float("nan")
@@ -61,7 +72,7 @@ class Stats:
             out.update(acceptance_rate=self.acceptance_rate,
                        accepted_per_drafted=self.accepted_per_drafted, drafted=self.drafted,
                        tested=self.tested, accepted=self.accepted, draft_calls=self.draft_calls,
-                       expected_tokens_per_step=expected_tokens_per_step(self.acceptance_rate, self.k),
+                       expected_tokens_per_step=self.expected_tokens_per_step,
                        accepted_histogram=self.accepted_histogram)
             if self.alternatives:
                 out.update(alternatives=self.alternatives, alternatives_accepted=self.alternatives_accepted)
