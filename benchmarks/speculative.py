@@ -473,7 +473,8 @@ def main(argv: list[str] | None = None) -> int:
                 if variants[spec][1]:
                     row["alternatives_accepted_per_step"] = sum(s.alternatives_accepted for s in stats) / steps
                 threshold = plan[spec, temp]["threshold"]
-                expected = float("nan") if threshold else expected_tokens_per_step(a, row["k"])  # for a fixed K
+                # E over the lengths the steps drafted (fewer than K: prompt lookup, a dynamic length)
+                expected = sum(s.expected_tokens_per_step * s.row_steps for s in stats) / steps
                 row.update(acceptance_rate=a, tokens_per_step=per_step, draft_call=c_d, first_draft_call=c_d1,
                            verify_call=c_v, threshold=threshold, expected_tokens_per_step=expected,
                            step_cost=cost, predicted_speedup=per_step / cost)
@@ -497,9 +498,10 @@ def main(argv: list[str] | None = None) -> int:
     print("ratio: tokens/s over tubelet autoregressive, median over prompts [min, max]. K@t: up to K draft "
           "tokens, a row stopping once the product of its draft's top probabilities is below t. Cost model, "
           "in one-token target calls: c_d a draft call (the first of a step, after the target's call, costs "
-          "c_d1, printed above), c_v the verification of K tokens; E = (1 - a^(K+1)) / (1 - a) the tokens per "
-          "step expected for the acceptance a (a fixed K); cost: a step's measured mean (c_d1 + the other draft "
-          "calls x c_d + c_v of the tokens drafted and the alternatives); model = tokens per step / cost, the "
+          "c_d1, printed above), c_v the verification of K tokens; E the tokens per step expected for the "
+          "acceptance a ((1 - a^(d+1)) / (1 - a) over the lengths d the steps drafted); cost: a step's "
+          "measured mean (c_d1 + the other draft calls x c_d + c_v of the tokens drafted and the "
+          "alternatives); model = tokens per step / cost, the "
           "ratio the call costs predict; code, text: the median ratio on code and on English prompts; same: "
           "greedy tokens identical to tubelet's plain greedy decoding on every prompt")
     write_json(args.out, {"environment": env, "target": args.target, "drafts": specs, "k": args.k,
