@@ -131,7 +131,7 @@ def speculative_generate(target: CausalLM, draft: Draft | CausalLM, prompts: Seq
             stats.alternatives += proposal.alternatives.shape[1] * int(active.sum())
             stats.alternatives_accepted += int((chosen[active] >= 0).sum())
             stats.generated += int((chosen[active] >= 0).sum())
-        for c, drafted in zip(n.tolist(), d_active.tolist()):
+        for c, drafted in zip(*torch.stack([n, d_active]).tolist()):  # one device read
             stats.accepted_histogram[c] += 1
             stats.drafted_histogram[drafted] += 1
         done = done | rows.finished(max_new_tokens, eos_token_id)
