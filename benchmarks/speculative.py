@@ -238,6 +238,18 @@ def step_cost(draft_calls: float, drafted: float, c_draft: float, verify: dict[i
     return draft_cost(draft_calls, c_draft, c_draft if c_first is None else c_first) + c_v
 
 
+def measured_steps(stats: list, c_draft: float, verify: dict[int, float], c_first: float) -> dict:
+    """What runs' statistics say of their steps: acceptance (per tested token), tokens per step,
+    the step's cost from its measured means (:func:`step_cost`; alternatives are verified like
+    drafts) and the speed-up that cost predicts."""
+    steps = sum(s.row_steps for s in stats)
+    per_step = sum(s.generated for s in stats) / steps
+    cost = step_cost(sum(s.draft_calls for s in stats) / steps,
+                     sum(s.drafted + s.alternatives for s in stats) / steps, c_draft, verify, c_first)
+    return {"acceptance_rate": sum(s.accepted for s in stats) / max(1, sum(s.tested for s in stats)),
+            "tokens_per_step": per_step, "step_cost": cost, "predicted_speedup": per_step / cost}
+
+
 def best_k(a: float, c_draft: float, verify: dict[int, float], c_first: float | None = None) -> int:
     return max(verify, key=lambda K: predicted_speedup(a, K, c_draft, verify[K], c_first))
 
@@ -372,17 +384,14 @@ def main(argv: list[str] | None = None) -> int:
                 stats = [speculative_generate(target.lm, with_threshold(drafts[spec], t), [ids],
                                               args.calibration_tokens, k=k, sampling=Sampling(temperature=temp),
                                               seed=10_000 + args.seed + i).stats for i, ids in enumerate(prompts)]
-                steps = sum(x.row_steps for x in stats)
-                cost = step_cost(sum(x.draft_calls for x in stats) / steps, sum(x.drafted for x in stats) / steps,
-                                 c_d, costs["verify"], c_d1)
-                measured[k, t] = (sum(x.generated for x in stats) / steps / cost,
-                                  sum(x.accepted for x in stats) / max(1, sum(x.tested for x in stats)))
-            (k, t), (predicted, accepted) = max(measured.items(), key=lambda item: item[1][0])
-            plan[name, temp].update(measured_plans={plan_name(k, t): x for (k, t), (x, _) in measured.items()},
-                                    k=k, threshold=t, predicted_speedup=predicted)
+                measured[k, t] = measured_steps(stats, c_d, costs["verify"], c_d1)
+            (k, t), best = max(measured.items(), key=lambda item: item[1]["predicted_speedup"])
+            plan[name, temp].update(k=k, threshold=t, predicted_speedup=best["predicted_speedup"],
+                                    measured_plans={plan_name(k, t): m["predicted_speedup"]
+                                                    for (k, t), m in measured.items()})
             if t:  # E(a, K) and one c_v describe a fixed K
-                plan[name, temp].update(calibration_acceptance=accepted, verify_call=float("nan"),
-                                        expected_tokens_per_step=float("nan"))
+                plan[name, temp].update(calibration_acceptance=best["acceptance_rate"], verify_call=nan,
+                                        expected_tokens_per_step=nan)
     costs["precision"] = precision_costs(target, model_specs, prompts[0], reps)
     print(f"one-token target call {1000 * costs['target_call_seconds']:.1f} ms; verification call c_v(K) "
           + " ".join(f"K={K}: {c:.2f}" for K, c in costs["verify"].items()))
@@ -462,22 +471,16 @@ def main(argv: list[str] | None = None) -> int:
                 row["greedy_identical"] = all(r["same_as_plain"] for r in runs)
             stats = [r["stats"] for r in runs if r["stats"] is not None]
             if stats:
-                a = sum(s.accepted for s in stats) / max(1, sum(s.tested for s in stats))
                 spec = method.split(" ", 1)[1]
-                c_d, c_v = plan[spec, temp]["draft_call"], plan[spec, temp]["verify_call"]
-                c_d1 = plan[spec, temp]["first_draft_call"]
+                c_d, c_d1 = plan[spec, temp]["draft_call"], plan[spec, temp]["first_draft_call"]
                 steps = sum(s.row_steps for s in stats)
-                per_step = sum(s.generated for s in stats) / steps
-                cost = step_cost(sum(s.draft_calls for s in stats) / steps,
-                                 sum(s.drafted + s.alternatives for s in stats) / steps, c_d, costs["verify"], c_d1)
                 if variants[spec][1]:
                     row["alternatives_accepted_per_step"] = sum(s.alternatives_accepted for s in stats) / steps
-                threshold = plan[spec, temp]["threshold"]
                 # E over the lengths the steps drafted (fewer than K: prompt lookup, a dynamic length)
                 expected = sum(s.expected_tokens_per_step * s.row_steps for s in stats) / steps
-                row.update(acceptance_rate=a, tokens_per_step=per_step, draft_call=c_d, first_draft_call=c_d1,
-                           verify_call=c_v, threshold=threshold, expected_tokens_per_step=expected,
-                           step_cost=cost, predicted_speedup=per_step / cost)
+                row.update(measured_steps(stats, c_d, costs["verify"], c_d1), draft_call=c_d, first_draft_call=c_d1,
+                           verify_call=plan[spec, temp]["verify_call"], threshold=plan[spec, temp]["threshold"],
+                           expected_tokens_per_step=expected)
             rows.append(row)
     print(f"{args.target} target, {len(prompts)} held-out prompts ({kinds.count('code')} code, "
           f"{kinds.count('text')} English) x {args.new_tokens} tokens, {env['device']}, "
