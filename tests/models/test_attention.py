@@ -78,3 +78,32 @@ def test_factorised_dot_product_equals_masked_attention(kv_heads):
 def test_bad_head_counts_are_refused():
     with pytest.raises(ValueError, match="not divisible by num_kv_heads"):
         Attention(32, 4, 3)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("queries", [1, 3])
+def test_half_precision_decoding_on_a_cpu_computes_in_float32(dtype, queries):
+    """A call with fewer queries than keys (decoding with a cache) runs the float32 kernel on the
+    half-precision inputs: the CPU's half-precision kernel is several times slower there. The
+    result is float32 attention rounded once, within that rounding of the exact one."""
+    torch.manual_seed(0)
+    keys = 40
+    q = torch.randn(2, 6, queries, 16).to(dtype)
+    k, v = torch.randn(2, 2, 2, keys, 16).to(dtype).unbind(0)
+    mask = torch.arange(keys) <= keys - queries + torch.arange(queries)[:, None]  # bottom-right causal
+    out = sdpa(q, k, v, attn_mask=mask)
+    assert out.dtype == dtype
+    in_float32 = torch.nn.functional.scaled_dot_product_attention(
+        q.float(), k.float().repeat_interleave(3, 1), v.float().repeat_interleave(3, 1), attn_mask=mask)
+    assert torch.equal(out, in_float32.to(dtype))
+    exact = reference_attention(q.float(), k.float(), v.float(), mask)
+    assert (out.float() - exact).abs().max() <= exact.abs().max() * torch.finfo(dtype).eps
+
+
+def test_half_precision_over_a_whole_sequence_stays_in_half_precision():
+    """A prompt or a clip (as many queries as keys) keeps the half-precision kernel, which is the
+    faster one there."""
+    torch.manual_seed(0)
+    q, k, v = torch.randn(3, 1, 4, 12, 16).to(torch.bfloat16).unbind(0)
+    assert torch.equal(sdpa(q, k, v, is_causal=True),
+                       torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True))
