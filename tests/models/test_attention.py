@@ -93,8 +93,8 @@ def test_half_precision_decoding_on_a_cpu_computes_in_float32(dtype, queries):
     mask = torch.arange(keys) <= keys - queries + torch.arange(queries)[:, None]  # bottom-right causal
     out = sdpa(q, k, v, attn_mask=mask)
     assert out.dtype == dtype
-    in_float32 = torch.nn.functional.scaled_dot_product_attention(
-        q.float(), k.float().repeat_interleave(3, 1), v.float().repeat_interleave(3, 1), attn_mask=mask)
+    in_float32 = torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask,
+                                                                  enable_gqa=True)
     assert torch.equal(out, in_float32.to(dtype))
     exact = reference_attention(q.float(), k.float(), v.float(), mask)
     assert (out.float() - exact).abs().max() <= exact.abs().max() * torch.finfo(dtype).eps
