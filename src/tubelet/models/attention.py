@@ -91,17 +91,20 @@ def attention_with_weights(q: Tensor, k: Tensor, v: Tensor, *, dropout_p: float 
     return (F.dropout(weights, dropout_p) if dropout_p else weights) @ v, weights
 
 
-def rotary_embedding(positions: Tensor, head_dim: int, theta: float = 10000.0) -> tuple[Tensor, Tensor]:
+def rotary_embedding(positions: Tensor, head_dim: int, theta: float = 10000.0,
+                     dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
     """cos and sin of rotary position embeddings (RoFormer), the "rotate half" layout of Llama.
 
     positions: (B, N) integers -> cos, sin: (B, 1, N, head_dim), broadcast over heads. Channel
     ``i`` and ``i + head_dim/2`` form one rotated pair, with frequency ``theta^(-2i/head_dim)``.
+    Computed in float64, rounded to float32, then to ``dtype``: give the hidden states' dtype, so
+    that every layer's :func:`apply_rotary` uses them without a cast of its own.
     """
     inv_freq = theta ** -(torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float64)
                           / head_dim)
     angles = positions.to(torch.float64)[..., None] * inv_freq  # (B, N, d/2)
     angles = torch.cat([angles, angles], dim=-1).unsqueeze(1)  # (B, 1, N, d)
-    return angles.cos().float(), angles.sin().float()
+    return angles.cos().float().to(dtype), angles.sin().float().to(dtype)
 
 
 def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:

@@ -133,8 +133,7 @@ class Decoder(nn.Module):
                 raise ValueError("a token tree cannot follow a prefix of embeddings")
             positions = cache.lengths[:, None] + tree.depth
             cache.begin(total, tree.visible)
-        # cast once here, not in each layer's q and k (what apply_rotary would do)
-        rope = tuple(r.to(x.dtype) for r in rotary_embedding(positions, self.cfg.head_dim, self.cfg.rope_theta))
+        rope = rotary_embedding(positions, self.cfg.head_dim, self.cfg.rope_theta, x.dtype)
         for i, blk in enumerate(self.blocks):
             x = blk(x, rope, cache, i)
         if cache is not None:
@@ -309,8 +308,7 @@ class FeatureDraftModel(nn.Module):
         x = self.fc(torch.cat([self.embed(tokens), previous.to(self.fc.weight.dtype)], dim=-1))
         B, n = tokens.shape
         positions = torch.arange(n, device=tokens.device).expand(B, n) if cache is None else cache.begin(n)
-        # cast once here, not in each layer's q and k (what apply_rotary would do)
-        rope = tuple(r.to(x.dtype) for r in rotary_embedding(positions, self.cfg.head_dim, self.cfg.rope_theta))
+        rope = rotary_embedding(positions, self.cfg.head_dim, self.cfg.rope_theta, x.dtype)
         for i, blk in enumerate(self.blocks):
             x = blk(x, rope, cache, i)
         if cache is not None:
