@@ -4,6 +4,7 @@ target's features gives, and its distillation keeps those features with the labe
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -15,8 +16,8 @@ from tubelet.generate.distill import DistillConfig, distill
 from tubelet.generate.drafts import FeatureDraft
 from tubelet.generate.loading import Loaded, LoadError, load_draft
 from tubelet.generate.lossless import TARGET_TABLE, V, ToyLM, joint_test, marginal_tests
-from tubelet.generate.models import FeatureLM, Features, TubeletLM
-from tubelet.models.decoder import Decoder, DecoderConfig, FeatureDraftModel
+from tubelet.generate.models import FeatureLM, Features, TubeletLM, extend_last
+from tubelet.models.decoder import Decoder, DecoderConfig, FeatureDraftModel, FoldedInput
 
 from .test_distill import CFG, chars, corpus, target_model  # noqa: F401 (corpus is a fixture)
 from .test_drafts import REPEATING, generate
@@ -54,6 +55,89 @@ def test_greedy_with_a_feature_draft_is_the_targets_greedy_path(k, alternatives)
     assert out.tokens == plain
     assert 0 < out.stats.accepted < out.stats.drafted  # it proposed, and was sometimes wrong
     assert (out.stats.alternatives_accepted > 0) == bool(alternatives)  # a candidate was taken
+
+
+def head_rows(model: torch.nn.Module) -> list[int]:
+    """The rows each call of ``model.head`` multiplies, recorded as they happen."""
+    rows: list[int] = []
+    model.head.register_forward_hook(lambda m, args, out: rows.append(args[0].reshape(-1, args[0].shape[-1]).shape[0]))
+    return rows
+
+
+class OnlyExtend:
+    """A CausalLM with ``extend`` alone (a plug-in written to the protocol)."""
+
+    def __init__(self, lm: TubeletLM) -> None:
+        self.lm, self.vocab_size = lm, lm.vocab_size
+
+    def extend(self, tokens, num_valid):
+        return self.lm.extend(tokens, num_valid)
+
+
+@pytest.mark.parametrize("kind", ["decoder", "decoder keeping features", "feature draft", "protocol only"])
+def test_extend_last_gives_the_last_rows_of_extend_with_one_head_row_per_sequence(kind):
+    target, draft = target_and_draft()
+    tokens = torch.tensor([[1, 2, 3, 4], [5, 6, 0, 0], [7, 0, 0, 0]])
+    num_valid = torch.tensor([4, 2, 1])
+
+    def lm():
+        t = TubeletLM(target)
+        t.reset(3)
+        t.keep_features = kind == "decoder keeping features"
+        if kind == "feature draft":
+            t.keep_features = True
+            t.extend(tokens, num_valid)
+            f = FeatureLM(draft, t)
+            f.reset(3)
+            f.observe(t.lengths)
+            return f
+        return OnlyExtend(t) if kind == "protocol only" else t
+
+    full, last = lm(), lm()
+    expected = full.extend(tokens, num_valid)[torch.arange(3), num_valid - 1]
+    model = draft if kind == "feature draft" else target
+    rows = head_rows(model)
+    got = extend_last(last, tokens, num_valid)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    inner = getattr(last, "lm", last)
+    assert inner.lengths.tolist() == getattr(full, "lm", full).lengths.tolist() == [4, 2, 1]
+    assert rows == ([3 * 4] if kind == "protocol only" else [3])  # the head ran on each row's last token only
+    if kind == "decoder keeping features":  # a feature draft still reads every token's feature
+        assert last.last_features.hidden.shape == (3, 4, target.cfg.dim)
+
+
+def test_a_drafting_call_after_the_first_is_the_general_call_without_its_lookups():
+    target, draft = target_and_draft()
+    lm = TubeletLM(target)
+    lm.reset(2)
+    lm.keep_features = True
+    lm.extend(torch.tensor([[1, 2], [5, 0]]), torch.tensor([2, 1]))  # every token but each row's last
+    general = FeatureLM(draft, lm)
+    general.reset(2)
+    general.observe(lm.lengths)
+    extend_last(general, torch.tensor([[1, 2, 3], [5, 6, 0]]), torch.tensor([3, 2]))
+    own = copy.deepcopy(general)
+    for token, num_valid in (([[7], [9]], [1, 1]), ([[8], [0]], [1, 0]), ([[4], [2]], [1, 1])):
+        token, num_valid = torch.tensor(token), torch.tensor(num_valid)
+        expected, got = extend_last(general, token, num_valid), own.extend_own(token, num_valid)
+        torch.testing.assert_close(got[num_valid > 0], expected[num_valid > 0], rtol=1e-6, atol=1e-6)
+        for name in ("lengths", "predicted_at", "true", "known"):
+            assert getattr(own, name).tolist() == getattr(general, name).tolist(), name
+        torch.testing.assert_close(own.predicted, general.predicted)
+    assert own.lengths.tolist() == [6, 4]
+
+
+def test_a_folded_input_layer_computes_what_fc_does(tmp_path):
+    _, draft = target_and_draft()
+    tokens = torch.tensor([[3, 9, 27], [1, 0, 39]])
+    previous = torch.randn(2, 3, draft.cfg.dim)
+    expected = draft(tokens, previous)
+    folded = draft.fold_input()
+    assert isinstance(folded.fc, FoldedInput) and folded.fc.table.shape == (40, draft.cfg.dim)
+    torch.testing.assert_close(folded(tokens, previous), expected, rtol=1e-5, atol=1e-5)
+    assert folded.fold_input().fc is folded.fc  # folding twice changes nothing
+    with pytest.raises(ValueError, match="before folding"):
+        folded.save(tmp_path / "folded")
 
 
 class KeepingFeatureLM(FeatureLM):
@@ -210,8 +294,9 @@ def test_load_draft_reads_a_feature_draft_with_its_options(corpus, tmp_path):  #
     out = speculative_generate(loaded.lm, draft, [[1, 2, 3]], 12, k=2, sampling=Sampling(0.0))
     assert out.tokens == autoregressive_generate(TubeletLM(target), [[1, 2, 3]], 12, sampling=Sampling(0.0)).tokens
     from tubelet.generate.int8 import Int8Linear
-    int8 = load_draft(f"{tmp_path / 'd'},int8", loaded).lm.model  # its fc mixes two scales: kept in bf16
-    assert type(int8.fc) is torch.nn.Linear and int8.fc.weight.dtype == torch.bfloat16
+    int8 = load_draft(f"{tmp_path / 'd'},int8", loaded).lm.model  # fc folded: a table, and its feature half in int8
+    assert isinstance(int8.fc, FoldedInput) and int8.fc.table.dtype == torch.bfloat16
+    assert isinstance(int8.fc.feature, Int8Linear)
     assert isinstance(int8.head, Int8Linear) and isinstance(int8.blocks[0].mlp.down, Int8Linear)
     other = Decoder(DecoderConfig(vocab_size=64, dim=32, num_layers=1, num_heads=4, num_kv_heads=2, mlp_dim=48))
     with pytest.raises(LoadError, match="64"):

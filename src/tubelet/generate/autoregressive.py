@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from .models import CausalLM
+from .models import CausalLM, extend_last
 from .rows import EOS, Rows, row_generators, uniforms
 from .sampling import Sampling, probabilities, sample
 from .stats import Generation, Stats
@@ -30,12 +30,11 @@ def autoregressive_generate(model: CausalLM, prompts: Sequence[Sequence[int]], m
     while not done.all():
         u = uniforms(generators, 1, rows.device)
         tokens, num_valid = rows.pending(model.lengths)
-        logits = model.extend(tokens, num_valid)  # (B, n, V)
-        last = logits[rows.arange, num_valid - 1]
+        last = extend_last(model, tokens, num_valid)  # (B, V)
         if sampling.argmax:  # the one-hot's token, without the one-hot
             x = last.float().argmax(-1)
         else:
-            seen = rows.seen(logits.shape[-1]) if sampling.penalised else None
+            seen = rows.seen(last.shape[-1]) if sampling.penalised else None
             x = sample(probabilities(last, sampling, seen), u[:, 0])
         rows.append(torch.zeros_like(x), x)
         active = int((~done).sum())

@@ -24,7 +24,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from .models import CausalLM
+from .models import CausalLM, extend_last
 from .rows import EOS, eos_ids
 from .stats import Generation, Stats
 
@@ -69,7 +69,7 @@ def beam_search(model: Reorderable, prompts: Sequence[Sequence[int]], max_new_to
         tokens[b, :len(p)] = torch.as_tensor(list(p), dtype=torch.long)
     num_valid = torch.tensor([len(p) for p in prompts], device=device)
     model.reset(B)
-    logits = model.extend(tokens, num_valid)[torch.arange(B, device=device), num_valid - 1]
+    logits = extend_last(model, tokens, num_valid)
     stats.target_calls += 1
     logp = torch.log_softmax(logits.float(), dim=-1)  # (B, V)
     V = logp.shape[-1]

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from ..fileio import dumps_json, write_text_atomic
-from .models import CausalLM, FeatureLM
+from .models import CausalLM, FeatureLM, extend_last
 from .rows import Rows
 from .sampling import Sampling, probabilities, sample
 
@@ -136,13 +136,12 @@ class ModelDraft:
         seen = rows.seen(self.vocab_size) if sampling.penalised else None  # (B, V), + each draft
         calls = 0
         for t in range(k):
-            logits = self.lm.extend(tokens, num_valid)
+            last = self._extend(tokens, num_valid, t == 0)  # (B, V) or (B, V')
             calls += 1
-            last = logits[rows.arange, (num_valid - 1).clamp(min=0)]  # (B, V) or (B, V')
             seen_t = None if seen is None else seen if vocab is None else seen[:, vocab]
             tempered = last if self.temperature == 1.0 or sampling.greedy else last.float() / self.temperature
             p_t = probabilities(tempered, sampling, seen_t).to(rows.device)
-            x = sample(p_t, u[:, t])
+            x = p_t.argmax(-1) if sampling.greedy else sample(p_t, u[:, t])  # greedy: p_t is one-hot
             drafted[:, t] = x if vocab is None else vocab[x]
             count = alternatives[t] if t < len(alternatives) else 0
             if count:
@@ -172,6 +171,11 @@ class ModelDraft:
             a_p = a_p.new_zeros(B, a_p.shape[1], self.vocab_size).index_copy_(-1, vocab, a_p)
         return Proposal(drafted[:, :p_all.shape[1]], p_all, num_drafted, calls, torch.cat(alts, 1),
                         torch.tensor(alt_depth, device=rows.device), a_p)
+
+    def _extend(self, tokens: Tensor, num_valid: Tensor, first: bool) -> Tensor:
+        """One drafting call: the logits after each row's last new token. ``first``: the step's
+        first call, which feeds what the LM lacks; the others feed one proposal per row."""
+        return extend_last(self.lm, tokens, num_valid)
 
     def commit(self, rows: Rows) -> None:
         # what the step left unchanged: an accepted alternative replaces the draft's own token
@@ -249,6 +253,10 @@ class FeatureDraft(ModelDraft):
                             torch.zeros(B, 0, self.vocab_size, device=rows.device),
                             torch.zeros(B, dtype=torch.long, device=rows.device))
         return super().propose(rows, k, sampling, u, alternatives)
+
+    def _extend(self, tokens: Tensor, num_valid: Tensor, first: bool) -> Tensor:
+        # after the first call, each row's token follows the draft's own last prediction
+        return super()._extend(tokens, num_valid, first) if first else self.lm.extend_own(tokens, num_valid)
 
     def commit(self, rows: Rows) -> None:
         self.lm.observe(self.lm.target.lengths)

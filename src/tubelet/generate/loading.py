@@ -270,6 +270,8 @@ def load_draft(spec: str, target: Loaded, threshold: float = 0.0, tokenizer=None
             reduce_head(draft.model, vocab)
         except ValueError as e:
             raise LoadError(f"{spec}: {e}") from e
+    if feature:
+        draft.model.fold_input()
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32, "int8": torch.bfloat16}.get(options.dtype)
     draft.model.to(dtype or draft_dtype(target.device))
     if options.dtype == "int8":

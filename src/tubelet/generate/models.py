@@ -58,6 +58,23 @@ class CausalLM(Protocol):
         """Each layer's (keys, values) (G, lengths[row], d) of one row: for checks and tests."""
 
 
+def extend_last(lm: CausalLM, tokens: Tensor, num_valid: Tensor) -> Tensor:
+    """:meth:`CausalLM.extend`, keeping only the logits after each row's last new token: (B, V)
+    (meaningless for a row with ``num_valid[b] == 0``). An LM with an ``extend_last`` of its own
+    runs its output layer on those B positions alone, not on all B x n: a prompt of 1,000
+    tokens then costs one row of SmolLM2's 49,152 x 576 head instead of 1,000, and a draft's
+    call that reads the tokens the target accepted one row of its head."""
+    if hasattr(lm, "extend_last"):
+        return lm.extend_last(tokens, num_valid)
+    logits = lm.extend(tokens, num_valid)
+    return logits[torch.arange(len(tokens), device=logits.device), (num_valid - 1).clamp(min=0).to(logits.device)]
+
+
+def _last(h: Tensor, num_valid: Tensor) -> Tensor:
+    """(B, n, D) -> (B, D): each row's state at its last valid position."""
+    return h[torch.arange(h.shape[0], device=h.device), (num_valid.to(h.device) - 1).clamp(min=0)]
+
+
 class TreeLM(CausalLM, Protocol):
     """A CausalLM that can verify a tree of candidates in one call (``trees = True``)."""
 
@@ -95,13 +112,20 @@ class TubeletLM:
 
     @torch.no_grad()
     def extend(self, tokens: Tensor, num_valid: Tensor, tree: TokenTree | None = None) -> Tensor:
+        return self.model.head(self._features(tokens, num_valid, tree))
+
+    @torch.no_grad()
+    def extend_last(self, tokens: Tensor, num_valid: Tensor) -> Tensor:
+        """:func:`extend_last`: the head on each row's last new token only."""
+        return self.model.head(_last(self._features(tokens, num_valid), num_valid))
+
+    def _features(self, tokens: Tensor, num_valid: Tensor, tree: TokenTree | None = None) -> Tensor:
         self.calls += 1
-        if not self.keep_features:
-            return self.model(tokens, self.cache, num_valid, tree=tree)
-        start = self.lengths.clone()
-        logits, h = self.model(tokens, self.cache, num_valid, with_features=True, tree=tree)
-        self.last_features = Features(start, h, num_valid)
-        return logits
+        start = self.lengths.clone() if self.keep_features else None
+        h = self.model.features(tokens, self.cache, num_valid, tree=tree)
+        if self.keep_features:
+            self.last_features = Features(start, h, num_valid)
+        return h
 
     def move(self, source: Tensor, to: Tensor) -> None:
         self.cache.move(source, to)
@@ -251,6 +275,27 @@ class FeatureLM:
 
     @torch.no_grad()
     def extend(self, tokens: Tensor, num_valid: Tensor) -> Tensor:
+        return self.model.head(self._features(tokens, num_valid))
+
+    @torch.no_grad()
+    def extend_last(self, tokens: Tensor, num_valid: Tensor) -> Tensor:
+        """:func:`extend_last`: the head on each row's last new token only."""
+        return self.model.head(_last(self._features(tokens, num_valid), num_valid))
+
+    @torch.no_grad()
+    def extend_own(self, tokens: Tensor, num_valid: Tensor) -> Tensor:
+        """:func:`extend_last` for a drafting call after the first: each row feeds at most one
+        token (``num_valid`` 0 or 1), the one after this draft's own last prediction, which is
+        then its previous feature. The same as ``extend_last`` there, without the lookups and
+        checks that a call mixing the target's features needs."""
+        self.calls += 1
+        h = self.model.features(tokens, self.predicted[:, None], self.cache, num_valid)[:, 0]  # (B, D)
+        fed = num_valid.to(self.device) > 0
+        self.predicted = torch.where(fed[:, None], h.to(self.predicted), self.predicted)
+        self.predicted_at = torch.where(fed, self.lengths - 1, self.predicted_at)
+        return self.model.head(h)
+
+    def _features(self, tokens: Tensor, num_valid: Tensor) -> Tensor:
         self.calls += 1
         B, n = tokens.shape
         before = self.lengths.clone()
@@ -275,7 +320,7 @@ class FeatureLM:
         read = (known | (position == 0)) & valid
         leading = read.long().cumprod(1).sum(1)
         self.true = torch.where(self.true == before, before + leading, self.true)
-        return self.model.head(h)
+        return h
 
     def crop(self, lengths: Tensor) -> None:
         lengths = torch.minimum(torch.minimum(self.lengths, lengths.to(self.lengths)), self.true)

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from ..models.decoder import TokenTree
 from .drafts import Draft, Proposal, as_draft
-from .models import CausalLM, TreeLM
+from .models import CausalLM, TreeLM, extend_last
 from .rows import EOS, Rows, row_generators, uniforms
 from .sampling import Sampling, probabilities, seen_after, verify, verify_greedy, verify_tree
 from .stats import Generation, Stats
@@ -98,11 +98,15 @@ def speculative_generate(target: CausalLM, draft: Draft | CausalLM, prompts: Seq
             # 2. target: the pending token(s) and the proposals in one call -> (B, K'+1, V)
             rows.put(proposal.tokens)
             tokens, num_valid = rows.pending(target.lengths, extra=d)
-            logits = target.extend(tokens, num_valid)
-            # position of the last pending token, then the proposals; a row that proposed fewer
-            # than K' reads padding past its own, which verify never uses
-            positions = (num_valid - d - 1)[:, None] + torch.arange(kk + 1, device=rows.device)
-            positions = positions.clamp_(max=logits.shape[1] - 1)
+            if kk:
+                logits = target.extend(tokens, num_valid)
+                # position of the last pending token, then the proposals; a row that proposed fewer
+                # than K' reads padding past its own, which verify never uses
+                positions = (num_valid - d - 1)[:, None] + torch.arange(kk + 1, device=rows.device)
+                positions = positions.clamp_(max=logits.shape[1] - 1)
+            else:  # nothing proposed (a feature draft's first step, no n-gram match): the last token's
+                logits = extend_last(target, tokens, num_valid)[:, None]
+                positions = torch.zeros(B, 1, dtype=torch.long, device=rows.device)
             if sampling.argmax:  # 3. greedy: the target's tokens say it all
                 num_accepted, _, next_token = verify_greedy(
                     proposal.tokens, logits[rows.arange[:, None], positions].float().argmax(-1), d,

@@ -249,6 +249,26 @@ def _load(model: Decoder, state: dict[str, Tensor]) -> None:
                          f"unexpected {sorted(unexpected)}")
 
 
+class FoldedInput(nn.Module):
+    """A feature draft's input layer, [embedding of token j; feature] (2D) -> D, with the
+    embedding half and the bias computed ahead for every token: ``table[t] = W_e e_t + b``
+    (V, D), then ``table[token] + W_f feature``."""
+
+    def __init__(self, embed: Tensor, fc: nn.Linear) -> None:
+        super().__init__()
+        D = fc.out_features
+        with torch.no_grad():
+            w = fc.weight.float()
+            table = embed.float() @ w[:, :D].T + (0.0 if fc.bias is None else fc.bias.float())
+        self.register_buffer("table", table.to(fc.weight.dtype))
+        self.feature = nn.Linear(D, D, bias=False, device=fc.weight.device, dtype=fc.weight.dtype)
+        with torch.no_grad():
+            self.feature.weight.copy_(fc.weight[:, D:])
+
+    def forward(self, tokens: Tensor, previous: Tensor) -> Tensor:
+        return self.table[tokens] + self.feature(previous.to(self.table.dtype))
+
+
 class FeatureDraftModel(nn.Module):
     """A draft that reads its target's features (EAGLE, Li et al. 2024): token j enters with the
     target's final hidden state at token j-1 (the input of the target's LM head), and the draft
@@ -266,7 +286,8 @@ class FeatureDraftModel(nn.Module):
 
     # int8 weights (``,int8``) leave ``fc`` in bf16: each of its rows reads the embedding and the
     # target's features, whose weights differ in scale (one int8 scale per row cost 0.10 of greedy
-    # agreement on the benchmark's continuations, 0.627 -> 0.519; the other layers 0.003 at most)
+    # agreement on the benchmark's continuations, 0.627 -> 0.519; the other layers 0.003 at most).
+    # Folded (:meth:`fold_input`), its feature half alone is a Linear, which int8 takes.
     int8_keep = ("fc",)
 
     def __init__(self, cfg: DecoderConfig, embed: Tensor, head: Tensor) -> None:
@@ -305,7 +326,10 @@ class FeatureDraftModel(nn.Module):
         """tokens (B, n), previous (B, n, D): the feature of the token before each one -> the
         predicted features (B, n, D) at the tokens (with a cache: after its rows, as
         :meth:`Decoder.features`)."""
-        x = self.fc(torch.cat([self.embed(tokens), previous.to(self.fc.weight.dtype)], dim=-1))
+        if isinstance(self.fc, FoldedInput):
+            x = self.fc(tokens, previous)
+        else:
+            x = self.fc(torch.cat([self.embed(tokens), previous.to(self.fc.weight.dtype)], dim=-1))
         B, n = tokens.shape
         positions = torch.arange(n, device=tokens.device).expand(B, n) if cache is None else cache.begin(n)
         rope = rotary_embedding(positions, self.cfg.head_dim, self.cfg.rope_theta, x.dtype)
@@ -319,12 +343,25 @@ class FeatureDraftModel(nn.Module):
                 num_valid: Tensor | None = None) -> Tensor:
         return self.head(self.features(tokens, previous, cache, num_valid))
 
+    def fold_input(self) -> FeatureDraftModel:
+        """For decoding, in place: ``fc``'s embedding half and bias become a table of one row per
+        token (:class:`FoldedInput`), so a call reads one row of it and multiplies the feature by
+        a D x D matrix instead of the 2D-wide ``fc``: half its bytes per call, and the rest can be
+        int8. Same function up to rounding (the table is computed in float32 and kept in ``fc``'s
+        precision). A folded draft is for decoding: it is not saved or trained."""
+        if not isinstance(self.fc, FoldedInput):
+            self.fc = FoldedInput(self.embed.weight, self.fc)
+        return self
+
     def trained_state(self) -> dict[str, Tensor]:
         """What is saved: everything but the target's embedding and head."""
         return {k: v for k, v in self.state_dict().items() if not k.startswith(("embed.", "head."))}
 
     def save(self, folder: str | Path) -> None:
         from safetensors.torch import save_file
+        if isinstance(self.fc, FoldedInput):
+            raise ValueError("a feature draft folded for decoding (fold_input) is not saved: save the draft "
+                             "as trained, before folding")
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "config.json").write_text(json.dumps({"model": FEATURE_DRAFT, **asdict(self.cfg)},
