@@ -66,8 +66,7 @@ def extend_last(lm: CausalLM, tokens: Tensor, num_valid: Tensor) -> Tensor:
     call that reads the tokens the target accepted one row of its head."""
     if hasattr(lm, "extend_last"):
         return lm.extend_last(tokens, num_valid)
-    logits = lm.extend(tokens, num_valid)
-    return logits[torch.arange(len(tokens), device=logits.device), (num_valid - 1).clamp(min=0).to(logits.device)]
+    return _last(lm.extend(tokens, num_valid), num_valid)
 
 
 def _last(h: Tensor, num_valid: Tensor) -> Tensor:
@@ -313,8 +312,7 @@ class FeatureLM:
         previous = torch.where(known[..., None] & (position[..., None] > 0), previous, 0.0)
         previous[:, 0] = torch.where(own[:, 0, None], self.predicted, previous[:, 0])
         h = self.model.features(tokens, previous, self.cache, num_valid)
-        last = h[torch.arange(B, device=self.device), (num_valid - 1).clamp(min=0)]
-        self.predicted = torch.where((num_valid > 0)[:, None], last.to(self.predicted), self.predicted)
+        self.predicted = torch.where((num_valid > 0)[:, None], _last(h, num_valid).to(self.predicted), self.predicted)
         self.predicted_at = torch.where(num_valid > 0, before + num_valid - 1, self.predicted_at)
         # the cache's leading tokens read with the target's features grow while they stay so
         read = (known | (position == 0)) & valid
