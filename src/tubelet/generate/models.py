@@ -274,12 +274,12 @@ class FeatureLM:
 
     @torch.no_grad()
     def extend(self, tokens: Tensor, num_valid: Tensor) -> Tensor:
-        return self.model.head(self._features(tokens, num_valid))
+        return self.model.head(self._features(tokens, num_valid)[0])
 
     @torch.no_grad()
     def extend_last(self, tokens: Tensor, num_valid: Tensor) -> Tensor:
         """:func:`extend_last`: the head on each row's last new token only."""
-        return self.model.head(_last(self._features(tokens, num_valid), num_valid))
+        return self.model.head(self._features(tokens, num_valid)[1])
 
     @torch.no_grad()
     def extend_own(self, tokens: Tensor, num_valid: Tensor) -> Tensor:
@@ -289,12 +289,18 @@ class FeatureLM:
         checks that a call mixing the target's features needs."""
         self.calls += 1
         h = self.model.features(tokens, self.predicted[:, None], self.cache, num_valid)[:, 0]  # (B, D)
-        fed = num_valid.to(self.device) > 0
-        self.predicted = torch.where(fed[:, None], h.to(self.predicted), self.predicted)
-        self.predicted_at = torch.where(fed, self.lengths - 1, self.predicted_at)
+        self._remember(h, num_valid)
         return self.model.head(h)
 
-    def _features(self, tokens: Tensor, num_valid: Tensor) -> Tensor:
+    def _remember(self, last: Tensor, num_valid: Tensor) -> None:
+        """After a call (the cache advanced): each row that fed tokens keeps the feature predicted
+        at its last one (B, D), the previous feature of the token it feeds next."""
+        fed = num_valid.to(self.device) > 0
+        self.predicted = torch.where(fed[:, None], last.to(self.predicted), self.predicted)
+        self.predicted_at = torch.where(fed, self.lengths - 1, self.predicted_at)
+
+    def _features(self, tokens: Tensor, num_valid: Tensor) -> tuple[Tensor, Tensor]:
+        """The predicted features (B, n, D) of a call, and each row's at its last new token (B, D)."""
         self.calls += 1
         B, n = tokens.shape
         before = self.lengths.clone()
@@ -312,13 +318,13 @@ class FeatureLM:
         previous = torch.where(known[..., None] & (position[..., None] > 0), previous, 0.0)
         previous[:, 0] = torch.where(own[:, 0, None], self.predicted, previous[:, 0])
         h = self.model.features(tokens, previous, self.cache, num_valid)
-        self.predicted = torch.where((num_valid > 0)[:, None], _last(h, num_valid).to(self.predicted), self.predicted)
-        self.predicted_at = torch.where(num_valid > 0, before + num_valid - 1, self.predicted_at)
+        last = _last(h, num_valid)
+        self._remember(last, num_valid)
         # the cache's leading tokens read with the target's features grow while they stay so
         read = (known | (position == 0)) & valid
         leading = read.long().cumprod(1).sum(1)
         self.true = torch.where(self.true == before, before + leading, self.true)
-        return h
+        return h, last
 
     def crop(self, lengths: Tensor) -> None:
         lengths = torch.minimum(torch.minimum(self.lengths, lengths.to(self.lengths)), self.true)

@@ -101,8 +101,8 @@ class Decoder(nn.Module):
 
     def forward(self, tokens: Tensor, cache: KVCache | None = None,
                 num_valid: Tensor | None = None, prefix: Tensor | None = None,
-                with_features: bool = False, tree: TokenTree | None = None) -> Tensor | tuple[Tensor, Tensor]:
-        """tokens (B, n) -> logits (B, n, V); with ``with_features``, (logits, :meth:`features`).
+                tree: TokenTree | None = None) -> Tensor:
+        """tokens (B, n) -> logits (B, n, V) (:meth:`features`, then the head).
 
         Without a cache: the whole sequence, causal (training, scoring). With one: the ``n`` new
         tokens of each row follow its cached ones; ``num_valid[b]`` of them are real (right
@@ -110,8 +110,7 @@ class Decoder(nn.Module):
         (e.g. a video's tokens) that come before the tokens; only the tokens' logits are returned.
         ``tree`` (with a cache): the new tokens form a :class:`TokenTree`.
         """
-        h = self.features(tokens, cache, num_valid, prefix, tree)
-        return (self.head(h), h) if with_features else self.head(h)
+        return self.head(self.features(tokens, cache, num_valid, prefix, tree))
 
     def features(self, tokens: Tensor, cache: KVCache | None = None, num_valid: Tensor | None = None,
                  prefix: Tensor | None = None, tree: TokenTree | None = None) -> Tensor:
