@@ -50,6 +50,7 @@ from ..models.decoder import FEATURE_DRAFT, Decoder, FeatureDraftModel, config_f
 from .drafts import Draft, FeatureDraft, ModelDraft, NGramDraft, load_draft_temperature
 from .int8 import quantize_int8
 from .models import CausalLM, FeatureLM, HFCausalLM, TubeletLM
+from .packed import pack_linears
 from .vocab import bundled_counts, corpus_texts, count_tokens, load_token_mass, most_frequent, reduce_head
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -279,6 +280,7 @@ def load_draft(spec: str, target: Loaded, threshold: float = 0.0, tokenizer=None
             quantize_int8(draft.model)
         except ValueError as e:
             raise LoadError(f"{spec}: {e}") from e
+    pack_linears(draft.model)  # the bf16 layers that remain
     temperature = options.temperature
     if temperature is None:
         try:
@@ -318,7 +320,7 @@ def in_precision(loaded: Loaded, dtype: str, spec: str) -> Loaded:
                         f"got {model.config.model_type}")
     # a copy (truncated_draft of every layer), so the model loaded stays as it was
     model = truncated_draft(model, layers).to({"bf16": torch.bfloat16, "fp32": torch.float32}[dtype])
-    return Loaded(TubeletLM(model), model, loaded.tokenizer)
+    return Loaded(TubeletLM(pack_linears(model)), model, loaded.tokenizer)
 
 
 def truncated_draft(model: torch.nn.Module, layers: int) -> Decoder:

@@ -1,0 +1,70 @@
+"""bfloat16 weights packed once for oneDNN: faster matrix products when decoding on a CPU.
+
+A decoding call multiplies a few rows (one new token, or the K + 1 that speculative sampling
+verifies) by every weight matrix of the model, so its time is the time to stream the weights.
+``F.linear`` in bfloat16 on a CPU streams them at 8.4 GB/s on a 2-core Xeon with AMX (one
+thread, SmolLM2-135M's 120 block matrices); the same products through oneDNN, with each weight
+reordered once into its blocked layout (``torch.ops.mkldnn._reorder_linear_weight``, the
+prepacking that inductor's CPU backend does), at 11.8 GB/s: 18.1 ms instead of 25.1 a token.
+
+The products are the same numbers: on that CPU, bit for bit those of ``F.linear`` for 1 to 32
+rows, and each row's result does not depend on how many rows a call has (tested for 1 to 64),
+so verifying K tokens in one call gives what K one-token calls give, and greedy speculative
+decoding still writes what plain greedy decoding writes.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def can_pack(device: torch.device) -> bool:
+    """Whether :func:`pack_linears` packs on ``device``: a CPU whose torch has oneDNN."""
+    return (device.type == "cpu" and torch.backends.mkldnn.is_available()
+            and hasattr(torch.ops.mkldnn, "_reorder_linear_weight"))
+
+
+class PackedLinear(nn.Module):
+    """An ``nn.Linear`` in bfloat16 on a CPU, with a oneDNN-packed copy of its weight for inference.
+
+    ``weight`` (and ``bias``) are the linear's own parameters, shared, not copied: a head tied to
+    an embedding stays tied, ``state_dict`` is unchanged, and whatever reads ``.weight`` (a
+    feature draft takes its target's head) reads the plain matrix. The packed copy is a buffer
+    that is not saved, made once: it is for decoding. A call that records gradients, or whose
+    input is not bfloat16 on a CPU, uses the plain weight; but weights changed after packing
+    (training, ``load_state_dict``) leave the copy stale, so pack a model only for decoding.
+    """
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        self.weight = linear.weight
+        self.bias = linear.bias
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        with torch.no_grad():
+            packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), 1)
+        self.register_buffer("packed", packed, persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dtype != torch.bfloat16 or x.device.type != "cpu" or torch.is_grad_enabled():
+            return F.linear(x, self.weight, self.bias)
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, packed for oneDNN"
+
+
+def pack_linears(model: nn.Module) -> nn.Module:
+    """Replace every bfloat16 ``nn.Linear`` of ``model`` by a :class:`PackedLinear`, in place, where
+    :func:`can_pack` allows (a model for decoding: see :class:`PackedLinear`). A Linear seen twice
+    (shared by two modules) becomes one PackedLinear."""
+    done: dict[int, PackedLinear] = {}
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if (isinstance(child, nn.Linear) and child.weight.dtype == torch.bfloat16
+                    and can_pack(child.weight.device)):
+                if id(child) not in done:
+                    done[id(child)] = PackedLinear(child)
+                setattr(module, name, done[id(child)])
+    return model
