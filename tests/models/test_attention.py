@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tubelet.models import Attention, factorised_dot_product_attention
-from tubelet.models.attention import sdpa
+from tubelet.models.attention import apply_rotary, sdpa
 
 
 def reference_attention(q, k, v, mask=None):
@@ -107,3 +107,34 @@ def test_half_precision_over_a_whole_sequence_stays_in_half_precision():
     q, k, v = torch.randn(3, 1, 4, 12, 16).to(torch.bfloat16).unbind(0)
     assert torch.equal(sdpa(q, k, v, is_causal=True),
                        torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_half_precision_cache_on_a_cpu_keeps_float32_and_attends_as_the_half_one_did(dtype):
+    """On a CPU a bf16 / fp16 model's cache holds its keys and values in float32 (rounded to the
+    model's precision first), so a decoding call does not cast the whole cache again in every
+    layer; the prompt's call, as many queries as keys, still runs in half precision."""
+    from tubelet.models import KVCache
+    from tubelet.models.attention import rotary_embedding
+    torch.manual_seed(0)
+    attn = Attention(48, 6, 2, qkv_bias=False, proj_bias=False).to(dtype)
+    x = torch.randn(1, 9, 48).to(dtype)
+    cache = KVCache(1, 1)
+    outs = []
+    with torch.no_grad():
+        for start, stop in ((0, 6), (6, 9)):  # a prompt of 6 tokens, then 3 more
+            positions = cache.begin(stop - start)
+            rope = rotary_embedding(positions, 8, 10000.0, dtype)
+            outs.append(attn(x[:, start:stop], rope=rope, cache=cache))
+            cache.advance()
+        assert cache.keys[0].dtype == torch.float32 and cache.values[0].dtype == torch.float32
+        assert torch.equal(cache.keys[0][:, :, :9], cache.keys[0][:, :, :9].to(dtype).float())  # rounded first
+        # the same calls, the heads rotated one at a time and the cache in half precision, as before
+        q, k, v = (t.transpose(1, 2) for t in attn.qkv(x).unflatten(-1, (10, 8)).split([6, 2, 2], dim=2))
+        cos, sin = rotary_embedding(torch.arange(9)[None], 8, 10000.0, dtype)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        mask = torch.arange(9) <= torch.arange(9)[:, None]
+        first = sdpa(q[:, :, :6], k[:, :, :6], v[:, :, :6], is_causal=True)
+        rest = sdpa(q[:, :, 6:], k, v, attn_mask=mask[6:])
+        expected = attn.output(torch.cat([first, rest], dim=2))
+    assert torch.equal(torch.cat(outs, dim=1), expected)
