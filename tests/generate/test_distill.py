@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 
 import pytest
 import torch
@@ -122,6 +123,26 @@ def test_a_used_folder_needs_resume_and_resume_needs_the_same_settings(corpus, t
         run(corpus, tmp_path / "d", target, steps=2)
     with pytest.raises(GenerateError, match="top_k=8, not 4"):
         run(corpus, tmp_path / "d", target, resume=True, steps=2, top_k=4)
+
+
+def test_a_resume_on_other_files_names_what_changed(corpus, tmp_path):
+    """The digest of the corpus files refuses a resume on other files; the listing beside the
+    labels says which (a glob over the Python installation matches site-packages, which pip
+    install changes between a run and its resume)."""
+    target = target_model()
+    train, held = corpus
+    run(corpus, tmp_path / "d", target, steps=2)
+    extra = tmp_path / "lib" / "site-packages" / "new.py"
+    extra.parent.mkdir(parents=True)
+    extra.write_text("x = 1\n" * 40)
+    train[0].write_text(train[0].read_text() + "# one more line\n")
+    with pytest.raises(GenerateError) as e:
+        run(([*train[1:], extra], held), tmp_path / "d", target, resume=True, steps=2)
+    message = str(e.value)
+    assert f"1 added (e.g. {extra})" in message and f"1 removed (e.g. {train[0]})" in message
+    assert "site-packages, which pip install changes" in message
+    with pytest.raises(GenerateError, match=f"1 changed size \\(e.g. {re.escape(str(train[0]))}\\)"):
+        run(corpus, tmp_path / "d", target, resume=True, steps=2)
 
 
 def test_a_damaged_label_shard_is_named(corpus, tmp_path):

@@ -76,6 +76,7 @@ from .drafts import save_draft_sampling
 
 LABELS = "labels"
 LABELS_META = "meta.json"
+CORPUS_LIST = "corpus.txt"  # beside it: the files the corpus digest covers, "size<TAB>path" a line
 LABELS_FORMAT = "tubelet-distill-labels"
 CORPUS = "corpus"  # the pool of labels of corpus text; rounds add "round-1", "round-2", ...
 # what each recorded property of the labels is called on the command line
@@ -204,6 +205,22 @@ def corpus_digest(files: Sequence[Path]) -> str:
     return h.hexdigest()[:16]
 
 
+def corpus_change(before: Sequence[str], now: Sequence[str]) -> str:
+    """What differs between two listings of :data:`CORPUS_LIST` ("size<TAB>path" lines), in words,
+    with a few paths of each kind."""
+    def sizes(lines: Sequence[str]) -> dict[str, str]:
+        return {path: size for size, _, path in (line.partition("\t") for line in lines if line)}
+    old, new = sizes(before), sizes(now)
+    kinds = [("added", sorted(set(new) - set(old))), ("removed", sorted(set(old) - set(new))),
+             ("changed size", sorted(p for p in set(old) & set(new) if old[p] != new[p]))]
+    told = [f"{len(paths)} {kind} (e.g. {', '.join(paths[:3])})" for kind, paths in kinds if paths]
+    said = "; ".join(told) or "the same files in another order"
+    if any("site-packages" in p or "dist-packages" in p for _, paths in kinds for p in paths):
+        said += (". A glob over the Python installation (the standard library's **/*.py) also matches "
+                 "site-packages, which pip install changes")
+    return said
+
+
 # ------------------------------------------------------------------------------- labels
 def target_topk(target: Callable[[Tensor], Tensor], x: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """The target's top-k next-token log-probabilities at every position: (logp, ids) (B, L, k),
@@ -240,6 +257,10 @@ class Labels:
                       torch.cat([p.logprobs for p in parts]), features)
 
 
+def _listing(files: Sequence[Path]) -> list[str]:
+    return [f"{f.stat().st_size}\t{f}" for f in files]
+
+
 class LabelStore:
     """Labels by pool (``corpus``, ``round-1``, ...), in memory and, with a folder, on disk.
 
@@ -249,7 +270,10 @@ class LabelStore:
     (N, L, D) bfloat16. Rows are buffered and written
     every ``shard_tokens`` tokens and by :meth:`flush`."""
 
-    def __init__(self, folder: Path | None, meta: dict[str, Any], shard_tokens: int = 65536) -> None:
+    def __init__(self, folder: Path | None, meta: dict[str, Any], shard_tokens: int = 65536,
+                 files: Sequence[Path] = ()) -> None:
+        """``files``: those ``meta["corpus"]`` digests, listed in :data:`CORPUS_LIST` so that a resume
+        on other files says which."""
         self.folder, self.meta, self.shard_tokens = folder, meta, shard_tokens
         self.pools: dict[str, list[Labels]] = {}
         self.buffer: dict[str, list[Labels]] = {}
@@ -261,15 +285,23 @@ class LabelStore:
                 saved = json.loads(meta_path.read_text())
             except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
                 raise GenerateError(f"cannot read {meta_path} ({e}); delete {folder} to label again") from None
+            listing = folder / CORPUS_LIST
             for key, value in meta.items():
-                if saved.get(key) != value:
+                if saved.get(key) == value:
+                    continue
+                if key == "corpus" and listing.is_file():
                     raise GenerateError(
-                        f"{folder} holds labels made with {key}={saved.get(key)!r}, not {value!r} "
-                        f"({SETTING.get(key, key)}): resume with the same settings, or start a new --out")
+                        f"{folder} holds labels of other files than --corpus matches now: "
+                        f"{corpus_change(listing.read_text().splitlines(), _listing(files))}. Resume with "
+                        f"the files of {listing}, or start a new --out")
+                raise GenerateError(
+                    f"{folder} holds labels made with {key}={saved.get(key)!r}, not {value!r} "
+                    f"({SETTING.get(key, key)}): resume with the same settings, or start a new --out")
             for shard in sorted(folder.glob("*.safetensors")):
                 self.pools.setdefault(shard.name.rsplit("-", 1)[0], []).append(self._read(shard))
         else:
             folder.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(folder / CORPUS_LIST, "".join(line + "\n" for line in _listing(files)))
             write_text_atomic(meta_path, dumps_json({"format": LABELS_FORMAT, **meta}, indent=1) + "\n")
 
     @staticmethod
@@ -441,10 +473,10 @@ class Distillation:
                                 "label_target) as a tubelet Decoder")
         self.cfg, self.log, self.budget, self.out = cfg, log, budget, out
         self.train, self.held_out = train, held_out  # one group of files per corpus
+        files = [f for g in train for f in g]
         self.store = LabelStore(out / LABELS if out else None, {
-            **meta, "seq_len": cfg.seq_len, "top_k": cfg.top_k, "seed": cfg.seed,
-            "corpus": corpus_digest([f for g in train for f in g]),
-            **({"features": True} if self.features else {})}, cfg.shard_tokens)
+            **meta, "seq_len": cfg.seq_len, "top_k": cfg.top_k, "seed": cfg.seed, "corpus": corpus_digest(files),
+            **({"features": True} if self.features else {})}, cfg.shard_tokens, files)
         self.report: dict[str, Any] = {**about, "stages": [], "steps": 0, "seconds_by_stage": {}}
         self.trainable = [p for n, p in draft.named_parameters() if n.startswith(("blocks.", "norm.", "fc."))]
         self.reserve = 0.0  # seconds an evaluation takes, kept aside at the deadline
