@@ -8,9 +8,10 @@ reordered once into its blocked layout (``torch.ops.mkldnn._reorder_linear_weigh
 prepacking that inductor's CPU backend does), at 11.8 GB/s: 18.1 ms instead of 25.1 a token.
 
 The products are the same numbers: on that CPU, bit for bit those of ``F.linear`` for 1 to 32
-rows, and each row's result does not depend on how many rows a call has (tested for 1 to 64),
-so verifying K tokens in one call gives what K one-token calls give, and greedy speculative
-decoding still writes what plain greedy decoding writes.
+rows, and each row's result does not depend on how many rows a call has (tested for 1 to 64), so
+a verification call's products are those of one-token calls. (Its attention still rounds
+differently, so a bf16 target's greedy speculative output may part from plain greedy output at a
+near-tie: docs/generate.md.)
 
 The packing is for few rows. A call of more than :data:`PACKED_ROWS` rows (a long prompt, a
 batch that a distillation labels) uses ``F.linear``, whose own choice is as fast or faster there:
@@ -24,13 +25,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-
 PACKED_ROWS = 256  # the most rows a call multiplies by the packed weight
 
 
-def _packed_product(x: Tensor, packed: Tensor, bias: Tensor | None, *post_op) -> Tensor:
-    """x @ W^T + b with W packed by ``_reorder_linear_weight`` (``post_op``: none)."""
-    return torch.ops.mkldnn._linear_pointwise(x, packed, bias, *post_op)
+def _packed_product(x: Tensor, packed: Tensor, bias: Tensor | None) -> Tensor:
+    """x @ W^T + b, with W packed by ``_reorder_linear_weight``."""
+    return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
 
 
 def can_pack(device: torch.device) -> bool:
@@ -64,7 +64,7 @@ class PackedLinear(nn.Module):
         if (x.dtype != torch.bfloat16 or x.device.type != "cpu" or torch.is_grad_enabled()
                 or x.numel() > PACKED_ROWS * self.in_features):
             return F.linear(x, self.weight, self.bias)
-        return _packed_product(x, self.packed, self.bias, "none", [], "")
+        return _packed_product(x, self.packed, self.bias)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, packed for oneDNN"
