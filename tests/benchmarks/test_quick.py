@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-# script -> the flags after --quick (speculative.py's test skips transformers' rows, frame_scaling.py's
+# script -> the flags after --quick (speculative.py's test skips transformers' rows and runs one model
+# draft beside prompt lookup: 61 s instead of 92 with the three default drafts; frame_scaling.py's
 # measures two of the five models, decode.py's reads 8 built-in files once: the smoke setting)
-QUICK = {"throughput.py": [], "parity.py": [], "frame_scaling.py": ["--variants", "1,4"], "compare_revisions.py": [], "lossless.py": [],
-         "speculative.py": ["--no-hf"], "decode.py": ["--repeats", "1", "--builtin-files", "8"],
-         "predict.py": [], "attention_maps.py": [],
+QUICK = {"throughput.py": [], "parity.py": [], "frame_scaling.py": ["--variants", "1,4"], "compare_revisions.py": [],
+         "lossless.py": [], "speculative.py": ["--no-hf", "--draft", "truncated:2,vocab:4096", "--draft", "ngram:3"],
+         "decode.py": ["--repeats", "1", "--builtin-files", "8"], "predict.py": [], "attention_maps.py": [],
          "serve_load.py": [], "captions.py": []}
 HELP_ONLY = ["report.py"]
 
