@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,21 @@ def _require(path: Path) -> Path:
         pytest.fail(f"{path} is missing: the fixtures are committed under tests/fixtures/; restore them "
                     "with `git checkout -- tests/fixtures`")
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tubelet_cache(tmp_path_factory) -> Iterator[Path]:
+    """The suite's own cache folder ($TUBELET_CACHE, inherited by the commands tests run): what it
+    makes there (SmolLM2 converted from its GGUF file once, then read by every later load) stays
+    out of the user's ~/.cache."""
+    folder = tmp_path_factory.mktemp("tubelet-cache")
+    before = os.environ.get("TUBELET_CACHE")
+    os.environ["TUBELET_CACHE"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("TUBELET_CACHE", None)
+    else:
+        os.environ["TUBELET_CACHE"] = before
 
 
 @pytest.fixture(scope="session")
@@ -88,8 +105,9 @@ def tiny_smollm2(monkeypatch):
 
 @pytest.fixture(scope="session")
 def smollm2_loaded():
-    """SmolLM2-135M-Instruct through transformers, with its tokenizer (about 25 s on two cores): load it
-    once for every test that needs the real model; skipped where its packages are missing."""
+    """SmolLM2-135M-Instruct through transformers, with its tokenizer (about 25 s on two cores from the
+    GGUF file, under a second from its converted copy): load it once for every test that needs the
+    real model; skipped where its packages are missing."""
     import importlib.util
 
     from tubelet.generate.loading import HF_INSTALL, load_model

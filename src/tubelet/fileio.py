@@ -53,4 +53,13 @@ def dumps_json(value: Any, **kwargs: Any) -> str:
     return json.dumps(json_safe(value), allow_nan=False, **kwargs)
 
 
-__all__ = ["atomic_write", "dumps_json", "json_safe", "write_text_atomic"]
+__all__ = ["atomic_write", "cache_root", "dumps_json", "json_safe", "write_text_atomic"]
+
+
+def cache_root() -> Path:
+    """Where tubelet keeps what it can make again (the built-in dataset, converted GGUF models):
+    ``$TUBELET_CACHE``, else ``$XDG_CACHE_HOME/tubelet``, else ``~/.cache/tubelet``."""
+    if os.environ.get("TUBELET_CACHE"):
+        return Path(os.environ["TUBELET_CACHE"])
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "tubelet"

@@ -65,7 +65,8 @@ def register(subparsers) -> None:
 
 def _cmd_synth(args: argparse.Namespace) -> int:
     from ..errors import UsageError
-    from .synth import SynthConfig, builtin_dataset, cache_root, generate
+    from ..fileio import cache_root
+    from .synth import SynthConfig, builtin_dataset, generate
     try:
         config = SynthConfig(seed=args.seed, videos_per_class=args.videos_per_class,
                              val_videos_per_class=args.val_videos_per_class, size=args.size,

