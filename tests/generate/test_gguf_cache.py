@@ -90,6 +90,18 @@ def test_a_damaged_copy_is_converted_again(fake_gguf, capsys):
     assert _same_model(first.model, loading.load_model(str(path)).model) and calls["model"] == 2  # mended
 
 
+def test_an_interrupted_conversion_leaves_nothing_behind(fake_gguf, monkeypatch):
+    path, _ = fake_gguf
+    cache = loading.converted_gguf(path).parent
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(loading, "save_model", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        loading.load_model(str(path))
+    assert cache.is_dir() and not list(cache.iterdir())
+
+
 def test_a_changed_gguf_file_replaces_its_old_copy(fake_gguf):
     path, _ = fake_gguf
     loading.load_model(str(path))

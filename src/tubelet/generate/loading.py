@@ -257,6 +257,9 @@ def _gguf_model(path: Path, with_tokenizer: bool):
         if not (cached / _CONVERTED).is_file():
             print(f"tubelet: cannot keep a converted copy of {path.name} in {cached.parent} ({e}); the next "
                   "load reads the GGUF file again (set TUBELET_CACHE to a writable folder)", file=sys.stderr)
+    except BaseException:  # Ctrl-C while writing: no half copy left behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return model, tokenizer if with_tokenizer else None
 
 
