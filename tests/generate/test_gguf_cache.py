@@ -152,3 +152,15 @@ def test_smollm2_from_its_converted_copy_is_the_gguf_model(tmp_path, monkeypatch
         direct_tok.apply_chat_template(chat, tokenize=False)
     a, b = direct.config.to_dict(), copy.model.config.to_dict()
     assert {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)} == {"_name_or_path"}
+
+
+def test_the_copy_is_read_without_the_gguf_package_which_only_converting_needs(fake_gguf, monkeypatch):
+    path, calls = fake_gguf
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gguf" else find_spec(name, *a))
+    with pytest.raises(loading.LoadError, match="gguf package"):
+        loading.load_model(str(path))
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    first = loading.load_model(str(path))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gguf" else find_spec(name, *a))
+    assert _same_model(first.model, loading.load_model(str(path)).model) and calls["model"] == 1

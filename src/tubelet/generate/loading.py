@@ -142,10 +142,8 @@ def load_tokenizer(spec: str):
         raise LoadError(f"transformers is needed for tokenizers: {HF_INSTALL}") from e
     folder, gguf = _hf_files(spec)
     if gguf:
-        cached = converted_gguf(Path(folder) / gguf)
-        if (cached / _CONVERTED).is_file():
-            return AutoTokenizer.from_pretrained(cached)
-        return AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
+        copy = _complete_copy(Path(folder) / gguf)
+        return AutoTokenizer.from_pretrained(copy) if copy else AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
     return AutoTokenizer.from_pretrained(folder)
 
 
@@ -203,6 +201,12 @@ def converted_gguf(path: str | Path) -> Path:
     return cache_root() / GGUF_CACHE / f"{path.stem}-{key.hexdigest()[:16]}"
 
 
+def _complete_copy(path: Path) -> Path | None:
+    """The converted copy of the GGUF file ``path`` if one is complete, else None."""
+    cached = converted_gguf(path)
+    return cached if (cached / _CONVERTED).is_file() else None
+
+
 def _converted_from(folder: Path) -> str | None:
     """The GGUF file a converted copy was made from (None if unreadable)."""
     try:
@@ -219,10 +223,8 @@ def _gguf_model(path: Path, with_tokenizer: bool):
     where the cache cannot be written, every load reads the GGUF file."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     path = path.resolve()
-    if importlib.util.find_spec("gguf") is None:
-        raise LoadError(f"{path}: reading GGUF files needs the gguf package: {HF_INSTALL}")
     cached = converted_gguf(path)
-    if (cached / _CONVERTED).is_file():
+    if _complete_copy(path):  # read without the gguf package
         try:
             model = AutoModelForCausalLM.from_pretrained(cached)
             return model, AutoTokenizer.from_pretrained(cached) if with_tokenizer else None
@@ -230,6 +232,8 @@ def _gguf_model(path: Path, with_tokenizer: bool):
             print(f"tubelet: the converted copy of {path.name} in {cached} is damaged ({e}); converting it "
                   "again", file=sys.stderr)
             shutil.rmtree(cached, ignore_errors=True)
+    if importlib.util.find_spec("gguf") is None:
+        raise LoadError(f"{path}: reading GGUF files needs the gguf package: {HF_INSTALL}")
     model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name)
     tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
     tmp = cached.parent / f".{cached.name}.{os.getpid()}.tmp"
