@@ -318,3 +318,15 @@ def test_ctrl_c_in_a_feature_run_resumes_exactly(corpus, tmp_path, monkeypatch):
     assert report["finished"] and report["steps"] == CFG["steps"]
     for name, value in whole.trained_state().items():
         assert torch.equal(value, resumed.trained_state()[name]), name
+
+
+def test_bf16_training_of_a_feature_draft_does_not_warn_about_its_norms(corpus, tmp_path):  # noqa: F811
+    """Under bf16 autocast the draft's norms get bf16 inputs and float32 weights; torch's warning
+    that its fused kernel cannot take them reads like a fault and is not shown."""
+    import warnings
+    target = target_model()
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        _, report = run_features(corpus, tmp_path / "d", target, steps=3, train_precision="bf16")
+    assert report["steps"] == 3
+    assert not [w for w in shown if "Mismatch dtype" in str(w.message)], [str(w.message) for w in shown]

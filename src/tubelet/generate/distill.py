@@ -52,12 +52,14 @@ with the draft, which decodes with it (:class:`~tubelet.generate.drafts.ModelDra
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import json
 import math
 import random
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -205,6 +207,15 @@ def corpus_digest(files: Sequence[Path]) -> str:
     return h.hexdigest()[:16]
 
 
+def trained_files(folder: str | Path) -> set[str] | None:
+    """The files a draft distilled in ``folder`` trained on (its labels' :data:`CORPUS_LIST`), or
+    None when it does not list them (a run from before the list, or a draft from elsewhere)."""
+    listing = Path(folder) / LABELS / CORPUS_LIST
+    if not listing.is_file():
+        return None
+    return {line.partition("\t")[2] for line in listing.read_text().splitlines() if line}
+
+
 def corpus_change(before: Sequence[str], now: Sequence[str]) -> str:
     """What differs between two listings of :data:`CORPUS_LIST` ("size<TAB>path" lines), in words,
     with a few paths of each kind."""
@@ -219,6 +230,16 @@ def corpus_change(before: Sequence[str], now: Sequence[str]) -> str:
         said += (". A glob over the Python installation (the standard library's **/*.py) also matches "
                  "site-packages, which pip install changes")
     return said
+
+
+@contextlib.contextmanager
+def quiet_mixed_norms() -> Iterator[None]:
+    """Under bf16 autocast an RMSNorm gets bf16 inputs and its float32 weight, and torch warns
+    that it cannot use its fused kernel; the unfused one gives the same result, so the warning,
+    which reads like a fault, is not shown."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Mismatch dtype between input and weight", category=UserWarning)
+        yield
 
 
 # ------------------------------------------------------------------------------- labels
@@ -672,7 +693,7 @@ class Distillation:
                 for group in opt.param_groups:
                     group["lr"] = learning_rate(step, steps, lr)
                 batch = source.batch(pick, self.device)
-                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16), quiet_mixed_norms():
                     if self.features:
                         loss = feature_distill_loss(self.draft, batch.tokens, batch.features, batch.logprobs,
                                                     batch.ids)
