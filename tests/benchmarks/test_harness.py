@@ -58,3 +58,32 @@ def test_frame_scaling_table_and_ceiling_search(tmp_path):
     assert all(r["memory_kind"] == "rss_delta" for r in result["rows"])
     (c,) = result["ceilings"]
     assert c["max_frames"] == 8 and c["capped_at_max_frames"] and "CPU stand-in" in c["criterion"]
+
+
+def test_speculative_prompts_leave_out_the_files_a_draft_trained_on(tmp_path):
+    """A draft's split is over its own glob: the benchmark's held-out tenth of another glob may be
+    files the draft trained on. The prompts leave out every file the draft lists."""
+    import speculative
+    from tubelet.generate.distill import CORPUS_LIST, LABELS
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(30):
+        (corpus / f"f{i:02d}.py").write_text(f"# file {i}\n" + "x = 1\n" * 40)
+    draft = tmp_path / "draft"
+    (draft / LABELS).mkdir(parents=True)
+    trained = [corpus / "f00.py", corpus / "f10.py", corpus / "f05.py"]  # two of the held-out tenth
+    (draft / LABELS / CORPUS_LIST).write_text("".join(f"{p.stat().st_size}\t{p}\n" for p in trained))
+    (tmp_path / "old").mkdir()  # a draft folder without the list
+
+    class Tok:
+        def __call__(self, text):
+            return type("Ids", (), {"input_ids": list(range(len(text.split())))})()
+
+    glob = str(corpus / "*.py")
+    _, plain = speculative.held_out_prompts(Tok(), glob, 3, 8)
+    assert plain == [str(corpus / f) for f in ("f00.py", "f10.py", "f20.py")]  # the held-out tenth
+    files, unlisted = speculative.drafts_trained_on([f"{draft},vocab:64,int8", "ngram:3", str(tmp_path / "old")])
+    assert files == {str(p.resolve()) for p in trained} and unlisted == [str(tmp_path / "old")]
+    _, fresh = speculative.held_out_prompts(Tok(), glob, 3, 8, trained=files)
+    assert fresh == [str(corpus / f) for f in ("f20.py", "f01.py", "f02.py")]  # then files no draft trained on
