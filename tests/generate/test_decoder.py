@@ -123,3 +123,39 @@ def test_save_and_load_round_trip(tmp_path):
     with torch.no_grad():
         assert torch.equal(m(x), again(x))
     assert again.head.weight is again.embed.weight
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_one_row_decoding_takes_no_mask_and_a_slice_with_the_same_result(dtype, monkeypatch):
+    """A one-row, one-token call (plain decoding) writes its keys and values to a slice and its
+    attention takes no mask: its logits and cache are bit for bit those of masked calls."""
+    m = model(2).to(dtype)
+    x = torch.randint(0, CFG.vocab_size, (1, 9))
+
+    def decode(cache):
+        m(x[:, :5], cache)
+        return torch.cat([m(x[:, t:t + 1].expand(cache.lengths.shape[0], -1), cache) for t in range(5, 9)], 1)
+
+    fast, cache = decode(one := m.new_cache(1)), one
+    with monkeypatch.context() as patch:  # every call masked, as before
+        patch.setattr(KVCache, "attention_mask", KVCache.causal_mask)
+        masked = decode(masked_cache := m.new_cache(1))
+    assert torch.equal(fast, masked)
+    assert all(torch.equal(a, b) for r, s in zip(cache.rows(1), masked_cache.rows(1)) for a, b in zip(r, s))
+    # the slice is the row's next slots, after what it holds, as the indexed write of a batch puts them
+    g = torch.Generator().manual_seed(3)
+    k, v = (torch.randn(1, CFG.num_kv_heads, 2, 8, generator=g, dtype=dtype) for _ in range(2))
+    for b, lengths in ((1, [3]), (2, [3, 1])):
+        c = KVCache(1, b)
+        c.lengths = torch.tensor(lengths)
+        c.begin(2)
+        c.write(0, k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1))
+        for row, n in enumerate(lengths):
+            assert torch.equal(c.keys[0][row, :, n:n + 2], k[0].float())
+            assert torch.equal(c.values[0][row, :, n:n + 2], v[0].float())
+            assert not c.keys[0][row, :, :n].any()
+    cache.begin(1)
+    assert cache.attention_mask() is None
+    cache.begin(2)
+    assert cache.attention_mask() is not None  # two new tokens: causal among them

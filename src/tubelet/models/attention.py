@@ -179,6 +179,13 @@ class KVCache:
         self.mask = mask.unsqueeze(1)
         return self.mask
 
+    def attention_mask(self) -> Tensor | None:
+        """The mask the current call's attention needs: none for one row's one new token (it sees
+        every slot of the span: the row's cached tokens and itself), else :meth:`causal_mask`.
+        Plain decoding's calls skip building a mask and the kernel's masking."""
+        assert self.slots is not None, "call begin() first"
+        return None if self.slots.shape == (1, 1) else self.causal_mask()
+
     def span(self) -> int:
         """Slots the current call attends over: max over rows of lengths + n (read from the device
         once per call, not once per layer: on a GPU each read waits for the work queued before it)."""
@@ -201,10 +208,13 @@ class KVCache:
                 new_k[:, :, :buf_k.shape[2]] = buf_k
                 new_v[:, :, :buf_v.shape[2]] = buf_v
             buf_k, buf_v = self.keys[layer], self.values[layer] = new_k, new_v
-        # indexing, not scatter_ with an index expanded to (B, G, n, d): a third of its time on a CPU
-        rows = torch.arange(B, device=self.slots.device)[:, None]
-        buf_k[rows, :, self.slots] = k.transpose(1, 2).to(buf_k.dtype)  # (B, n, G, d), as rows and slots index it
-        buf_v[rows, :, self.slots] = v.transpose(1, 2).to(buf_v.dtype)
+        if B == 1:  # one row: its slots are the last n of the span, a slice (one copy, no index)
+            buf_k[:, :, need - n:need] = k
+            buf_v[:, :, need - n:need] = v
+        else:  # indexing, not scatter_ with an index expanded to (B, G, n, d): a third of its time on a CPU
+            rows = torch.arange(B, device=self.slots.device)[:, None]
+            buf_k[rows, :, self.slots] = k.transpose(1, 2).to(buf_k.dtype)  # (B, n, G, d), as rows and slots index
+            buf_v[rows, :, self.slots] = v.transpose(1, 2).to(buf_v.dtype)
         return buf_k[:, :, :need], buf_v[:, :, :need]
 
     def advance(self, num_valid: Tensor | None = None) -> None:
@@ -343,14 +353,14 @@ class Attention(nn.Module):
 
         Decoding options: ``rope=(cos, sin)`` from :func:`rotary_embedding` rotates q and k;
         ``cache`` stores this call's keys and values as layer ``layer`` and attends over the
-        row's cached tokens too, with ``cache.causal_mask()`` unless ``attn_mask`` is given;
+        row's cached tokens too, with ``cache.attention_mask()`` unless ``attn_mask`` is given;
         ``causal=True`` without a cache is the square causal mask (training).
         """
         q, k, v = self.project(x, rope)
         if cache is not None:
             k, v = cache.write(layer, k, v)
             if attn_mask is None:
-                attn_mask = cache.causal_mask()
+                attn_mask = cache.attention_mask()
         p = self.attn_drop if self.training else 0.0
         causal = causal and attn_mask is None
         if grid is not None:
