@@ -159,3 +159,19 @@ def test_one_row_decoding_takes_no_mask_and_a_slice_with_the_same_result(dtype, 
     assert cache.attention_mask() is None
     cache.begin(2)
     assert cache.attention_mask() is not None  # two new tokens: causal among them
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rotary_table_gives_the_computed_values_as_it_grows(dtype):
+    """On a CPU rotary_embedding looks positions up in a table it grows by doubling: the values
+    are bit for bit the computed ones, for positions within, past and far past the table."""
+    from tubelet.models import attention
+
+    attention._ROTARY_TABLES.clear()
+    for positions in (torch.tensor([[0, 1, 2]]), torch.tensor([[7], [255]]), torch.tensor([[256, 300]]),
+                      torch.arange(40).view(2, 20) + 2000, torch.tensor([[3]])):
+        table = rotary_embedding(positions, 16, 500.0, dtype)
+        computed = attention._rotary(positions, 16, 500.0, dtype)
+        assert all(a.shape == b.shape == (*positions.shape[:1], 1, positions.shape[1], 16) and torch.equal(a, b)
+                   for a, b in zip(table, computed))
+    assert attention._ROTARY_TABLES[(16, 500.0, dtype)][0].shape == (2040, 16)  # 256, 512 (doubled), then 2,040
