@@ -5,10 +5,11 @@
 # file), the gguf package or a distilled draft, and one call carries at most 64 MiB with the working
 # tree. So, on the CPU machine first:
 #
-#   bash benchmarks/gpu_speculative.sh stage runs/fdraft     # a feature draft (README); writes .gpu/
+#   bash benchmarks/gpu_speculative.sh stage runs/fdraft [CPU_RUN.json]  # a feature draft (README); writes .gpu/
 #
 # which puts the GGUF file in two parts (.gpu/a, .gpu/b), the gguf package, the draft in bfloat16 (the
-# precision it runs in on a GPU: the same weights there) and the CPU run's prompts in .gpu/. Then two
+# precision it runs in on a GPU: the same weights there) and the CPU run's prompts in .gpu/ (those of
+# CPU_RUN.json, a benchmarks/results file, when given). Then two
 # calls, back to back (a machine stays warm 30 s after a call, and keeps what the first wrote):
 #
 #   run(command="bash benchmarks/gpu_speculative.sh receive", carry=[".gpu/a"], timeout_s=120)
@@ -51,10 +52,15 @@ for name in ("config.json", "token_mass.safetensors", "sampling.json"):
 EOF
     pip download --no-deps --quiet -d .gpu/b/wheels "gguf==$(python -c 'from importlib.metadata import version; print(version("gguf"))')"
     python -m zipfile -e .gpu/b/wheels/gguf-*.whl .gpu/b/site && rm -r .gpu/b/wheels
-    # the prompts of the CPU runs (RESULTS.md), as token ids: the GPU machine's Python has other files
-    C="$(python -c 'import sysconfig; print(sysconfig.get_paths()["stdlib"])')/**/*.py"
-    python benchmarks/speculative.py --no-hf --draft ngram:3 --temperatures 0 --prompts 5 --text-prompts 3 \
-        --corpus "$C" --new-tokens 1 --calibration-tokens 1 --k-max 1 --out .gpu/b/prompts.json > /dev/null
+    # the prompts of the CPU run (RESULTS.md), as token ids: the GPU machine's Python has other files.
+    # Given its JSON, that run's own; else the same selection (the files the draft trained on left out)
+    if [ -n "${3:-}" ]; then
+        cp "$3" .gpu/b/prompts.json
+    else
+        python benchmarks/speculative.py --no-hf --draft "$draft,vocab:8192,int8" --draft ngram:3 --temperatures 0 \
+            --prompts 5 --text-prompts 3 --new-tokens 1 --calibration-tokens 1 --k-max 1 --thresholds '' \
+            --out .gpu/b/prompts.json > /dev/null
+    fi
     git rev-parse --short HEAD > .gpu/b/commit
     du -sh .gpu/a .gpu/b
     ;;
@@ -82,7 +88,7 @@ run)
     done
     ;;
 *)
-    echo "usage: bash benchmarks/gpu_speculative.sh stage DRAFT_FOLDER | receive | run" >&2
+    echo "usage: bash benchmarks/gpu_speculative.sh stage DRAFT_FOLDER [CPU_RUN.json] | receive | run" >&2
     exit 2
     ;;
 esac

@@ -354,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         base = assistants[0].split(",")[0]
         hf_draft = hf_copy_of_draft(load_model(base, target=target).model, hf_target.config).to(
             hf_target.device, hf_target.dtype)
-    trained, unlisted = drafts_trained_on(specs)
+    trained, unlisted = drafts_trained_on(specs) if not args.prompts_from else (set(), [])
     if trained:
         print(f"prompts leave out the {len(trained)} files the drafts were distilled on")
     for base in unlisted:
