@@ -440,7 +440,9 @@ def main(argv: list[str] | None = None) -> int:
     methods = ["autoregressive", *(f"speculative {name}" for name in variants)]
     if hf_target is not None:  # assisted generation needs a draft that is a language model of its own
         methods += ["hf_plain", *(["hf_assisted"] if hf_draft is not None else []), "hf_prompt_lookup"]
-    counter = CallCounter(target.model, hf_target)
+    # calls of the target: tubelet's methods count them in its LM (its decoder's calls go through
+    # features and head, not forward), transformers' by a hook on the model
+    counter = CallCounter(hf_target)
     per_prompt = []  # one record per (T, prompt, method): round-robin over methods within a prompt
     plain = {}  # prompt -> tubelet's autoregressive tokens (runs first for each prompt)
     for temp in temperatures:
@@ -454,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
                 else:  # transformers' assisted generation: the first model draft's K; prompt lookup: ngram's
                     like = [s for s in specs if s.startswith("ngram:") == (method == "hf_prompt_lookup")]
                     k = plan[like[0], temp]["k"] if like else 4
-                counter.calls, stats = 0, None
+                counter.calls, stats, lm_calls = 0, None, target.lm.calls
                 synchronize(device)
                 start = time.perf_counter()
                 if method == "autoregressive":
@@ -474,7 +476,8 @@ def main(argv: list[str] | None = None) -> int:
                 synchronize(device)
                 seconds = time.perf_counter() - start
                 per_prompt.append({"method": method, "temperature": temp, "prompt": i, "kind": kinds[i], "k": k,
-                                   "tokens": len(tokens), "seconds": seconds, "target_calls": counter.calls,
+                                   "tokens": len(tokens), "seconds": seconds, "target_calls":
+                                       counter.calls if method.startswith("hf_") else target.lm.calls - lm_calls,
                                    "stats": stats, "load_average": os.getloadavg()[0],
                                    "same_as_plain": list(tokens) == list(plain[i]) if temp == 0 else None})
             print(f"T={temp:g} prompt {i + 1}/{len(prompts)} done (load {os.getloadavg()[0]:.1f})",
