@@ -53,6 +53,12 @@ def test_distill_arguments_and_a_missing_corpus(tmp_path):
                   "--rounds", "-1", "--corpus", "c", "--out", str(tmp_path / "d")])
     with pytest.raises(UsageError, match="--rounds must be >= 0"):
         args.func(args)
+    assert (args.loss, args.corpus_changed) == ("kl", False)
+    args = parse(["draft", "distill", "--target", "t", "--layers", "1", "--corpus", "c", "--out", "o", "--resume",
+                  "--loss", "tv", "--corpus-changed"])
+    assert (args.loss, args.corpus_changed) == ("tv", True)
+    with pytest.raises(SystemExit):
+        parse(["draft", "distill", "--target", "t", "--layers", "1", "--corpus", "c", "--out", "o", "--loss", "l2"])
 
 
 def test_train_precision_follows_the_devices_faster_precision(tmp_path, monkeypatch):

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from tubelet.errors import GenerateError
 from tubelet.generate import distill as distill_module
 from tubelet.generate.distill import (DRAFT_TEMPERATURES, DistillConfig, best_draft_temperature, corpus_files, distill,
-                                      evaluate, learning_rate)
+                                      evaluate, learning_rate, sparse_divergence)
 from tubelet.generate.loading import truncated_draft
 from tubelet.models.decoder import Decoder, DecoderConfig
 from tubelet.train.state import read_state
@@ -145,6 +145,26 @@ def test_a_resume_on_other_files_names_what_changed(corpus, tmp_path):
         run(corpus, tmp_path / "d", target, resume=True, steps=2)
 
 
+def test_a_resume_on_changed_files_goes_on_when_asked_and_records_the_files_of_now(corpus, tmp_path):
+    target = target_model()
+    train, held = corpus
+    run(corpus, tmp_path / "d", target, steps=2)
+    train[0].write_text(train[0].read_text() + "# one more line\n")
+    logged = []
+    labeller = Counting(target)
+    cfg = DistillConfig(**{**CFG, "steps": 2, "rounds": 1, "round_tokens": 256, "round_steps": 3})
+    report = distill(truncated_draft(target, 1), target, chars, train, held, cfg, log=logged.append,
+                     out=tmp_path / "d", resume=True, label_target=labeller, meta={"target": "toy"},
+                     corpus_changed=True)
+    assert report["finished"] and report["steps"] == 5
+    assert labeller.tokens == 256  # the round's text only: the corpus labels on disk were kept
+    assert any("resuming on changed files (1 changed size" in m and str(train[0]) in m for m in logged)
+    listing = (tmp_path / "d" / "labels" / "corpus.txt").read_text()
+    assert f"{train[0].stat().st_size}\t{train[0]}" in listing  # the files as they are now
+    run(corpus, tmp_path / "d", target, resume=True, steps=2, rounds=1, round_tokens=256,
+        round_steps=3)  # a later resume needs no flag
+
+
 def test_a_damaged_label_shard_is_named(corpus, tmp_path):
     target = target_model()
     run(corpus, tmp_path / "d", target, steps=2)
@@ -207,6 +227,47 @@ def test_a_run_stopped_between_stages_resumes_with_the_next(corpus, tmp_path, mo
     _, report = run(corpus, tmp_path / "d", target, resume=True, rounds=1, round_tokens=256, round_steps=10)
     assert [s["stage"] for s in report["stages"]] == ["start", "train", "round 1"]
     assert report["finished"] and report["steps"] == 40
+
+
+def test_the_tv_loss_is_twice_one_minus_the_acceptance_at_t1():
+    """With the whole vocabulary among the batch's top-k sets, the draft's softmax is its full
+    distribution q; the tv loss of each position is then 2 (1 - overlap) of the target's top-k
+    plus one outcome for the rest, against q grouped the same way: the whole vocabulary's when k = V."""
+    g = torch.Generator().manual_seed(0)
+    V, k = 12, 4
+    h, head = torch.randn(3, 5, 8, generator=g), torch.randn(V, 8, generator=g)
+    target = (2 * torch.randn(3, 5, V, generator=g)).log_softmax(-1)
+    q = (h @ head.T).softmax(-1)
+    whole = target.topk(V, -1)
+    acceptance = torch.minimum(target.exp(), q).sum(-1).mean()
+    assert float(sparse_divergence(h, head, whole.values, whole.indices, "tv")) == pytest.approx(
+        2 * (1 - float(acceptance)), rel=1e-5)
+    top = target.topk(k, -1)
+    assert len(top.indices.unique()) == V  # every token is in some position's top-k: q is the full softmax
+    p_top, q_top = top.values.exp(), q.gather(-1, top.indices)
+    overlap = torch.minimum(p_top, q_top).sum(-1) + torch.minimum(1 - p_top.sum(-1), 1 - q_top.sum(-1))
+    assert float(sparse_divergence(h, head, top.values, top.indices, "tv")) == pytest.approx(
+        2 * (1 - float(overlap.mean())), rel=1e-5)
+    kl = sparse_divergence(h, head, top.values, top.indices, "kl")
+    assert float(kl) == pytest.approx(float(-(top.values.softmax(-1) * q_top.log()).sum(-1).mean()), rel=1e-5)
+    with pytest.raises(ValueError, match="expected one of kl, tv"):
+        sparse_divergence(h, head, top.values, top.indices, "l2")
+
+
+def test_training_with_the_tv_loss_raises_acceptance_and_each_stage_says_its_loss(corpus, tmp_path, monkeypatch):
+    target = target_model()
+    _, report = run(corpus, tmp_path / "d", target, loss="tv", steps=20)
+    assert report["objective"] == {"train": "tv"}
+    assert report["after"]["acceptance_t1"] > report["before"]["acceptance_t1"] + 0.05
+    _, resumed = run(corpus, tmp_path / "d", target, resume=True, steps=20, rounds=1, round_tokens=256,
+                     round_steps=5)  # the round trains with this run's loss, the default kl
+    assert resumed["objective"] == {"train": "tv", "round 1": "kl"}
+    with interrupted_at_step(5, "sparse_distill_loss", monkeypatch), pytest.raises(KeyboardInterrupt):
+        run(corpus, tmp_path / "f", target, steps=10)
+    _, switched = run(corpus, tmp_path / "f", target, resume=True, steps=10, loss="tv")
+    assert switched["objective"] == {"train": "kl, then tv"}
+    with pytest.raises(GenerateError, match="loss 'l2'"):
+        run(corpus, tmp_path / "e", target, loss="l2")
 
 
 def test_learning_rate_warms_up_then_decays_to_a_tenth():

@@ -15,6 +15,7 @@ from ..devices import add_device_argument, resolve_device
 from ..errors import GenerateError, UsageError
 from ..models.decoder import Decoder, FeatureDraftModel
 from .autoregressive import autoregressive_generate
+from .distill import LOSSES
 from .loading import LoadError, Loaded, load_draft, load_model, load_tokenizer
 from .rows import eos_ids
 from .sampling import Sampling
@@ -112,6 +113,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--resume", action="store_true",
                    help="go on with the distillation in --out (its labels and latest checkpoint), "
                         "with the same settings")
+    s.add_argument("--corpus-changed", action="store_true",
+                   help="with --resume: go on although the files --corpus matches have changed since the "
+                        "labels were made (a pip install changes site-packages, say); the labels on disk are "
+                        "kept, and what is still to label or to write from is read from the files as they are")
     s.add_argument("--steps", type=int, default=300, help="training minibatches on the corpus labels (default 300)")
     s.add_argument("--label-tokens", type=int, default=16384,
                    help="corpus tokens the target labels once (its forward pass dominates; default 16384)")
@@ -138,6 +143,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of the corpus stage (default 1e-3)")
     s.add_argument("--round-lr", type=float, default=3e-4, help="peak learning rate of each round (default 3e-4)")
     s.add_argument("--top-k", type=int, default=32, help="target top-k kept for the loss (default 32)")
+    s.add_argument("--loss", choices=LOSSES, default="kl",
+                   help="what training minimises: kl, the cross entropy to the target's top-k (default); tv, "
+                        "the total variation from it (with the mass outside it as one more outcome), whose "
+                        "complement is the acceptance rate at T = 1: it raised a distilled feature draft's "
+                        "acceptance more than kl did in the same extra steps (docs/generate.md). Resuming "
+                        "with another loss trains the stages still to come with it")
     s.add_argument("--eval-chunks", type=int, default=16,
                    help="held-out sequences of --seq-len tokens for the acceptance report (default 16)")
     s.add_argument("--seed", type=int, default=0, help="seed of the corpus order and the batches")
@@ -353,7 +364,7 @@ def distill_command(args: argparse.Namespace) -> int:
                         label_tokens=args.label_tokens, max_minutes=args.max_minutes, lr=args.lr,
                         top_k=args.top_k, eval_chunks=args.eval_chunks, seed=args.seed, rounds=args.rounds,
                         round_tokens=args.round_tokens, round_steps=args.round_steps, round_lr=args.round_lr,
-                        checkpoint_minutes=args.checkpoint_minutes,
+                        loss=args.loss, checkpoint_minutes=args.checkpoint_minutes,
                         train_precision=chosen_precision(draft, args.train_precision))
     files, held = sum(len(t) for t, _ in parts), sum(len(h) for _, h in parts)
     kind = "feature draft" if args.kind == "features" else "draft"
@@ -365,6 +376,7 @@ def distill_command(args: argparse.Namespace) -> int:
         report = distill(draft, measure, lambda s: tok(s).input_ids, [t for t, _ in parts],
                          [h for _, h in parts], cfg,
                          log=lambda m: print(m, file=sys.stderr), budget=budget, out=out, resume=args.resume,
+                         corpus_changed=args.corpus_changed,
                          label_target=labeller, meta={"target": args.target, "precision": precision},
                          about={"target": args.target, "layers": args.layers, "kind": args.kind,
                                 "corpus": args.corpus})

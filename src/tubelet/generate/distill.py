@@ -4,7 +4,9 @@ The draft starts as a copy of the target's first layers (same tokenizer, embeddi
 and head) and learns to match the target's next-token distributions: the loss is the cross
 entropy from the target's top-k distribution (renormalised) to the draft's softmax taken over
 the tokens that appear in any top-k of the batch (a sampled softmax: the full 49k-way head is
-the dominant cost on a CPU). The embedding / head stay frozen; the blocks and final norm train.
+the dominant cost on a CPU), or with ``loss="tv"`` the total variation between the two, which
+is what acceptance at T = 1 depends on (:func:`sparse_divergence`). The embedding / head stay
+frozen; the blocks and final norm train.
 
 A feature draft (:class:`~tubelet.models.decoder.FeatureDraftModel`, EAGLE) learns the same way
 from the target's features: the labels also keep the target's final hidden states (bfloat16,
@@ -84,7 +86,8 @@ CORPUS = "corpus"  # the pool of labels of corpus text; rounds add "round-1", "r
 # what each recorded property of the labels is called on the command line
 SETTING = {"target": "--target", "precision": "--label-precision", "seq_len": "--seq-len", "top_k": "--top-k",
            "seed": "--seed", "corpus": "the files of --corpus", "features": "--kind"}
-FEATURE_LOSS_WEIGHT = 0.1  # of the regression of a feature draft's features, beside the cross entropy
+FEATURE_LOSS_WEIGHT = 0.1  # of the regression of a feature draft's features, beside sparse_divergence
+LOSSES = ("kl", "tv")  # of sparse_divergence
 DRAFT_TEMPERATURES = (0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 1.0, 1.1)  # tried on held-out text after each stage
 
 
@@ -127,6 +130,7 @@ class DistillConfig:
     round_tokens: int = 8192  # tokens per round the target labels, half of them written
     round_steps: int = 100
     round_lr: float = 3e-4
+    loss: str = "kl"  # what training minimises (LOSSES)
     shard_tokens: int = 65536  # labels per file on disk
     checkpoint_minutes: float = 5.0
     train_precision: str = "fp32"  # "bf16": matrix products in bfloat16 (autocast), weights in float32
@@ -292,12 +296,14 @@ class LabelStore:
     every ``shard_tokens`` tokens and by :meth:`flush`."""
 
     def __init__(self, folder: Path | None, meta: dict[str, Any], shard_tokens: int = 65536,
-                 files: Sequence[Path] = ()) -> None:
+                 files: Sequence[Path] = (), corpus_changed: bool = False) -> None:
         """``files``: those ``meta["corpus"]`` digests, listed in :data:`CORPUS_LIST` so that a resume
-        on other files says which."""
+        on other files says which; ``corpus_changed``: take labels of other files than ``files``
+        (``changed`` then says what differs, and the folder records ``files`` from now on)."""
         self.folder, self.meta, self.shard_tokens = folder, meta, shard_tokens
         self.pools: dict[str, list[Labels]] = {}
         self.buffer: dict[str, list[Labels]] = {}
+        self.changed: str | None = None
         if folder is None:
             return
         meta_path = folder / LABELS_META
@@ -310,16 +316,24 @@ class LabelStore:
             for key, value in meta.items():
                 if saved.get(key) == value:
                     continue
+                if key == "corpus" and corpus_changed:
+                    before = listing.read_text().splitlines() if listing.is_file() else []
+                    self.changed = corpus_change(before, _listing(files)) if before else "not listed before"
+                    continue
                 if key == "corpus" and listing.is_file():
                     raise GenerateError(
                         f"{folder} holds labels of other files than --corpus matches now: "
                         f"{corpus_change(listing.read_text().splitlines(), _listing(files))}. Resume with "
-                        f"the files of {listing}, or start a new --out")
+                        f"the files of {listing}, add --corpus-changed to go on with the files as they are "
+                        "now (the labels on disk are kept), or start a new --out")
                 raise GenerateError(
                     f"{folder} holds labels made with {key}={saved.get(key)!r}, not {value!r} "
                     f"({SETTING.get(key, key)}): resume with the same settings, or start a new --out")
             for shard in sorted(folder.glob("*.safetensors")):
                 self.pools.setdefault(shard.name.rsplit("-", 1)[0], []).append(self._read(shard))
+            if self.changed is not None:  # the files from now on
+                write_text_atomic(listing, "".join(line + "\n" for line in _listing(files)))
+                write_text_atomic(meta_path, dumps_json({**saved, "corpus": meta["corpus"]}, indent=1) + "\n")
         else:
             folder.mkdir(parents=True, exist_ok=True)
             write_text_atomic(folder / CORPUS_LIST, "".join(line + "\n" for line in _listing(files)))
@@ -385,19 +399,31 @@ class LabelStore:
 
 
 # ------------------------------------------------------------------------------- training
-def sparse_distill_loss(draft: Decoder, x: Tensor, logp_top: Tensor, ids: Tensor) -> Tensor:
-    """Cross entropy from the target's top-k distribution (renormalised) to the draft's softmax
-    over the tokens in the batch's top-k sets."""
-    return sparse_cross_entropy(draft.features(x), draft.head.weight, logp_top, ids)
+def sparse_distill_loss(draft: Decoder, x: Tensor, logp_top: Tensor, ids: Tensor, loss: str = "kl") -> Tensor:
+    """:func:`sparse_divergence` of the draft's next-token distributions from the target's top-k."""
+    return sparse_divergence(draft.features(x), draft.head.weight, logp_top, ids, loss)
 
 
-def sparse_cross_entropy(h: Tensor, head: Tensor, logp_top: Tensor, ids: Tensor) -> Tensor:
-    """:func:`sparse_distill_loss` of hidden states h (B, L, D) under the head's rows (V, D)."""
-    q_top = logp_top.float().softmax(-1)
+def sparse_divergence(h: Tensor, head: Tensor, logp_top: Tensor, ids: Tensor, loss: str = "kl") -> Tensor:
+    """How far the draft's softmax over the tokens in the batch's top-k sets (hidden states h
+    (B, L, D) under the head's rows (V, D)) is from the target's top-k at each position, by
+    ``loss`` (:data:`LOSSES`):
+
+    - ``"kl"``: cross entropy from the target's top-k distribution, renormalised (the forward KL
+      up to a constant);
+    - ``"tv"``: the L1 distance between the two over the target's top-k tokens and, as one more
+      outcome, everything else (the target's mass outside its top-k), i.e. twice the total
+      variation of that coarser distribution: one minus the total variation is the acceptance
+      rate at T = 1, which this loss raises directly (DistillSpec, Zhou et al. 2024)."""
     candidates, where = ids.unique(return_inverse=True)  # (C,), (B, L, k) index into candidates
     logits = h @ head[candidates].T  # (B, L, C)
     logp = logits.log_softmax(-1).gather(-1, where)
-    return -(q_top * logp).sum(-1).mean()
+    if loss == "kl":
+        return -(logp_top.float().softmax(-1) * logp).sum(-1).mean()
+    if loss != "tv":
+        raise ValueError(f"loss {loss!r}: expected one of {', '.join(LOSSES)}")
+    p, q = logp_top.float().exp(), logp.float().exp()
+    return ((p - q).abs().sum(-1) + (p.sum(-1) - q.sum(-1)).abs()).mean()
 
 
 def shifted(features: Tensor) -> Tensor:
@@ -406,16 +432,16 @@ def shifted(features: Tensor) -> Tensor:
 
 
 def feature_distill_loss(draft: FeatureDraftModel, x: Tensor, features: Tensor, logp_top: Tensor,
-                         ids: Tensor) -> Tensor:
+                         ids: Tensor, loss: str = "kl") -> Tensor:
     """The loss of a feature draft, at two depths: each token entering with the target's feature of
     the token before (the first token a step drafts), then with the draft's own prediction of it
-    (the tokens after). At each: :func:`sparse_cross_entropy`, plus ``FEATURE_LOSS_WEIGHT`` times
+    (the tokens after). At each: :func:`sparse_divergence` by ``loss``, plus ``FEATURE_LOSS_WEIGHT`` times
     the smooth L1 distance to the target's features (EAGLE's regression)."""
     total = 0.0
     previous = shifted(features)
     for _ in range(2):
         h = draft.features(x, previous)
-        total = total + sparse_cross_entropy(h, draft.head.weight, logp_top, ids) + \
+        total = total + sparse_divergence(h, draft.head.weight, logp_top, ids, loss) + \
             FEATURE_LOSS_WEIGHT * torch.nn.functional.smooth_l1_loss(h.float(), features.float())
         previous = shifted(h)
     return total / 2
@@ -484,7 +510,7 @@ class Distillation:
                  train: Sequence[Sequence[Path]], held_out: Sequence[Sequence[Path]], cfg: DistillConfig,
                  log: Callable[[str], None],
                  budget: Budget, out: Path | None, label_target: Callable[[Tensor], Tensor] | None,
-                 meta: dict[str, Any], about: dict[str, Any]) -> None:
+                 meta: dict[str, Any], about: dict[str, Any], corpus_changed: bool = False) -> None:
         self.draft, self.target, self.tokenize = draft, target, tokenize
         self.device = next(draft.parameters()).device  # the target's too; labels stay in host memory
         self.label_target = label_target or target
@@ -492,12 +518,17 @@ class Distillation:
         if self.features and not (isinstance(self.label_target, Decoder) and isinstance(target, Decoder)):
             raise GenerateError("a feature draft learns from a target's features: pass the target (and "
                                 "label_target) as a tubelet Decoder")
+        if cfg.loss not in LOSSES:
+            raise GenerateError(f"loss {cfg.loss!r}: expected one of {', '.join(LOSSES)}")
         self.cfg, self.log, self.budget, self.out = cfg, log, budget, out
         self.train, self.held_out = train, held_out  # one group of files per corpus
         files = [f for g in train for f in g]
         self.store = LabelStore(out / LABELS if out else None, {
             **meta, "seq_len": cfg.seq_len, "top_k": cfg.top_k, "seed": cfg.seed, "corpus": corpus_digest(files),
-            **({"features": True} if self.features else {})}, cfg.shard_tokens, files)
+            **({"features": True} if self.features else {})}, cfg.shard_tokens, files, corpus_changed)
+        if self.store.changed:
+            log(f"resuming on changed files ({self.store.changed}): the labels on disk are kept, what is "
+                "still to label or to write from is read from the files as they are now")
         self.report: dict[str, Any] = {**about, "stages": [], "steps": 0, "seconds_by_stage": {}}
         self.trainable = [p for n, p in draft.named_parameters() if n.startswith(("blocks.", "norm.", "fc."))]
         self.reserve = 0.0  # seconds an evaluation takes, kept aside at the deadline
@@ -678,6 +709,9 @@ class Distillation:
         for p in self.trainable:
             p.requires_grad_(True)
         self.draft.train()
+        said = self.report.setdefault("objective", {}).get(stage)  # the loss of each stage (a resume may change it)
+        if said is None or not said.endswith(cfg.loss):
+            self.report["objective"][stage] = cfg.loss if said is None else f"{said}, then {cfg.loss}"
         bf16 = cfg.train_precision == "bf16"
         start, last_save, losses, drawn = self.budget.clock(), self.budget.clock(), [], g.get_state()
         bar = tqdm(total=steps, initial=step, desc=stage, unit="step", disable=None, leave=False)
@@ -696,9 +730,9 @@ class Distillation:
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16), quiet_mixed_norms():
                     if self.features:
                         loss = feature_distill_loss(self.draft, batch.tokens, batch.features, batch.logprobs,
-                                                    batch.ids)
+                                                    batch.ids, cfg.loss)
                     else:
-                        loss = sparse_distill_loss(self.draft, batch.tokens, batch.logprobs, batch.ids)
+                        loss = sparse_distill_loss(self.draft, batch.tokens, batch.logprobs, batch.ids, cfg.loss)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(self.trainable, 1.0)
@@ -812,7 +846,8 @@ def distill(draft: Decoder | FeatureDraftModel, target: Callable[[Tensor], Tenso
             cfg: DistillConfig, log: Callable[[str], None] = print, budget: Budget | None = None, *,
             out: str | Path | None = None, resume: bool = False,
             label_target: Callable[[Tensor], Tensor] | None = None,
-            meta: dict[str, Any] | None = None, about: dict[str, Any] | None = None) -> dict:
+            meta: dict[str, Any] | None = None, about: dict[str, Any] | None = None,
+            corpus_changed: bool = False) -> dict:
     """Train ``draft`` in place through the stages of the module docstring; returns the report:
     held-out metrics after every stage (``stages``, ``before``, ``after``), steps, labelled
     tokens, seconds, losses, and ``finished`` (False when the time limit stopped it).
@@ -826,12 +861,15 @@ def distill(draft: Decoder | FeatureDraftModel, target: Callable[[Tensor], Tenso
     the report. ``train`` and ``held_out`` are lists of files, or one list per corpus (as
     :func:`corpus_parts` gives them), read in turn (:func:`mixed_chunks`). A
     :class:`~tubelet.models.decoder.FeatureDraftModel` needs ``target`` and ``label_target`` as
-    tubelet Decoders (it learns from their features); its rounds train on what the target writes."""
+    tubelet Decoders (it learns from their features); its rounds train on what the target writes.
+    ``corpus_changed``: resume although the training files differ from those the labels in ``out``
+    were made from (their paths or sizes), instead of refusing."""
     budget = budget or Budget(cfg.max_minutes * 60)
     if train and isinstance(train[0], (str, Path)):
         train, held_out = [train], [held_out]
     if out is not None:
         check_out(out, resume)
     run = Distillation(draft, target, tokenize, train, held_out, cfg, log, budget,
-                       Path(out) if out is not None else None, label_target, meta or {}, about or {})
+                       Path(out) if out is not None else None, label_target, meta or {}, about or {},
+                       corpus_changed and resume)
     return run.run(resume)
