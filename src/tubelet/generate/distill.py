@@ -414,7 +414,7 @@ def sparse_divergence(h: Tensor, head: Tensor, logp_top: Tensor, ids: Tensor, lo
     - ``"tv"``: the L1 distance between the two over the target's top-k tokens and, as one more
       outcome, everything else (the target's mass outside its top-k), i.e. twice the total
       variation of that coarser distribution: one minus the total variation is the acceptance
-      rate at T = 1, which this loss raises directly (DistillSpec, Zhou et al. 2024)."""
+      rate at T = 1, which this loss raises directly (as DistillSpec, Zhou et al. 2023, notes)."""
     candidates, where = ids.unique(return_inverse=True)  # (C,), (B, L, k) index into candidates
     logits = h @ head[candidates].T  # (B, L, C)
     logp = logits.log_softmax(-1).gather(-1, where)
