@@ -12,7 +12,7 @@ Default drafts: ``truncated:2`` (the target's first 2 layers), ``truncated:2,voc
 with a reduced vocabulary: its output layer keeps the 4,096 most frequent tokens) and ``ngram:3``
 (prompt lookup). The cost model, measured first: a draft call and a verification call (the target
 on K+1 tokens) relative to a one-token target call (c_d and c_v(K), medians of repeated calls after
-a prompt-sized prefill), and the acceptance a of each draft and temperature on a calibration run of
+a prompt-sized prefill; c_v(K) from rounds that time the one-token call and every K in turn), and the acceptance a of each draft and temperature on a calibration run of
 every prompt as one batch (a few dozen tokens each; one prompt alone picked K from too few tokens);
 the best K maximises the predicted speed-up E(a, K) / (K c_d + c_v(K)) with
 E = (1 - a^(K+1)) / (1 - a) the expected tokens per step. A model draft may instead draft a dynamic
@@ -168,10 +168,8 @@ def hf_generate(target, tokenizer, ids, new_tokens: int, temperature: float, see
         return target.generate(torch.tensor([ids], device=target.device), **kwargs)[0, len(ids):].tolist()
 
 
-def median_call(lm, prompt: list[int], n: int, reps: int, before=None) -> float:
-    """Median seconds of one ``extend`` by n tokens after ``prompt`` (cropped back after each). A
-    feature draft first gets its target's features of the prompt. ``before()`` runs, untimed,
-    before each timed call. On a GPU each call is timed from an idle device to its end."""
+def _primed(lm, prompt: list[int]) -> None:
+    """``lm`` holding ``prompt`` alone (a feature draft also its target's features of it)."""
     dev = lm.device
     lm.reset(1)
     if hasattr(lm, "observe"):
@@ -179,18 +177,47 @@ def median_call(lm, prompt: list[int], n: int, reps: int, before=None) -> float:
         lm.target.extend(torch.tensor([prompt], device=dev), torch.tensor([len(prompt)], device=dev))
         lm.observe(lm.target.lengths)
     lm.extend(torch.tensor([prompt], device=dev), torch.tensor([len(prompt)], device=dev))
-    times = []
-    for _ in range(reps):
-        tokens, num_valid = torch.tensor([prompt[-n:]], device=dev), torch.tensor([n], device=dev)
-        if before is not None:
-            before()
-        synchronize(dev)
-        start = time.perf_counter()
-        lm.extend(tokens, num_valid)
-        synchronize(dev)
-        times.append(time.perf_counter() - start)
-        lm.crop(torch.tensor([len(prompt)], device=dev))
-    return statistics.median(times)
+
+
+def _timed_call(lm, prompt: list[int], n: int, before=None) -> float:
+    """Seconds of one ``extend`` by n tokens after ``prompt``, cropped back after it."""
+    dev = lm.device
+    tokens, num_valid = torch.tensor([prompt[-n:]], device=dev), torch.tensor([n], device=dev)
+    if before is not None:
+        before()
+    synchronize(dev)
+    start = time.perf_counter()
+    lm.extend(tokens, num_valid)
+    synchronize(dev)
+    seconds = time.perf_counter() - start
+    lm.crop(torch.tensor([len(prompt)], device=dev))
+    return seconds
+
+
+def median_call(lm, prompt: list[int], n: int, reps: int, before=None) -> float:
+    """Median seconds of one ``extend`` by n tokens after ``prompt`` (cropped back after each). A
+    feature draft first gets its target's features of the prompt. ``before()`` runs, untimed,
+    before each timed call. On a GPU each call is timed from an idle device to its end."""
+    _primed(lm, prompt)
+    return statistics.median(_timed_call(lm, prompt, n, before) for _ in range(reps))
+
+
+def paired_calls(lm, prompt: list[int], sizes: list[int], reps: int) -> tuple[float, dict[int, float]]:
+    """The median seconds of a one-token call and, for each n in ``sizes``, the median over
+    ``reps`` rounds of an n-token call's time over the one-token call's of the same round. Each
+    round times every size once, in an order that rotates from round to round, so a slow spell of
+    a shared machine weighs on both sides of a ratio (timed size by size, c_v(K) of one seed came
+    out near 2 for some K and near 1 for the others)."""
+    _primed(lm, prompt)
+    order = [1, *sizes]
+    ones, ratios = [], {n: [] for n in sizes}
+    for r in range(reps):
+        shift = r % len(order)
+        times = {n: _timed_call(lm, prompt, n) for n in order[shift:] + order[:shift]}
+        ones.append(times[1])
+        for n in sizes:
+            ratios[n].append(times[n] / times[1])
+    return statistics.median(ones), {n: statistics.median(v) for n, v in ratios.items()}
 
 
 def call_costs(target, drafts: dict, prompt: list[int], k_max: int, reps: int) -> dict:
@@ -198,9 +225,8 @@ def call_costs(target, drafts: dict, prompt: list[int], k_max: int, reps: int) -
     its weights in the CPU's caches) and c_d1 (a call right after a target call, which has read
     every target weight since: the first draft call of a step), relative to a one-token target
     call."""
-    one = median_call(target.lm, prompt, 1, reps)
-    out = {"target_call_seconds": one,
-           "verify": {K: median_call(target.lm, prompt, K + 1, reps) / one for K in range(1, k_max + 1)},
+    one, verify = paired_calls(target.lm, prompt, [K + 1 for K in range(1, k_max + 1)], reps)
+    out = {"target_call_seconds": one, "verify": {K: verify[K + 1] for K in range(1, k_max + 1)},
            "draft": {}, "draft_first": {}}
 
     def target_call() -> None:

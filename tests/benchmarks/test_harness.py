@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
@@ -87,3 +88,32 @@ def test_speculative_prompts_leave_out_the_files_a_draft_trained_on(tmp_path):
     assert files == {str(p.resolve()) for p in trained} and unlisted == [str(tmp_path / "old")]
     _, fresh = speculative.held_out_prompts(Tok(), glob, 3, 8, trained=files)
     assert fresh == [str(corpus / f) for f in ("f20.py", "f01.py", "f02.py")]  # then files no draft trained on
+
+
+def test_speculative_verification_costs_are_paired_with_the_one_token_call_of_their_round(monkeypatch):
+    """A slow spell of a shared machine (every call ten times slower for a while) moved c_v(K) of
+    the K timed in it when each K was timed in a block; timed round by round, each ratio stays."""
+    import speculative
+
+    clock = {"now": 0.0, "calls": 0}
+
+    class FakeLM:  # an n-token call takes n units; calls 40-79 are ten times slower
+        device = torch.device("cpu")
+
+        def reset(self, batch_size):
+            pass
+
+        def extend(self, tokens, num_valid):
+            clock["calls"] += 1
+            clock["now"] += int(num_valid[0]) * (10.0 if 40 <= clock["calls"] < 80 else 1.0)
+
+        def crop(self, lengths):
+            pass
+
+    monkeypatch.setattr(speculative.time, "perf_counter", lambda: clock["now"])
+    sizes = [2, 3, 4, 5, 6]
+    one, ratios = speculative.paired_calls(FakeLM(), list(range(8)), sizes, reps=15)
+    assert one == 1.0 and ratios == {n: float(n) for n in sizes}
+    clock["calls"] = 0
+    blocks = {n: speculative.median_call(FakeLM(), list(range(8)), n, reps=15) for n in [1, *sizes]}
+    assert any(blocks[n] / blocks[1] != n for n in sizes)  # what the blocks measured
