@@ -57,6 +57,10 @@ def test_distill_arguments_and_a_missing_corpus(tmp_path):
     args = parse(["draft", "distill", "--target", "t", "--layers", "1", "--corpus", "c", "--out", "o", "--resume",
                   "--loss", "tv", "--corpus-changed"])
     assert (args.loss, args.corpus_changed) == ("tv", True)
+    args = parse(["draft", "distill", "--target", "t", "--layers", "1", "--corpus", "c", "--out", "o",
+                  "--corpus-changed"])
+    with pytest.raises(UsageError, match="--corpus-changed goes with --resume"):
+        args.func(args)
     with pytest.raises(SystemExit):
         parse(["draft", "distill", "--target", "t", "--layers", "1", "--corpus", "c", "--out", "o", "--loss", "l2"])
 
