@@ -12,8 +12,9 @@ Default drafts: ``truncated:2`` (the target's first 2 layers), ``truncated:2,voc
 with a reduced vocabulary: its output layer keeps the 4,096 most frequent tokens) and ``ngram:3``
 (prompt lookup). The cost model, measured first: a draft call and a verification call (the target
 on K+1 tokens) relative to a one-token target call (c_d and c_v(K), medians of repeated calls after
-a prompt-sized prefill; c_v(K) from rounds that time the one-token call and every K in turn), and the acceptance a of each draft and temperature on a calibration run of
-every prompt as one batch (a few dozen tokens each; one prompt alone picked K from too few tokens);
+a prompt-sized prefill; c_v(K) from rounds that time the one-token call and every K in turn), and
+the acceptance a of each draft and temperature on a calibration run of every prompt as one batch
+(a few dozen tokens each; one prompt alone picked K from too few tokens);
 the best K maximises the predicted speed-up E(a, K) / (K c_d + c_v(K)) with
 E = (1 - a^(K+1)) / (1 - a) the expected tokens per step. A model draft may instead draft a dynamic
 length (``--thresholds``: up to K = --k-max tokens, a row stopping once the product of its draft's top
