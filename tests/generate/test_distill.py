@@ -270,6 +270,25 @@ def test_training_with_the_tv_loss_raises_acceptance_and_each_stage_says_its_los
         run(corpus, tmp_path / "e", target, loss="l2")
 
 
+def test_the_rounds_train_with_their_own_loss(corpus, tmp_path, monkeypatch):
+    """``round_loss``: the corpus stage minimises ``loss``, each round ``round_loss``, and the report
+    says so; a wrong name is refused before any labelling."""
+    real, used = distill_module.sparse_divergence, []
+
+    def recording(h, head, logp_top, ids, loss="kl"):
+        used.append(loss)
+        return real(h, head, logp_top, ids, loss)
+
+    monkeypatch.setattr(distill_module, "sparse_divergence", recording)
+    _, report = run(corpus, tmp_path / "d", target_model(), steps=6, rounds=1, round_tokens=256, round_steps=4,
+                    round_loss="tv")
+    assert report["objective"] == {"train": "kl", "round 1": "tv"}
+    assert used == ["kl"] * 6 + ["tv"] * 4
+    with pytest.raises(GenerateError, match="loss 'l1'"):
+        run(corpus, tmp_path / "e", target_model(), rounds=1, round_loss="l1")
+    assert not (tmp_path / "e" / "labels").exists()
+
+
 def test_learning_rate_warms_up_then_decays_to_a_tenth():
     rates = [learning_rate(s, 200, 1.0) for s in range(200)]
     assert rates[0] == pytest.approx(0.1) and rates[9] == pytest.approx(1.0)  # 10 warm-up steps

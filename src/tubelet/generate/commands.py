@@ -147,8 +147,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="what training minimises: kl, the cross entropy to the target's top-k (default); tv, "
                         "the total variation from it (with the mass outside it as one more outcome), whose "
                         "complement is the acceptance rate at T = 1: it raised a distilled feature draft's "
-                        "acceptance more than kl did in the same extra steps (docs/generate.md). Resuming "
-                        "with another loss trains the stages still to come with it")
+                        "acceptance more than kl did in the same extra steps, but from the start it trains "
+                        "to less than kl (docs/generate.md). Resuming with another loss trains the stages "
+                        "still to come with it")
+    s.add_argument("--round-loss", choices=LOSSES, default=None,
+                   help="the loss of the --rounds (default: --loss): tv after a kl corpus stage gives a draft "
+                        "for sampling at T = 1 (docs/generate.md)")
     s.add_argument("--eval-chunks", type=int, default=16,
                    help="held-out sequences of --seq-len tokens for the acceptance report (default 16)")
     s.add_argument("--seed", type=int, default=0, help="seed of the corpus order and the batches")
@@ -367,7 +371,7 @@ def distill_command(args: argparse.Namespace) -> int:
                         label_tokens=args.label_tokens, max_minutes=args.max_minutes, lr=args.lr,
                         top_k=args.top_k, eval_chunks=args.eval_chunks, seed=args.seed, rounds=args.rounds,
                         round_tokens=args.round_tokens, round_steps=args.round_steps, round_lr=args.round_lr,
-                        loss=args.loss, checkpoint_minutes=args.checkpoint_minutes,
+                        loss=args.loss, round_loss=args.round_loss, checkpoint_minutes=args.checkpoint_minutes,
                         train_precision=chosen_precision(draft, args.train_precision))
     files, held = sum(len(t) for t, _ in parts), sum(len(h) for _, h in parts)
     kind = "feature draft" if args.kind == "features" else "draft"

@@ -5,8 +5,10 @@ and head) and learns to match the target's next-token distributions: the loss is
 entropy from the target's top-k distribution (renormalised) to the draft's softmax taken over
 the tokens that appear in any top-k of the batch (a sampled softmax: the full 49k-way head is
 the dominant cost on a CPU), or with ``loss="tv"`` the total variation between the two, which
-is what acceptance at T = 1 depends on (:func:`sparse_divergence`). The embedding / head stay
-frozen; the blocks and final norm train.
+is what acceptance at T = 1 depends on (:func:`sparse_divergence`); ``round_loss`` gives the
+rounds below their own (tv is for a draft that is already close: from the start it trained a
+feature draft to less acceptance than kl). The embedding / head stay frozen; the blocks and
+final norm train.
 
 A feature draft (:class:`~tubelet.models.decoder.FeatureDraftModel`, EAGLE) learns the same way
 from the target's features: the labels also keep the target's final hidden states (bfloat16,
@@ -131,6 +133,7 @@ class DistillConfig:
     round_steps: int = 100
     round_lr: float = 3e-4
     loss: str = "kl"  # what training minimises (LOSSES)
+    round_loss: str | None = None  # the rounds' loss; None: ``loss``
     shard_tokens: int = 65536  # labels per file on disk
     checkpoint_minutes: float = 5.0
     train_precision: str = "fp32"  # "bf16": matrix products in bfloat16 (autocast), weights in float32
@@ -518,8 +521,9 @@ class Distillation:
         if self.features and not (isinstance(self.label_target, Decoder) and isinstance(target, Decoder)):
             raise GenerateError("a feature draft learns from a target's features: pass the target (and "
                                 "label_target) as a tubelet Decoder")
-        if cfg.loss not in LOSSES:
-            raise GenerateError(f"loss {cfg.loss!r}: expected one of {', '.join(LOSSES)}")
+        for name in (cfg.loss, cfg.round_loss or cfg.loss):
+            if name not in LOSSES:
+                raise GenerateError(f"loss {name!r}: expected one of {', '.join(LOSSES)}")
         self.cfg, self.log, self.budget, self.out = cfg, log, budget, out
         self.train, self.held_out = train, held_out  # one group of files per corpus
         files = [f for g in train for f in g]
@@ -709,9 +713,10 @@ class Distillation:
         for p in self.trainable:
             p.requires_grad_(True)
         self.draft.train()
+        objective = cfg.loss if pool == CORPUS else cfg.round_loss or cfg.loss
         said = self.report.setdefault("objective", {}).get(stage)  # the loss of each stage (a resume may change it)
-        if said is None or not said.endswith(cfg.loss):
-            self.report["objective"][stage] = cfg.loss if said is None else f"{said}, then {cfg.loss}"
+        if said is None or not said.endswith(objective):
+            self.report["objective"][stage] = objective if said is None else f"{said}, then {objective}"
         bf16 = cfg.train_precision == "bf16"
         start, last_save, losses, drawn = self.budget.clock(), self.budget.clock(), [], g.get_state()
         bar = tqdm(total=steps, initial=step, desc=stage, unit="step", disable=None, leave=False)
@@ -730,9 +735,9 @@ class Distillation:
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16), quiet_mixed_norms():
                     if self.features:
                         loss = feature_distill_loss(self.draft, batch.tokens, batch.features, batch.logprobs,
-                                                    batch.ids, cfg.loss)
+                                                    batch.ids, objective)
                     else:
-                        loss = sparse_distill_loss(self.draft, batch.tokens, batch.logprobs, batch.ids, cfg.loss)
+                        loss = sparse_distill_loss(self.draft, batch.tokens, batch.logprobs, batch.ids, objective)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(self.trainable, 1.0)
