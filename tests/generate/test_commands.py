@@ -63,6 +63,10 @@ def test_distill_arguments_and_a_missing_corpus(tmp_path):
         args.func(args)
     with pytest.raises(SystemExit):
         parse(["draft", "distill", "--target", "t", "--layers", "1", "--corpus", "c", "--out", "o", "--loss", "l2"])
+    args = parse(["draft", "distill", "--target", "t", "--layers", "1", "--corpus", "c", "--out", "o",
+                  "--round-loss", "tv"])  # no --rounds: the round loss would go unused
+    with pytest.raises(UsageError, match="--round-loss tv is the loss of the rounds, and --rounds is 0"):
+        args.func(args)
 
 
 def test_train_precision_follows_the_devices_faster_precision(tmp_path, monkeypatch):
@@ -266,7 +270,8 @@ def test_generate_prompt_file_stream_and_repetition_penalty(tmp_path, monkeypatc
             [(p, s["text"], s["tokens"]) for p, s in zip(("abcabc", "xyz"), singles)]
     assert run("--prompt", "abcabc", "--stream") == singles[0]["text"] + "\n"
     stop = singles[0]["text"][4:6]
-    assert run("--prompt", "abcabc", "--stream", "--stop", stop) == singles[0]["text"][:singles[0]["text"].index(stop)] + "\n"
+    text = singles[0]["text"]
+    assert run("--prompt", "abcabc", "--stream", "--stop", stop) == text[:text.index(stop)] + "\n"
     penalised = json.loads(run("--prompt", "abcabc", "--json", "--repetition-penalty", "3"))
     assert penalised["tokens"] != singles[0]["tokens"]
     assert json.loads(run("--prompt", "abcabc", "--json", "--repetition-penalty", "3", "--draft", "truncated:1",

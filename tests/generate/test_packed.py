@@ -15,10 +15,12 @@ from tubelet.models.decoder import Decoder, DecoderConfig
 
 from .test_commands import tiny
 
-pytestmark = [pytest.mark.usefixtures("one_thread"),
-              pytest.mark.skipif(not can_pack(torch.device("cpu")), reason="this torch has no oneDNN")]
+pytestmark = pytest.mark.usefixtures("one_thread")
+packs = pytest.mark.skipif(not can_pack(torch.device("cpu")),
+                           reason="this torch has no oneDNN, or this CPU not the instructions of its bf16 products")
 
 
+@packs
 @pytest.mark.parametrize("bias", [False, True])
 def test_a_packed_linear_multiplies_as_the_linear_does_and_each_row_alone(bias):
     torch.manual_seed(0)
@@ -36,6 +38,7 @@ def test_a_packed_linear_multiplies_as_the_linear_does_and_each_row_alone(bias):
         assert torch.equal(y, rows)
 
 
+@packs
 def test_a_packed_model_keeps_its_ties_its_state_and_trains_through_its_plain_weights():
     torch.manual_seed(0)
     model = Decoder(DecoderConfig(vocab_size=64, dim=32, num_layers=2, num_heads=4, num_kv_heads=2,
@@ -57,6 +60,7 @@ def test_a_packed_model_keeps_its_ties_its_state_and_trains_through_its_plain_we
     assert not any(isinstance(m, PackedLinear) for m in pack_linears(fp32).modules())
 
 
+@packs
 def test_a_bf16_target_and_draft_are_packed_and_compute_what_they_did(tmp_path):
     folder = tiny(tmp_path, layers=3)
     target = load_model(f"{folder},bf16")
@@ -76,6 +80,7 @@ def test_a_bf16_target_and_draft_are_packed_and_compute_what_they_did(tmp_path):
     assert all(len(t) == 24 for t in out.tokens) and out.stats.drafted > 0
 
 
+@packs
 def test_a_call_of_many_rows_multiplies_by_the_plain_weight(monkeypatch):
     """Packing is for decoding's few rows: a long prompt or a labelling batch (more than
     PACKED_ROWS rows) goes through F.linear, which is as fast or faster there."""
@@ -91,3 +96,26 @@ def test_a_call_of_many_rows_multiplies_by_the_plain_weight(monkeypatch):
         many = torch.randn(packed_module.PACKED_ROWS + 1, 32, dtype=torch.bfloat16)
         torch.testing.assert_close(layer(many), F.linear(many, layer.weight, layer.bias))
         assert len(calls) == 1
+
+
+def test_where_onednn_has_no_bf16_products_a_bf16_target_and_draft_load_plain_and_decode(tmp_path, monkeypatch):
+    """On a CPU without avx512bw, avx512vl and avx512dq or avx_ne_convert (an AVX2 CPU such as AMD's
+    Zen 3) oneDNN refuses to reorder a bfloat16 weight; ``smollm2,bf16`` and a bf16 draft raised that
+    RuntimeError instead of decoding with F.linear. Here that CPU is played on any CPU."""
+    def refuse(*args):
+        raise RuntimeError("mkldnn_reorder_linear_weight: bf16 path needs the cpu support avx_ne_convert or "
+                           "avx512bw, avx512vl and avx512dq")
+    monkeypatch.setattr(torch.ops.mkldnn, "_reorder_linear_weight", refuse)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    assert not can_pack(torch.device("cpu"))
+    folder = tiny(tmp_path, layers=3)
+    target = load_model(f"{folder},bf16")
+    draft = load_draft("truncated:1,bf16", target)
+    assert not any(isinstance(m, PackedLinear) for m in [*target.model.modules(), *draft.lm.model.modules()])
+    plain = Decoder.load(folder).to(torch.bfloat16).eval()
+    tokens = torch.tensor([[5, 17, 3, 99, 42, 7, 7, 7]])
+    with torch.no_grad():
+        assert torch.equal(target.model(tokens), plain(tokens))  # the same products: F.linear's
+    prompts = [[5, 17, 3, 99, 42], [7, 7, 7]]
+    out = speculative_generate(target.lm, draft, prompts, 16, k=3, sampling=Sampling(1.0), seed=0)
+    assert all(len(t) == 16 for t in out.tokens) and out.stats.drafted > 0

@@ -339,6 +339,9 @@ def distill_command(args: argparse.Namespace) -> int:
             raise UsageError(f"--{name.replace('_', '-')} {getattr(args, name)}: expected a positive number")
     if args.rounds < 0 or args.max_minutes <= 0 or args.checkpoint_minutes <= 0:
         raise UsageError("--rounds must be >= 0, --max-minutes and --checkpoint-minutes > 0")
+    if args.round_loss is not None and args.rounds == 0:
+        raise UsageError(f"--round-loss {args.round_loss} is the loss of the rounds, and --rounds is 0: add --rounds N "
+                         "(docs/generate.md) or leave --round-loss out")
     if args.corpus_changed and not args.resume:
         raise UsageError("--corpus-changed goes with --resume (it lets a resume go on with the files as they are "
                          "now); a new run reads them as they are anyway")

@@ -34,9 +34,14 @@ def _packed_product(x: Tensor, packed: Tensor, bias: Tensor | None) -> Tensor:
 
 
 def can_pack(device: torch.device) -> bool:
-    """Whether :func:`pack_linears` packs on ``device``: a CPU whose torch has oneDNN."""
+    """Whether :func:`pack_linears` packs on ``device``: a CPU whose torch has oneDNN, and whose
+    instructions oneDNN's bfloat16 products need (avx512bw, avx512vl and avx512dq, or
+    avx_ne_convert). Elsewhere (an AVX2 CPU, say) ``_reorder_linear_weight`` refuses bfloat16, and
+    the model keeps ``F.linear``."""
+    mkldnn = torch.ops.mkldnn
     return (device.type == "cpu" and torch.backends.mkldnn.is_available()
-            and hasattr(torch.ops.mkldnn, "_reorder_linear_weight"))
+            and hasattr(mkldnn, "_reorder_linear_weight") and hasattr(mkldnn, "_is_mkldnn_bf16_supported")
+            and bool(mkldnn._is_mkldnn_bf16_supported()))
 
 
 class PackedLinear(nn.Module):
