@@ -52,18 +52,18 @@ def decode_rate(target, prompt: list[int], tokens: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    p.add_argument("--targets", default="smollm2,smollm2,fp32,smollm2,bf16",
+    p.add_argument("--targets", default="smollm2;smollm2,fp32;smollm2,bf16",
                    help="target specs, separated by ';' or given as NAME[,PRECISION] pairs in one list "
                         "(default: smollm2, smollm2,fp32 and smollm2,bf16)")
     p.add_argument("--new-tokens", type=int, default=64, help="tokens each plain decoding run writes (default 64)")
     p.add_argument("--k-max", type=int, default=4, help="the largest K whose verification is timed (default 4)")
     p.add_argument("--repeats", type=int, default=5, help="round-robin rounds (default 5)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1, as speculative.py)")
-    p.add_argument("--quick", action="store_true", help="8 tokens, K <= 2, 2 rounds (well under a minute)")
+    p.add_argument("--quick", action="store_true", help="8 tokens, K <= 2, 1 round (well under a minute)")
     p.add_argument("--out", help="write every row and the environment as JSON here")
     args = p.parse_args(argv)
     if args.quick:
-        args.new_tokens, args.k_max, args.repeats = 8, 2, 2
+        args.new_tokens, args.k_max, args.repeats = 8, 2, 1
     for name in ("new_tokens", "k_max", "repeats", "threads"):
         if getattr(args, name) < 1:
             raise SystemExit(f"--{name.replace('_', '-')} {getattr(args, name)}: expected a positive number")

@@ -23,8 +23,14 @@ def _require(path: Path) -> Path:
 def tubelet_cache(tmp_path_factory) -> Iterator[Path]:
     """The suite's own cache folder ($TUBELET_CACHE, inherited by the commands tests run): what it
     makes there (SmolLM2 converted from its GGUF file once, then read by every later load) stays
-    out of the user's ~/.cache."""
-    folder = tmp_path_factory.mktemp("tubelet-cache")
+    out of the user's ~/.cache. pytest-xdist's workers share one, so SmolLM2 is converted once, not
+    once per worker (about 25 s on two cores); a conversion is written aside and renamed into place,
+    so two at once are safe."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # the workers' base folders share a parent
+        folder = tmp_path_factory.getbasetemp().parent / "tubelet-cache"
+        folder.mkdir(exist_ok=True)
+    else:
+        folder = tmp_path_factory.mktemp("tubelet-cache")
     before = os.environ.get("TUBELET_CACHE")
     os.environ["TUBELET_CACHE"] = str(folder)
     yield folder

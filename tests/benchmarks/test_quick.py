@@ -67,7 +67,7 @@ def test_quick_mode_writes_json(script, tmp_path):
             assert not plan or (row["k"], row["threshold"]) == (plan[0]["k"], plan[0]["threshold"]), (row, plan)
         # the same prompts again, as a GPU run takes a CPU run's, with the target in tubelet's decoder
         again = tmp_path / "again.json"
-        r = run(script, "--no-hf", "--target", "smollm2,bf16", "--draft", "ngram:3", "--temperatures", "0",
+        r = run(script, "--no-hf", "--target", "smollm2,fp32", "--draft", "ngram:3", "--temperatures", "0",
                 "--new-tokens", "8", "--k-max", "4",
                 "--calibration-tokens", "8", "--device", "cpu", "--prompts-from", str(out), "--text-corpus", "unused",
                 "--out", str(again), cwd=tmp_path)
