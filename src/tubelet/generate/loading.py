@@ -391,11 +391,16 @@ def draft_dtype(device: torch.device) -> torch.dtype:
     with vocab:4096), float32 elsewhere (without them bfloat16 is emulated, and slower)."""
     if device.type == "cuda":
         return torch.bfloat16
+    return torch.bfloat16 if cpu_flags() & {"avx512_bf16", "amx_bf16"} else torch.float32
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's instruction-set flags as /proc/cpuinfo names them (``avx2``, ``avx512_bf16``, ...);
+    empty where there is no /proc/cpuinfo."""
     try:
-        flags = Path("/proc/cpuinfo").read_text()
+        return set(Path("/proc/cpuinfo").read_text().split())
     except OSError:
-        return torch.float32
-    return torch.bfloat16 if ("avx512_bf16" in flags or "amx_bf16" in flags) else torch.float32
+        return set()
 
 
 def in_precision(loaded: Loaded, dtype: str | None, spec: str) -> Loaded:
