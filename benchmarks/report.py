@@ -33,7 +33,8 @@ def throughput(d: dict) -> list[str]:
     out = header(d["environment"])
     rates = d["matmul_rate"]
     out.append(f"- measured matmul rate: bf16 {rates['bf16']['tflops']:.3f} TFLOP/s, fp32 "
-               f"{rates['fp32']['tflops']:.3f} TFLOP/s ({rates['bf16']['n']}^3); MFU = achieved / bf16 rate")
+               f"{rates['fp32']['tflops']:.3f} TFLOP/s ({rates['bf16']['n']}^3); MFU = achieved / "
+               f"{d.get('mfu_dtype', 'bf16')} rate")
     cells: dict[tuple, list[dict]] = {}
     for r in d["rows"]:
         cells.setdefault((r["backbone"], r["frames"], r["size"], r["batch"], r["dtype"], r["mode"]), []).append(r)
