@@ -15,13 +15,15 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 # script -> the flags after --quick (speculative.py's test skips transformers' rows and runs one model
 # draft beside prompt lookup, and weighs one dynamic length against its K, not three: the three cost
 # 23 of its 57 s on an AVX2 EPYC; frame_scaling.py's measures two of the five models, decode.py's
-# reads 8 built-in files once: the smoke setting)
+# reads 8 built-in files once: the smoke setting; row_products.py's leaves out inductor, whose compile
+# takes 35 s of its 43 on an AVX2 EPYC)
 QUICK = {"throughput.py": [], "parity.py": [], "frame_scaling.py": ["--variants", "1,4"], "compare_revisions.py": [],
          "lossless.py": [],
          "speculative.py": ["--no-hf", "--draft", "truncated:2,vocab:4096", "--draft", "ngram:3",
                             "--thresholds", "0.2"],
          "decode.py": ["--repeats", "1", "--builtin-files", "8"], "predict.py": [], "attention_maps.py": [],
-         "serve_load.py": [], "captions.py": [], "target_precision.py": []}
+         "serve_load.py": [], "captions.py": [], "target_precision.py": [],
+         "row_products.py": ["--methods", "eager,onednn"]}
 HELP_ONLY = ["report.py"]
 
 
@@ -86,6 +88,9 @@ def test_quick_mode_writes_json(script, tmp_path):
             ("smollm2", "LlamaForCausalLM", "float32"), ("smollm2,fp32", "Decoder", "float32"),
             ("smollm2,bf16", "Decoder", "bfloat16")], result["rows"]
         assert all(r["tokens_per_second"] > 0 and set(r["verify"]) == {"1", "2"} for r in result["rows"])
+    if script == "row_products.py":  # each method's time for one and two rows, the same products as eager
+        assert [r["method"] for r in result["rows"]] == ["eager", "onednn"] and result["rows"][0]["calls"]["1"] == 1
+        assert all(set(r["ms"]) == {"1", "2"} and r["max_abs_diff_vs_eager"] < 1e-4 for r in result["rows"])
     if script in ("throughput.py", "frame_scaling.py", "compare_revisions.py"):  # the tables of RESULTS.md
         report = run("report.py", str(out), cwd=tmp_path)
         assert report.returncode == 0 and "| model |" in report.stdout, report.stderr
