@@ -93,7 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.quick:
         args.layers, args.rows, args.repeats = 2, "1,2", 2
-    rows, methods = parse_list(args.rows, int), parse_list(args.methods)
+    try:
+        rows, methods = parse_list(args.rows, int), parse_list(args.methods)
+    except ValueError:
+        rows = []
     if not rows or min(rows) < 1 or 1 not in rows:
         raise SystemExit(f"--rows: positive counts that include 1 (the unit), got {args.rows!r}")
     if unknown := [m for m in methods if m not in METHODS]:
