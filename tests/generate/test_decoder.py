@@ -115,6 +115,20 @@ def test_attention_defaults_are_unchanged():
     assert torch.allclose(a(x), a.output(sdpa(q, k, v)), atol=1e-6)
 
 
+@torch.no_grad()
+@pytest.mark.parametrize("tied", [True, False])
+def test_a_decoder_made_for_loading_computes_what_the_loaded_one_does(tied):
+    """``for_loading`` skips the random initialisation (the weights come from a state dict); its
+    head stays the embedding when tied (to_empty alone gives the head a tensor of its own)."""
+    cfg = DecoderConfig(**{**CFG.__dict__, "tie_embeddings": tied})
+    m = model(4, cfg)
+    empty = Decoder.for_loading(cfg)
+    assert (empty.head.weight is empty.embed.weight) == tied
+    empty.load_state_dict(m.state_dict())
+    x = torch.randint(0, cfg.vocab_size, (2, 7))
+    assert torch.equal(empty.eval()(x), m(x))
+
+
 def test_save_and_load_round_trip(tmp_path):
     m = model(3)
     m.save(tmp_path / "draft")

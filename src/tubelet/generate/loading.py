@@ -429,7 +429,7 @@ def truncated_draft(model: torch.nn.Module, layers: int) -> Decoder:
     the model's device."""
     device = next(model.parameters()).device
     if isinstance(model, Decoder):
-        draft = Decoder(replace(model.cfg, num_layers=layers))
+        draft = Decoder.for_loading(replace(model.cfg, num_layers=layers))
         draft.load_state_dict({k: v for k, v in model.state_dict().items()
                                if not k.startswith("blocks.") or int(k.split(".")[1]) < layers})
         return draft.eval().to(device)
