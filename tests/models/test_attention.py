@@ -138,3 +138,22 @@ def test_a_half_precision_cache_on_a_cpu_keeps_float32_and_attends_as_the_half_o
         rest = sdpa(q[:, :, 6:], k, v, attn_mask=mask[6:])
         expected = attn.output(torch.cat([first, rest], dim=2))
     assert torch.equal(torch.cat(outs, dim=1), expected)
+
+
+def test_grouped_attention_and_rotary_positions_trace_as_one_graph_under_torch_compile():
+    """A decoding step compiled whole (dynamic shapes, ``fullgraph``): the GQA flag was a symbolic
+    bool that ``scaled_dot_product_attention`` refused, and the rotary table's lookup read the
+    largest position (a graph break). Both now trace, and give the eager values."""
+    from tubelet.models.attention import rotary_embedding
+
+    def step(q, k, v, positions):
+        cos, sin = rotary_embedding(positions, q.shape[-1], 10000.0)
+        return sdpa(q * cos, k, v), cos
+
+    compiled = torch.compile(step, backend="eager", dynamic=True, fullgraph=True)
+    torch.manual_seed(0)
+    for n in (3, 5):  # two sizes: the second call runs the dynamic graph
+        q, k, v = torch.randn(1, 4, n, 8), torch.randn(1, 2, n + 2, 8), torch.randn(1, 2, n + 2, 8)
+        positions = torch.arange(2, 2 + n)[None]
+        (o, cos), (o_ref, cos_ref) = compiled(q, k, v, positions), step(q, k, v, positions)
+        assert torch.equal(cos, cos_ref) and torch.allclose(o, o_ref, atol=1e-6)

@@ -63,7 +63,8 @@ def sdpa(q: Tensor, k: Tensor, v: Tensor, *, dropout_p: float = 0.0, attn_mask: 
                     is_causal=is_causal).to(q.dtype)
     if k.dtype != q.dtype:  # a prompt's call on a float32 cache (cache_dtype)
         k, v = k.to(q.dtype), v.to(q.dtype)
-    gqa = int(k.shape[-3]) != int(q.shape[-3])  # a Python bool under torch.jit.trace too
+    # a Python bool under torch.jit.trace, and under torch.compile, where a branch on it fixes the head counts
+    gqa = True if int(k.shape[-3]) != int(q.shape[-3]) else False
     if gqa and q.is_cuda and q.dtype not in (torch.float16, torch.bfloat16):
         rep = q.shape[-3] // k.shape[-3]
         k, v = k.repeat_interleave(rep, dim=-3), v.repeat_interleave(rep, dim=-3)  # head j -> j // rep
@@ -110,10 +111,11 @@ def rotary_embedding(positions: Tensor, head_dim: int, theta: float = 10000.0,
     On a CPU the values are looked up in a table of positions 0..n-1 (made the same way, grown
     by doubling): a decoding call, one token's positions, then costs a lookup instead of a dozen
     small ops, a few percent of a small draft's call. Elsewhere reading the largest position
-    would wait for the device, so they are computed.
+    would wait for the device, and under ``torch.compile`` it would break the graph, so they are
+    computed there (the same values: the table is made by the same function).
     """
-    if positions.device.type != "cpu" or not positions.numel():
-        return _rotary(positions, head_dim, theta, dtype)
+    if positions.device.type != "cpu" or not positions.numel() or torch.compiler.is_compiling():
+        return _rotary(positions, head_dim, theta, dtype)  # (compiled: no read of a position, one graph)
     need = int(positions.max()) + 1
     key = (head_dim, float(theta), dtype)
     table = _ROTARY_TABLES.get(key)
