@@ -142,7 +142,7 @@ def agreement(meta, x, device, dtype) -> dict[str, float]:
 
 def mfu_dtype(rates: dict) -> str:
     """The precision whose measured rate is MFU's denominator: the device's fastest (on an AVX2 CPU,
-    which emulates bf16 several times slower than fp32, fp32: against bf16, MFU read 6,553% there)."""
+    which emulates bf16 at 1/67 of fp32's rate, fp32: against bf16, MFU read 6,553% there)."""
     return max(rates, key=lambda d: rates[d]["tflops"])
 
 
