@@ -25,6 +25,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+from row_products import use_cpp_gemm  # noqa: E402
 
 from tubelet.generate import Sampling, autoregressive_generate  # noqa: E402
 from tubelet.generate.loading import cpu_flags, load_model  # noqa: E402
@@ -75,12 +78,7 @@ class CompiledLM(TubeletLM):
         self.reset(1)
         self.features_fn, self.head_fn = model.features, model.head
         if compiled:
-            import torch._inductor.config as config
-
-            config.freezing = True
-            config.max_autotune = True
-            config.max_autotune_gemm_backends = "CPP,ATEN"
-            config.autotune_num_choices_displayed = 0
+            use_cpp_gemm()
             self.features_fn = torch.compile(model.features, dynamic=True)
             self.head_fn = torch.compile(model.head, dynamic=True)
 
