@@ -56,9 +56,11 @@ def sdpa(q: Tensor, k: Tensor, v: Tensor, *, dropout_p: float = 0.0, attn_mask: 
     that was a seventh of a bf16 SmolLM2-135M token's time. Longer queries (a prompt, a clip)
     stay in half precision, where the kernel is as fast or faster. A :class:`KVCache` keeps
     half-precision keys and values in float32 on a CPU (:func:`cache_dtype`) for this reason.
+    Compiled (``torch.compile``, ``torch.export``), every such call runs in float32: comparing the
+    two lengths would fix them in the graph.
     """
     if (q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16)
-            and int(q.shape[-2]) < int(k.shape[-2])):
+            and (torch.compiler.is_compiling() or int(q.shape[-2]) < int(k.shape[-2]))):
         return sdpa(q.float(), k.float(), v.float(), dropout_p=dropout_p, attn_mask=attn_mask,
                     is_causal=is_causal).to(q.dtype)
     if k.dtype != q.dtype:  # a prompt's call on a float32 cache (cache_dtype)
@@ -270,6 +272,47 @@ class KVCache:
         """The valid keys and values (G, lengths[b], d) of each row of one layer (inspection)."""
         k, v = self.keys[layer], self.values[layer]
         return [(k[b, :, :n], v[b, :, :n]) for b, n in enumerate(self.lengths.tolist())]
+
+
+class FixedKVCache(KVCache):
+    """A :class:`KVCache` whose calls read no value from the device and grow nothing, so that a
+    whole decoding call traces as one graph (``torch.export``, ``torch.compile``): the buffers are
+    made ahead of each call (:meth:`reserve`, outside the graph), every call attends over the whole
+    capacity, and the mask, always made, hides the slots past each row's tokens (stale or never
+    written). Cropping, moving and selecting rows are :class:`KVCache`'s. The cost: attention over
+    the capacity, at most twice the longest row (it grows by doubling)."""
+
+    def reserve(self, n: int, kv_heads: int, head_dim: int, dtype: torch.dtype) -> None:
+        """Make room for ``n`` more tokens in every row: buffers (B, kv_heads, capacity, head_dim)
+        of ``dtype`` (:func:`cache_dtype` of the model's), at least 256 slots, grown by doubling."""
+        need = int(self.lengths.max()) + n
+        capacity = self.capacity()
+        if capacity >= need:
+            return
+        grown = max(need, 2 * capacity, 256)
+        B, device = self.lengths.shape[0], self.lengths.device
+        for i in range(len(self.keys)):
+            k, v = (torch.zeros(B, kv_heads, grown, head_dim, dtype=dtype, device=device) for _ in range(2))
+            if self.keys[i] is not None:
+                k[:, :, :capacity], v[:, :, :capacity] = self.keys[i], self.values[i]
+            self.keys[i], self.values[i] = k, v
+
+    def capacity(self) -> int:
+        """Slots of each layer's buffers (0 before the first :meth:`reserve`)."""
+        return 0 if self.keys[0] is None else self.keys[0].shape[2]
+
+    def span(self) -> int:
+        return self.keys[0].shape[2]
+
+    def write(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        rows = torch.arange(k.shape[0], device=k.device)[:, None]
+        buf_k, buf_v = self.keys[layer], self.values[layer]
+        buf_k[rows, :, self.slots] = k.transpose(1, 2).to(buf_k.dtype)  # (B, n, G, d), as rows and slots index
+        buf_v[rows, :, self.slots] = v.transpose(1, 2).to(buf_v.dtype)
+        return buf_k, buf_v
+
+    def attention_mask(self) -> Tensor:
+        return self.causal_mask()
 
 
 def _kv_range(first_query_head: int, query_heads: int, group: int) -> slice:

@@ -1,0 +1,174 @@
+"""Decoding calls compiled ahead of time (``,compile``): the step that is exported computes what
+TubeletLM's calls do (checked eagerly, through cache growth, crops, rows of different lengths and
+tree calls), and a package compiled for real decodes as the eager model does, is kept and loaded
+again without a compile, and is made again when damaged."""
+
+import pytest
+import torch
+
+from tubelet.generate import Sampling, autoregressive_generate, speculative_generate
+from tubelet.generate.compiled import CompiledLM, DecodingStep, package_path
+from tubelet.generate.drafts import ModelDraft
+from tubelet.generate.models import TubeletLM
+from tubelet.models.decoder import Decoder, DecoderConfig, TokenTree
+
+
+def tiny(layers: int = 2, seed: int = 0) -> Decoder:
+    torch.manual_seed(seed)
+    return Decoder(DecoderConfig(vocab_size=50, dim=32, num_layers=layers, num_heads=4, num_kv_heads=2,
+                                 mlp_dim=48)).eval()
+
+
+@torch.no_grad()
+def test_the_step_gives_tubelet_lms_logits_through_growth_crops_and_rows_of_different_lengths():
+    model = tiny()
+    plain, fixed = TubeletLM(model), CompiledLM(model, runner=DecodingStep(model))
+    tokens = torch.randint(0, 50, (2, 300))
+    for lm in (plain, fixed):
+        lm.reset(2)
+    # a prompt (row 1 shorter: right padding), calls of 1 and 4 tokens, a crop (a rejected draft), and
+    # past the 256 slots the cache starts with (it grows between calls, never inside one)
+    for a, b, valid, crop in [(0, 250, [250, 240], None), (250, 251, [1, 1], None), (251, 255, [4, 3], [253, 244]),
+                              (253, 260, [7, 7], None), (260, 261, [1, 0], None)]:
+        x, valid = tokens[:, a:b], torch.tensor(valid)
+        out, ref = fixed.extend(x, valid), plain.extend(x, valid)
+        for row, v in enumerate(valid.tolist()):  # padding's logits are meaningless
+            assert torch.allclose(out[row, :v], ref[row, :v], atol=1e-5)
+        if crop is not None:
+            plain.crop(torch.tensor(crop))
+            fixed.crop(torch.tensor(crop))
+    assert fixed.lengths.tolist() == plain.lengths.tolist() == [261, 251]
+    assert fixed.cache.keys[0].shape[2] == 512  # grown by doubling
+    for layer in range(2):
+        for (k, v), (k_ref, v_ref) in zip(fixed.cache.rows(layer), plain.cache.rows(layer)):
+            assert torch.allclose(k, k_ref, atol=1e-5) and torch.allclose(v, v_ref, atol=1e-5)
+    x = tokens[:, 270:273]
+    assert torch.allclose(fixed.extend_last(x, torch.tensor([3, 2])), plain.extend_last(x, torch.tensor([3, 2])),
+                          atol=1e-5)
+
+
+@torch.no_grad()
+def test_a_tree_call_and_a_move_match_tubelet_lms():
+    model = tiny()
+    plain, fixed = TubeletLM(model), CompiledLM(model, runner=DecodingStep(model))
+    prompt = torch.randint(0, 50, (1, 20))
+    # a root and two alternatives after it, each with a child: depth 0 1 1 2 2
+    tree = TokenTree(torch.tensor([[0, 1, 1, 2, 2]]), torch.tensor([[[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [1, 0, 1, 0, 0],
+                                                                      [1, 1, 0, 1, 0], [1, 0, 1, 0, 1]]]).bool())
+    candidates = torch.randint(0, 50, (1, 5))
+    outs = []
+    for lm in (plain, fixed):
+        lm.reset(1)
+        lm.extend(prompt, torch.tensor([20]))
+        outs.append(lm.extend(candidates, torch.tensor([5]), tree))
+        lm.move(torch.tensor([22]), torch.tensor([21]))  # the second alternative accepted
+        lm.move(torch.tensor([24]), torch.tensor([22]))  # and its child
+        lm.crop(torch.tensor([23]))
+        outs.append(lm.extend(torch.randint(0, 50, (1, 1), generator=torch.Generator().manual_seed(1)),
+                              torch.tensor([1])))
+    assert torch.allclose(outs[0], outs[2], atol=1e-5) and torch.allclose(outs[1], outs[3], atol=1e-5)
+
+
+@pytest.mark.slow
+def test_a_compiled_package_decodes_as_the_eager_model_and_is_kept(tmp_path, monkeypatch, capsys):
+    """One real compile (without the kernels' timing, ~25 s on two cores): greedy and speculative
+    output equal the eager model's; the package is loaded again, not compiled; a damaged one is
+    made again."""
+    import tubelet.generate.compiled as compiled
+
+    monkeypatch.setenv("TUBELET_CACHE", str(tmp_path))
+    model = tiny(layers=2, seed=3)
+    lm = CompiledLM(model, quick=True)
+    path = package_path(model)
+    assert path.is_file() and "compiling" in capsys.readouterr().err
+    prompts = [[1, 2, 3, 4], [5, 6]]
+    greedy = Sampling(temperature=0)
+    ref = autoregressive_generate(TubeletLM(model), prompts, 24, sampling=greedy).tokens
+    assert autoregressive_generate(lm, prompts, 24, sampling=greedy).tokens == ref
+    draft = ModelDraft(TubeletLM(tiny(layers=1, seed=4)))
+    out = speculative_generate(lm, draft, prompts, 24, k=3, sampling=greedy)
+    assert out.tokens == ref
+
+    good = path.read_bytes()
+
+    def no_compile(*args, **kwargs):
+        raise AssertionError("compiled again")
+    monkeypatch.setattr(compiled, "compile_package", no_compile)
+    assert autoregressive_generate(CompiledLM(model), prompts, 24, sampling=greedy).tokens == ref
+    assert "compiling" not in capsys.readouterr().err
+
+    path.write_bytes(good[: len(good) // 3])  # truncated (a disk that filled up, a copy cut short)
+    remade = []
+    monkeypatch.setattr(compiled, "compile_package", lambda m, p, quick=False: remade.append(p) or p.write_bytes(good))
+    assert autoregressive_generate(CompiledLM(model), prompts, 24, sampling=greedy).tokens == ref
+    assert remade == [path] and "does not load" in capsys.readouterr().err
+
+    other = tiny(layers=2, seed=5)  # other weights: another package
+    assert package_path(other) != path
+
+
+def test_compile_refuses_what_it_cannot_compile():
+    from tubelet.errors import GenerateError
+    from tubelet.generate.compiled import check_compilable
+    from tubelet.generate.int8 import quantize_int8
+
+    model = tiny()
+    assert check_compilable(model) is model
+    with pytest.raises(GenerateError, match="int8|Int8"):
+        check_compilable(quantize_int8(tiny().to(torch.bfloat16)))
+    with pytest.raises(GenerateError, match="tubelet decoder"):
+        check_compilable(torch.nn.Linear(2, 2))
+
+
+def test_only_the_packages_used_last_are_kept(tmp_path):
+    import os
+    import time
+
+    from tubelet.generate.compiled import KEEP_PACKAGES, _used
+
+    now = time.time()
+    paths = [tmp_path / f"decoder-{i}.pt2" for i in range(KEEP_PACKAGES + 2)]
+    for age, p in enumerate(paths):
+        p.write_bytes(b"x")
+        os.utime(p, (now - 100 * age, now - 100 * age))
+    old_tmp, new_tmp = tmp_path / ".decoder-9.1.tmp.pt2", tmp_path / ".decoder-9.2.tmp.pt2"
+    for p, age in ((old_tmp, 2 * 86400), (new_tmp, 60)):  # a killed compile's leftover; one under way
+        p.write_bytes(b"x")
+        os.utime(p, (now - age, now - age))
+    _used(paths[-1])  # the oldest, used again: kept, and the two used longest ago but it go
+    kept = sorted(p.name for p in tmp_path.iterdir())
+    assert kept == sorted([new_tmp.name, paths[-1].name] + [p.name for p in paths[:KEEP_PACKAGES - 1]])
+
+
+def test_a_failed_compile_says_so_and_how_to_go_on(tmp_path, monkeypatch):
+    import tubelet.generate.compiled as compiled
+    from tubelet.errors import GenerateError
+
+    monkeypatch.setenv("TUBELET_CACHE", str(tmp_path))
+
+    def full_disk(model, path, quick=False):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(compiled, "compile_package", full_disk)
+    with pytest.raises(GenerateError, match="No space left.*leave out compile"):
+        CompiledLM(tiny())
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_step_exports_as_one_graph_for_any_size(dtype):
+    """The exported graph (what AOTInductor compiles) computes the eager step's values at sizes other
+    than the traced ones; in bf16 the attention's choice of precision no longer fixes the sizes."""
+    from tubelet.generate.compiled import causal_tree, export_step
+
+    model = tiny().to(dtype)
+    graph = export_step(model).module()
+    step = DecodingStep(model)
+    for B, n, capacity in ((1, 1, 256), (3, 4, 96)):
+        tokens = torch.randint(0, 50, (B, n))
+        depth, visible = causal_tree(B, n)
+        kv = [torch.randn(B, 2, capacity, 8) for _ in range(4)]
+        args = (tokens, torch.full((B,), n), torch.arange(B) + 7, depth, visible, torch.arange(n).expand(B, n))
+        hidden, logits = graph(*args, [k.clone() for k in kv[:2]], [v.clone() for v in kv[2:]])
+        hidden_ref, logits_ref = step(*args, kv[:2], kv[2:])
+        assert torch.allclose(hidden.float(), hidden_ref.float(), atol=1e-5)
+        assert torch.allclose(logits.float(), logits_ref.float(), atol=1e-5)
