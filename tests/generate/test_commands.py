@@ -301,3 +301,36 @@ def test_target_precision_option(tmp_path):
         load_model(folder + ",vocab:8")
     with pytest.raises(LoadError, match="unknown"):
         load_model(folder + ",fp16")
+
+
+def test_compile_in_target_and_draft_specs(tmp_path, monkeypatch, capsys):
+    """``,compile`` gives a CompiledLM for a target (a transformers model would be copied in float32)
+    and a model draft; what cannot be compiled is refused with the reason. The compile itself is
+    replaced by the eager step it would compile (tests/generate/test_compiled.py compiles one)."""
+    import json
+
+    import tubelet.generate.compiled as compiled
+    from tubelet.generate.drafts import ModelDraft
+    from tubelet.generate.loading import LoadError, load_draft, load_model
+    monkeypatch.setattr(compiled, "load_step", lambda model, **kw: compiled.DecodingStep(model))
+    folder = tiny(tmp_path)
+    target = load_model(folder + ",compile")
+    assert isinstance(target.lm, compiled.CompiledLM) and target.model.embed.weight.dtype == torch.float32
+    assert load_model(folder + ",bf16,compile").model.embed.weight.dtype == torch.bfloat16
+    draft = load_draft("truncated:1,fp32,compile", target)
+    assert isinstance(draft, ModelDraft) and isinstance(draft.lm, compiled.CompiledLM)
+    for bad, match in (("truncated:1,int8,compile", "not int8"), ("ngram:2,compile", "no options")):
+        with pytest.raises(LoadError, match=match):
+            load_draft(bad, target)
+    with pytest.raises(LoadError, match="for a draft"):
+        load_model(folder + ",temp:0.5")
+    monkeypatch.setattr(commands, "load_tokenizer", lambda spec: CharTokenizer())
+    base = ["generate", "--tokenizer", "chars", "--prompt", "abcabcabc", "--temperature", "0",
+            "--max-new-tokens", "12", "--json", "--threads", "1"]
+    texts = []
+    for spec in (folder, folder + ",compile"):
+        args = parse(base + ["--target", spec, "--draft", "truncated:1,compile"] if "compile" in spec
+                     else base + ["--target", spec])
+        assert args.func(args) == 0
+        texts.append(json.loads(capsys.readouterr().out)["tokens"])
+    assert texts[0] == texts[1]

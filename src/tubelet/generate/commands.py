@@ -38,9 +38,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "'vocab:N' (its output layer keeps only the N most frequent tokens: a cheaper "
                     "draft, still exact), 'vocab:N:CORPUS' (counted in CORPUS), 'bf16'; e.g. "
                     "'truncated:2,vocab:4096'.")
-    g.add_argument("--target", required=True, help="target model spec")
+    g.add_argument("--target", required=True,
+                   help="target model spec, with options after commas: bf16 or fp32 (copied into tubelet's decoder "
+                        "in that precision), compile (its decoding calls compiled for this CPU, once: minutes the "
+                        "first time, then kept; e.g. smollm2,fp32,compile), see docs/generate.md")
     g.add_argument("--draft", help="draft spec (e.g. truncated:2,vocab:4096 or ngram:3; a model draft takes "
-                                   "options vocab:N, bf16, fp32, int8 and temp:T, see docs/generate.md); "
+                                   "options vocab:N, bf16, fp32, int8, temp:T and compile, see docs/generate.md); "
                                    "without it, plain autoregressive sampling")
     g.add_argument("--tokenizer", help="tokenizer spec (default: the target's)")
     prompt = g.add_mutually_exclusive_group(required=True)
