@@ -1,12 +1,12 @@
-"""Experiment: tubelet's float32 decoder with each decoding call compiled whole (inductor).
+"""Experiment: tubelet's float32 decoder with each decoding call compiled whole, two ways.
 
-What it tries: a KV cache of fixed capacity whose calls read no tensor value from Python (its
-span is the capacity, its mask always made from the slots), so that ``torch.compile`` of
-``Decoder.features`` is one graph per shape regime instead of a graph break in every layer; with
-frozen weights and inductor's C++ GEMM templates (``benchmarks/row_products.py``). Plain greedy
-decoding, eager and compiled, round-robin; a one-token call and c_v(K) (a call on K + 1 tokens
-over a one-token call) for each; the greedy tokens of both compared. Not yet part of the library:
-the cache here is the experiment's (a subclass of :class:`~tubelet.models.attention.KVCache`).
+``aot``: the library's ``,compile`` (:mod:`tubelet.generate.compiled`: the call exported and compiled
+by AOTInductor once, kept as a package, loaded afterwards). ``jit``: the same step
+(:class:`~tubelet.generate.compiled.DecodingStep` over a cache of fixed capacity) through
+``torch.compile`` in the process, as this experiment first did (a compile in every run). Both with
+frozen weights and inductor's C++ GEMM (``benchmarks/row_products.py``). Plain greedy decoding,
+eager and compiled, round-robin; a one-token call and c_v(K) (a call on K + 1 tokens over a
+one-token call) for each; the greedy tokens compared with eager ones.
 
     python experiments/compiled_decoding.py --out experiments/results/compiled_decoding_epyc_avx2.json
 """
@@ -30,73 +30,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from row_products import use_cpp_gemm  # noqa: E402
 
 from tubelet.generate import Sampling, autoregressive_generate  # noqa: E402
+from tubelet.generate.compiled import CompiledLM, DecodingStep  # noqa: E402
 from tubelet.generate.loading import cpu_flags, load_model  # noqa: E402
-from tubelet.generate.models import TubeletLM, _last  # noqa: E402
-from tubelet.models.attention import KVCache  # noqa: E402
+from tubelet.generate.models import TubeletLM  # noqa: E402
 
 PROMPT = "import os\nimport sys\n\n\ndef main(argv):\n    \"\"\"Parse the arguments and run the command.\"\"\"\n"
+METHODS = ("eager", "aot", "jit")
 
 
-class FixedKVCache(KVCache):
-    """A KVCache whose buffers are allocated ahead (:meth:`reserve`, outside the compiled call) and
-    whose calls attend over the whole capacity with a mask: no ``int()`` of a tensor, no buffer
-    grown inside a call. Stale slots past a row's length are masked as in KVCache."""
-
-    def reserve(self, n: int, heads: int, head_dim: int, dtype: torch.dtype) -> None:
-        need = int(self.lengths.max()) + n
-        capacity = 0 if self.keys[0] is None else self.keys[0].shape[2]
-        if capacity >= need:
-            return
-        grown = max(need, 2 * capacity, 256)
-        B = self.lengths.shape[0]
-        for i in range(len(self.keys)):
-            k, v = (torch.zeros(B, heads, grown, head_dim, dtype=dtype) for _ in range(2))
-            if self.keys[i] is not None:
-                k[:, :, :capacity], v[:, :, :capacity] = self.keys[i], self.values[i]
-            self.keys[i], self.values[i] = k, v
-
-    def span(self) -> int:
-        return self.keys[0].shape[2]
-
-    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = torch.arange(k.shape[0])[:, None]
-        self.keys[layer][rows, :, self.slots] = k.transpose(1, 2).to(self.keys[layer].dtype)
-        self.values[layer][rows, :, self.slots] = v.transpose(1, 2).to(self.values[layer].dtype)
-        return self.keys[layer], self.values[layer]
-
-    def attention_mask(self) -> torch.Tensor:
-        return self.causal_mask()
-
-
-class CompiledLM(TubeletLM):
-    """TubeletLM on a FixedKVCache, its features and head through ``torch.compile``."""
-
-    def __init__(self, model, compiled: bool = True) -> None:
-        super().__init__(model)
-        c = model.cfg
-        self.kv = (c.num_kv_heads, c.head_dim, model.embed.weight.dtype)
-        self.reset(1)
-        self.features_fn, self.head_fn = model.features, model.head
-        if compiled:
-            use_cpp_gemm()
-            self.features_fn = torch.compile(model.features, dynamic=True)
-            self.head_fn = torch.compile(model.head, dynamic=True)
-
-    def reset(self, batch_size: int) -> None:
-        self.cache = FixedKVCache(len(self.model.blocks), batch_size, self.device)
-
-    @torch.no_grad()
-    def extend(self, tokens, num_valid, tree=None):
-        return self.head_fn(self._features(tokens, num_valid, tree))
-
-    @torch.no_grad()
-    def extend_last(self, tokens, num_valid):
-        return self.head_fn(_last(self._features(tokens, num_valid), num_valid))
-
-    def _features(self, tokens, num_valid, tree=None):
-        self.calls += 1
-        self.cache.reserve(tokens.shape[1], *self.kv)
-        return self.features_fn(tokens, self.cache, num_valid, tree=tree)
+def compiled(model, method: str) -> CompiledLM:
+    if method == "aot":
+        return CompiledLM(model)
+    use_cpp_gemm()
+    return CompiledLM(model, runner=torch.compile(DecodingStep(model), dynamic=True))
 
 
 def decode(lm, prompt: list[int], tokens: int) -> tuple[float, list[int]]:
@@ -123,24 +69,30 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--target", default="smollm2,fp32", help="a tubelet-decoder target (default smollm2,fp32)")
+    p.add_argument("--methods", default="eager,aot", help=f"any of {', '.join(METHODS)}, eager first (default eager,aot)")
     p.add_argument("--new-tokens", type=int, default=32, help="tokens each plain decoding run writes (default 32)")
     p.add_argument("--rounds", type=int, default=3, help="round-robin rounds (default 3)")
     p.add_argument("--k-max", type=int, default=4, help="the largest K whose verification is timed (default 4)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--out", help="write the timings and the environment as JSON here")
     args = p.parse_args(argv)
+    methods = args.methods.split(",")
+    if methods[0] != "eager" or not set(methods) <= set(METHODS) or len(set(methods)) != len(methods):
+        p.error(f"--methods {args.methods}: eager first, then any of {', '.join(METHODS[1:])}")
     torch.set_num_threads(args.threads)
     loaded = load_model(args.target, with_tokenizer=True)
     prompt = loaded.tokenizer(PROMPT).input_ids
-    lms = {"eager": TubeletLM(loaded.model)}
-    start = time.perf_counter()
-    lms["compiled"] = CompiledLM(loaded.model)
+    lms, compile_seconds, same = {"eager": TubeletLM(loaded.model)}, {}, {}
     _, reference = decode(lms["eager"], prompt, args.new_tokens)
-    _, tokens = decode(lms["compiled"], prompt, args.new_tokens)  # compiles one-token calls
-    for n in range(2, args.k_max + 2):  # and the calls on several tokens
-        call_seconds(lms["compiled"], prompt, reference, n)
-    compile_seconds = time.perf_counter() - start
-    print(f"compiled in {compile_seconds:.0f} s; greedy tokens the same: {tokens == reference}", flush=True)
+    for method in methods[1:]:
+        start = time.perf_counter()
+        lms[method] = compiled(loaded.model, method)
+        _, tokens = decode(lms[method], prompt, args.new_tokens)  # a jit compiles one-token calls here
+        for n in range(2, args.k_max + 2):  # and the calls on several tokens
+            call_seconds(lms[method], prompt, reference, n)
+        compile_seconds[method] = time.perf_counter() - start
+        same[method] = tokens == reference
+        print(f"{method}: ready in {compile_seconds[method]:.0f} s; greedy tokens the same: {same[method]}", flush=True)
     rates, calls = {name: [] for name in lms}, {(name, n): [] for name in lms for n in range(1, args.k_max + 2)}
     for r in range(args.rounds):
         for name, lm in lms.items():
@@ -160,14 +112,15 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         print(f"{name:<9} {row['tokens_per_second']:6.2f} tokens/s; one-token call {row['one_token_call_ms']:.1f} ms; "
               "c_v(K): " + " ".join(f"{c:.2f}" for c in row["c_v"].values()))
-    print(f"compiled over eager: {rows[1]['tokens_per_second'] / rows[0]['tokens_per_second']:.2f}x plain decoding")
+    for row in rows[1:]:
+        print(f"{row['method']} over eager: {row['tokens_per_second'] / rows[0]['tokens_per_second']:.2f}x plain decoding")
     if args.out:
         Path(args.out).write_text(json.dumps({
             "command": " ".join(["python", *sys.argv]), "target": args.target, "threads": args.threads,
             "cpu": platform.processor() or platform.machine(),
             "cpu_flags": sorted(cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "amx_bf16"}),
-            "torch": torch.__version__, "load_average": os.getloadavg()[0], "compile_seconds": compile_seconds,
-            "greedy_tokens_same": tokens == reference, "rows": rows}, indent=1))
+            "torch": torch.__version__, "load_average": os.getloadavg()[0], "ready_seconds": compile_seconds,
+            "greedy_tokens_same": same, "rows": rows}, indent=1))
         print(f"wrote {args.out}")
     return 0
 
