@@ -79,8 +79,8 @@ def test_a_compiled_package_decodes_as_the_eager_model_and_is_kept(tmp_path, mon
     monkeypatch.setenv("TUBELET_CACHE", str(tmp_path))
     model = tiny(layers=2, seed=3)
     lm = CompiledLM(model, quick=True)
-    path = package_path(model)
-    assert path.is_file() and "compiling" in capsys.readouterr().err
+    path = package_path(model, quick=True)
+    assert path.is_file() and not package_path(model).is_file() and "compiling" in capsys.readouterr().err
     prompts = [[1, 2, 3, 4], [5, 6]]
     greedy = Sampling(temperature=0)
     ref = autoregressive_generate(TubeletLM(model), prompts, 24, sampling=greedy).tokens
@@ -94,17 +94,17 @@ def test_a_compiled_package_decodes_as_the_eager_model_and_is_kept(tmp_path, mon
     def no_compile(*args, **kwargs):
         raise AssertionError("compiled again")
     monkeypatch.setattr(compiled, "compile_package", no_compile)
-    assert autoregressive_generate(CompiledLM(model), prompts, 24, sampling=greedy).tokens == ref
+    assert autoregressive_generate(CompiledLM(model, quick=True), prompts, 24, sampling=greedy).tokens == ref
     assert "compiling" not in capsys.readouterr().err
 
     path.write_bytes(good[: len(good) // 3])  # truncated (a disk that filled up, a copy cut short)
     remade = []
     monkeypatch.setattr(compiled, "compile_package", lambda m, p, quick=False: remade.append(p) or p.write_bytes(good))
-    assert autoregressive_generate(CompiledLM(model), prompts, 24, sampling=greedy).tokens == ref
+    assert autoregressive_generate(CompiledLM(model, quick=True), prompts, 24, sampling=greedy).tokens == ref
     assert remade == [path] and "does not load" in capsys.readouterr().err
 
     other = tiny(layers=2, seed=5)  # other weights: another package
-    assert package_path(other) != path
+    assert package_path(other, quick=True) != path
 
 
 def test_compile_refuses_what_it_cannot_compile():

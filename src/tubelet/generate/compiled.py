@@ -46,7 +46,7 @@ KEEP_PACKAGES = 4  # the packages kept there, the most recently used (each about
 _ISA_FLAGS = {"sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512dq",
               "avx512_vnni", "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8"}
 # the largest sizes a package takes (torch.export needs bounds); beyond them a call is refused
-MAX_ROWS, MAX_TOKENS, MAX_CAPACITY = 256, 8192, 1 << 20
+MAX_ROWS, MAX_TOKENS, MAX_CAPACITY = 256, 8192, 1 << 22  # a context of up to half the capacity
 
 
 class DecodingStep(nn.Module):
@@ -123,9 +123,9 @@ def check_compilable(model: nn.Module, what: str = "model") -> Decoder:
     return model
 
 
-def package_key(model: Decoder) -> str:
+def package_key(model: Decoder, quick: bool = False) -> str:
     """What a compiled package depends on, hashed: the weights, the config and precision, the code
-    that runs in the call, torch, the machine and its instruction sets."""
+    that runs in the call, torch, the machine and its instruction sets, and ``quick``."""
     h = hashlib.sha256()
     for name, t in sorted(model.state_dict().items()):
         h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
@@ -135,15 +135,15 @@ def package_key(model: Decoder) -> str:
         h.update(Path(module.__file__).read_bytes())
     from .loading import cpu_flags
     h.update(json.dumps([str(model.cfg), str(model.embed.weight.dtype), torch.__version__, platform.machine(),
-                         sorted(cpu_flags() & _ISA_FLAGS)]).encode())
+                         sorted(cpu_flags() & _ISA_FLAGS), quick]).encode())
     return h.hexdigest()[:20]
 
 
-def package_path(model: Decoder) -> Path:
+def package_path(model: Decoder, quick: bool = False) -> Path:
     """Where the compiled package of ``model`` is kept (:func:`package_key`)."""
     c = model.cfg
     dtype = str(model.embed.weight.dtype).removeprefix("torch.")
-    return cache_root() / COMPILED_CACHE / f"decoder-{c.num_layers}x{c.dim}-{dtype}-{package_key(model)}.pt2"
+    return cache_root() / COMPILED_CACHE / f"decoder-{c.num_layers}x{c.dim}-{dtype}-{package_key(model, quick)}.pt2"
 
 
 def _inductor_settings(quick: bool) -> dict:
@@ -191,7 +191,7 @@ def load_step(model: Decoder, *, quick: bool = False, quiet: bool = False):
     import torch._inductor
 
     check_compilable(model)
-    path = package_path(model)
+    path = package_path(model, quick)
     if path.is_file():
         try:
             runner = torch._inductor.aoti_load_package(str(path))
@@ -260,9 +260,10 @@ class CompiledLM(TubeletLM):
     @torch.no_grad()
     def _call(self, tokens: Tensor, num_valid: Tensor, tree: TokenTree | None, pick: Tensor) -> Tensor:
         B, n = tokens.shape
-        if B > MAX_ROWS or n > MAX_TOKENS or int(self.lengths.max()) + n > MAX_CAPACITY:
+        held = int(self.lengths.max())
+        if B > MAX_ROWS or n > MAX_TOKENS or held + n > MAX_CAPACITY // 2:
             raise GenerateError(f"a compiled decoder takes at most {MAX_ROWS} rows of {MAX_TOKENS} new tokens and "
-                                f"{MAX_CAPACITY} in all, got {B} rows of {n} after {int(self.lengths.max())}")
+                                f"{MAX_CAPACITY // 2} in all, got {B} rows of {n} after {held}: leave out compile")
         self.calls += 1
         self.cache.reserve(n, *self.kv)
         depth, visible = causal_tree(B, n, self.device) if tree is None else (tree.depth, tree.visible)
