@@ -28,7 +28,7 @@ def test_draft_spec_options():
     assert split_draft_spec("runs/d,bf16,vocab:64:/x/*.py") == ("runs/d", DraftOptions(64, "/x/*.py", "bf16"))
     assert split_draft_spec("runs/d,fp32") == ("runs/d", DraftOptions(dtype="fp32"))
     for bad in ("truncated:2,vocab:", "truncated:2,vocab:x", "truncated:2,vocab:0", "truncated:2,fp8"):
-        with pytest.raises(LoadError, match="vocab:N|unknown draft option"):
+        with pytest.raises(LoadError, match="vocab:N|unknown option"):
             split_draft_spec(bad)
 
 

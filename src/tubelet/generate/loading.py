@@ -318,8 +318,8 @@ def split_draft_spec(spec: str) -> tuple[str, DraftOptions]:
                 raise LoadError(f"{spec}: expected temp:T with T > 0 the draft temperature (e.g. temp:0.85; "
                                 f"temp:1 decodes at the draft's own), got '{option}'")
         else:
-            raise LoadError(f"{spec}: unknown draft option '{option}' (known: vocab:N, "
-                            "vocab:N:CORPUS, bf16, fp32, int8, temp:T, compile)")
+            raise LoadError(f"{spec}: unknown option '{option}' (a target takes bf16, fp32 and compile; a model "
+                            "draft also vocab:N, vocab:N:CORPUS, int8 and temp:T)")
     return base, out
 
 
@@ -366,8 +366,8 @@ def load_draft(spec: str, target: Loaded, threshold: float = 0.0, tokenizer=None
             raise LoadError(f"{spec}: --draft-threshold needs a model draft (prompt lookup has no "
                             "probabilities to threshold)")
         if base != spec:
-            raise LoadError(f"{spec}: ngram:N takes no options (vocab, bf16, fp32, int8 and temp apply to a "
-                            "draft model)")
+            raise LoadError(f"{spec}: ngram:N takes no options (vocab, bf16, fp32, int8, temp and compile "
+                            "apply to a draft model)")
         return NGramDraft(n, target.lm.vocab_size)
     if not 0.0 <= threshold <= 1.0:
         raise LoadError(f"draft threshold {threshold}: expected a probability in [0, 1]")
