@@ -12,6 +12,8 @@ from tubelet.generate.drafts import ModelDraft
 from tubelet.generate.models import TubeletLM
 from tubelet.models.decoder import Decoder, DecoderConfig, TokenTree
 
+from .test_feature_draft import target_and_draft
+
 
 def tiny(layers: int = 2, seed: int = 0) -> Decoder:
     torch.manual_seed(seed)
@@ -86,8 +88,8 @@ def test_a_compiled_package_decodes_as_the_eager_model_and_is_kept(tmp_path, mon
     ref = autoregressive_generate(TubeletLM(model), prompts, 24, sampling=greedy).tokens
     assert autoregressive_generate(lm, prompts, 24, sampling=greedy).tokens == ref
     draft = ModelDraft(TubeletLM(tiny(layers=1, seed=4)))
-    out = speculative_generate(lm, draft, prompts, 24, k=3, sampling=greedy)
-    assert out.tokens == ref
+    assert speculative_generate(lm, draft, prompts, 24, k=3, sampling=greedy).tokens == ref
+    assert speculative_generate(lm, draft, prompts, 24, k=3, sampling=greedy, alternatives=(1, 1)).tokens == ref
 
     good = path.read_bytes()
 
@@ -154,21 +156,52 @@ def test_a_failed_compile_says_so_and_how_to_go_on(tmp_path, monkeypatch):
 
 
 @torch.no_grad()
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_the_step_exports_as_one_graph_for_any_size(dtype):
+@pytest.mark.parametrize("kind", ["float32", "bfloat16", "feature draft"])
+def test_the_step_exports_as_one_graph_for_any_size(kind):
     """The exported graph (what AOTInductor compiles) computes the eager step's values at sizes other
     than the traced ones; in bf16 the attention's choice of precision no longer fixes the sizes."""
-    from tubelet.generate.compiled import causal_tree, export_step
+    from tubelet.generate.compiled import causal_tree, export_step, step_of
 
-    model = tiny().to(dtype)
+    model = feature_pair()[1] if kind == "feature draft" else tiny().to(getattr(torch, kind))
     graph = export_step(model).module()
-    step = DecodingStep(model)
+    step = step_of(model)
+    layers = len(model.blocks)
     for B, n, capacity in ((1, 1, 256), (3, 4, 96)):
-        tokens = torch.randint(0, 50, (B, n))
+        tokens = torch.randint(0, 40, (B, n))
         depth, visible = causal_tree(B, n)
-        kv = [torch.randn(B, 2, capacity, 8) for _ in range(4)]
-        args = (tokens, torch.full((B,), n), torch.arange(B) + 7, depth, visible, torch.arange(n).expand(B, n))
-        hidden, logits = graph(*args, [k.clone() for k in kv[:2]], [v.clone() for v in kv[2:]])
-        hidden_ref, logits_ref = step(*args, kv[:2], kv[2:])
+        kv = [torch.randn(B, 2, capacity, 8) for _ in range(2 * layers)]
+        middle = (torch.randn(B, n, 32),) if kind == "feature draft" else (depth, visible)
+        args = (tokens, torch.full((B,), n), torch.arange(B) + 7, *middle, torch.arange(n).expand(B, n))
+        hidden, logits = graph(*args, [k.clone() for k in kv[:layers]], [v.clone() for v in kv[layers:]])
+        hidden_ref, logits_ref = step(*args, kv[:layers], kv[layers:])
         assert torch.allclose(hidden.float(), hidden_ref.float(), atol=1e-5)
         assert torch.allclose(logits.float(), logits_ref.float(), atol=1e-5)
+
+
+def feature_pair():
+    """A toy target and a feature draft of it that agrees in part, folded as decoding uses it."""
+    target, draft = target_and_draft()
+    return target, draft.fold_input()
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("alternatives", [(), (1, 1)], ids=["chain", "tree"])
+def test_a_compiled_feature_draft_over_a_compiled_target_drafts_as_the_eager_ones(alternatives):
+    """The feature draft's step (run eagerly, as compiled) over the target's: the same proposals,
+    so the same statistics and tokens as FeatureLM over TubeletLM, at T = 1 as greedy."""
+    from tubelet.generate.compiled import CompiledFeatureLM, FeatureStep
+    from tubelet.generate.drafts import FeatureDraft
+    from tubelet.generate.models import FeatureLM
+
+    target, draft = feature_pair()
+    prompts = [[1, 2, 3, 4, 9, 12], [5, 6], [7]]
+    for sampling in (Sampling(temperature=0), Sampling(temperature=1)):
+        outs = []
+        for compiled in (False, True):
+            lm = CompiledLM(target, runner=DecodingStep(target)) if compiled else TubeletLM(target)
+            flm = CompiledFeatureLM(draft, lm, runner=FeatureStep(draft)) if compiled else FeatureLM(draft, lm)
+            outs.append(speculative_generate(lm, FeatureDraft(flm), prompts, 20, k=3, sampling=sampling, seed=1,
+                                             alternatives=alternatives))
+        assert outs[0].tokens == outs[1].tokens
+        assert (outs[0].stats.accepted, outs[0].stats.drafted) == (outs[1].stats.accepted, outs[1].stats.drafted)
+        assert 0 < outs[1].stats.accepted < outs[1].stats.drafted

@@ -17,7 +17,8 @@ or CPU compiles again. One package serves every batch size, call length and cach
 What runs compiled is :class:`DecodingStep`: a whole :meth:`Decoder.features` call over a
 :class:`~tubelet.models.attention.FixedKVCache` (a cache whose buffers are made before each call),
 as a tree call (a causal call is the tree of one branch, so one graph serves both), then the head
-on the positions asked for. :class:`CompiledLM` holds the cache and calls the package.
+on the positions asked for. :class:`CompiledLM` holds the cache and calls the package. A feature
+draft's calls (:class:`FeatureStep`, :class:`CompiledFeatureLM`) compile the same way.
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ from ..errors import GenerateError
 from ..fileio import cache_root
 from ..models import attention, decoder
 from ..models.attention import FixedKVCache, cache_dtype
-from ..models.decoder import Decoder, TokenTree
-from .models import Features, TubeletLM
+from ..models.decoder import Decoder, FeatureDraftModel, TokenTree
+from .models import CausalLM, FeatureLM, Features, TubeletLM
 
 COMPILED_CACHE = "compiled"  # under cache_root(): one package per model, code, torch and CPU
 KEEP_PACKAGES = 4  # the packages kept there, the most recently used (each about twice its weights)
@@ -71,6 +72,29 @@ class DecodingStep(nn.Module):
         return hidden, self.model.head(picked)
 
 
+class FeatureStep(nn.Module):
+    """One call of a feature draft (:class:`~tubelet.models.decoder.FeatureDraftModel`) as a function
+    of tensors: as :class:`DecodingStep`, causal, with ``previous`` (B, n, D) float32, the feature
+    each new token enters with, instead of a tree."""
+
+    def __init__(self, model: FeatureDraftModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens: Tensor, num_valid: Tensor, lengths: Tensor, previous: Tensor, pick: Tensor,
+                keys: list[Tensor], values: list[Tensor]) -> tuple[Tensor, Tensor]:
+        cache = FixedKVCache(len(keys), tokens.shape[0], tokens.device)
+        cache.keys, cache.values, cache.lengths = list(keys), list(values), lengths
+        hidden = self.model.features(tokens, previous, cache, num_valid)
+        picked = hidden.gather(1, pick[:, :, None].expand(-1, -1, hidden.shape[-1]))
+        return hidden, self.model.head(picked)
+
+
+def step_of(model: Decoder | FeatureDraftModel) -> nn.Module:
+    """The module that is compiled for ``model``: :class:`DecodingStep` or :class:`FeatureStep`."""
+    return (FeatureStep if isinstance(model, FeatureDraftModel) else DecodingStep)(model).eval()
+
+
 def causal_tree(batch_size: int, n: int, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
     """depth (B, n) and visible (B, n, n) of a causal call: a tree of one branch."""
     depth = torch.arange(n, device=device).expand(batch_size, n).contiguous()
@@ -78,14 +102,14 @@ def causal_tree(batch_size: int, n: int, device: torch.device | str = "cpu") -> 
     return depth, visible
 
 
-def _kv(model: Decoder) -> tuple[int, int, torch.dtype]:
+def _kv(model: Decoder | FeatureDraftModel) -> tuple[int, int, torch.dtype]:
     """(key/value heads, head size, the cache's dtype) of ``model``."""
     c = model.cfg
     return c.num_kv_heads, c.head_dim, cache_dtype(model.embed.weight[:0])
 
 
-def example_inputs(model: Decoder, batch_size: int = 2, n: int = 5, capacity: int = 64) -> tuple:
-    """Inputs of :class:`DecodingStep` for tracing: the sizes are hints (any size runs)."""
+def example_inputs(model: Decoder | FeatureDraftModel, batch_size: int = 2, n: int = 5, capacity: int = 64) -> tuple:
+    """Inputs of :func:`step_of` ``model`` for tracing: the sizes are hints (any size runs)."""
     G, d, dtype = _kv(model)
     device = model.embed.weight.device
     layers = len(model.blocks)
@@ -95,22 +119,28 @@ def example_inputs(model: Decoder, batch_size: int = 2, n: int = 5, capacity: in
     keys = [torch.zeros(batch_size, G, capacity, d, dtype=dtype, device=device) for _ in range(layers)]
     values = [torch.zeros(batch_size, G, capacity, d, dtype=dtype, device=device) for _ in range(layers)]
     pick = torch.arange(n, device=device).expand(batch_size, n).contiguous()
-    return tokens, torch.full((batch_size,), n, device=device), lengths, depth, visible, pick, keys, values
+    num_valid = torch.full((batch_size,), n, device=device)
+    if isinstance(model, FeatureDraftModel):
+        previous = torch.zeros(batch_size, n, model.cfg.dim, device=device)
+        return tokens, num_valid, lengths, previous, pick, keys, values
+    return tokens, num_valid, lengths, depth, visible, pick, keys, values
 
 
-def _dynamic_shapes(layers: int) -> tuple:
+def _dynamic_shapes(model: Decoder | FeatureDraftModel) -> tuple:
     from torch.export import Dim
     B, n = Dim("rows", min=1, max=MAX_ROWS), Dim("tokens", min=1, max=MAX_TOKENS)
     m, capacity = Dim("picked", min=1, max=MAX_TOKENS), Dim("capacity", min=2, max=MAX_CAPACITY)
-    kv = [{0: B, 2: capacity}] * layers
+    kv = [{0: B, 2: capacity}] * len(model.blocks)
+    if isinstance(model, FeatureDraftModel):
+        return ({0: B, 1: n}, {0: B}, {0: B}, {0: B, 1: n}, {0: B, 1: m}, kv, list(kv))
     return ({0: B, 1: n}, {0: B}, {0: B}, {0: B, 1: n}, {0: B, 1: n, 2: n}, {0: B, 1: m}, kv, list(kv))
 
 
-def check_compilable(model: nn.Module, what: str = "model") -> Decoder:
-    """``model`` if :class:`DecodingStep` can be compiled for it, else a GenerateError saying why."""
-    if type(model) is not Decoder:
+def check_compilable(model: nn.Module, what: str = "model") -> Decoder | FeatureDraftModel:
+    """``model`` if its step (:func:`step_of`) can be compiled, else a GenerateError saying why."""
+    if type(model) not in (Decoder, FeatureDraftModel):
         raise GenerateError(f"{what}: compile takes a tubelet decoder (a target with fp32 or bf16, "
-                            f"truncated:N, or a distilled decoder folder), not {type(model).__name__}")
+                            f"truncated:N, a distilled draft folder), not {type(model).__name__}")
     device = model.embed.weight.device
     if device.type != "cpu":
         raise GenerateError(f"{what}: compile is for decoding on a CPU (it is measured there); on {device.type} "
@@ -123,7 +153,7 @@ def check_compilable(model: nn.Module, what: str = "model") -> Decoder:
     return model
 
 
-def package_key(model: Decoder, quick: bool = False) -> str:
+def package_key(model: Decoder | FeatureDraftModel, quick: bool = False) -> str:
     """What a compiled package depends on, hashed: the weights, the config and precision, the code
     that runs in the call, torch, the machine and its instruction sets, and ``quick``."""
     h = hashlib.sha256()
@@ -134,16 +164,17 @@ def package_key(model: Decoder, quick: bool = False) -> str:
     for module in (attention, decoder, sys.modules[__name__]):
         h.update(Path(module.__file__).read_bytes())
     from .loading import cpu_flags
-    h.update(json.dumps([str(model.cfg), str(model.embed.weight.dtype), torch.__version__, platform.machine(),
+    h.update(json.dumps([type(model).__name__, str(model.cfg), str(model.embed.weight.dtype), torch.__version__, platform.machine(),
                          sorted(cpu_flags() & _ISA_FLAGS), quick]).encode())
     return h.hexdigest()[:20]
 
 
-def package_path(model: Decoder, quick: bool = False) -> Path:
+def package_path(model: Decoder | FeatureDraftModel, quick: bool = False) -> Path:
     """Where the compiled package of ``model`` is kept (:func:`package_key`)."""
     c = model.cfg
+    kind = "feature-draft" if isinstance(model, FeatureDraftModel) else "decoder"
     dtype = str(model.embed.weight.dtype).removeprefix("torch.")
-    return cache_root() / COMPILED_CACHE / f"decoder-{c.num_layers}x{c.dim}-{dtype}-{package_key(model, quick)}.pt2"
+    return cache_root() / COMPILED_CACHE / f"{kind}-{c.num_layers}x{c.dim}-{dtype}-{package_key(model, quick)}.pt2"
 
 
 def _inductor_settings(quick: bool) -> dict:
@@ -157,16 +188,16 @@ def _inductor_settings(quick: bool) -> dict:
     return settings
 
 
-def export_step(model: Decoder) -> torch.export.ExportedProgram:
-    """:class:`DecodingStep` of ``model`` as one graph for any batch, call length and capacity."""
+def export_step(model: Decoder | FeatureDraftModel) -> torch.export.ExportedProgram:
+    """:func:`step_of` ``model`` as one graph for any batch, call length and capacity."""
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch's deprecation notices, not the user's to act on
-        return torch.export.export(DecodingStep(model).eval(), example_inputs(model),
-                                   dynamic_shapes=_dynamic_shapes(len(model.blocks)), strict=False)
+        return torch.export.export(step_of(model), example_inputs(model), dynamic_shapes=_dynamic_shapes(model),
+                                   strict=False)
 
 
-def compile_package(model: Decoder, path: Path, quick: bool = False) -> Path:
-    """Export and compile :class:`DecodingStep` of ``model`` into ``path`` (written whole or not at
+def compile_package(model: Decoder | FeatureDraftModel, path: Path, quick: bool = False) -> Path:
+    """Export and compile :func:`step_of` ``model`` into ``path`` (written whole or not at
     all: a Ctrl-C or a failure leaves no package behind)."""
     import torch._inductor
     import torch._inductor.config as inductor_config
@@ -184,8 +215,8 @@ def compile_package(model: Decoder, path: Path, quick: bool = False) -> Path:
     return path
 
 
-def load_step(model: Decoder, *, quick: bool = False, quiet: bool = False):
-    """The compiled :class:`DecodingStep` of ``model``: loaded from its package, compiled first if
+def load_step(model: Decoder | FeatureDraftModel, *, quick: bool = False, quiet: bool = False):
+    """The compiled :func:`step_of` ``model``: loaded from its package, compiled first if
     there is none (a message on stderr says so and how long it took). A package that does not load
     (damaged, truncated) is compiled again."""
     import torch._inductor
@@ -204,7 +235,8 @@ def load_step(model: Decoder, *, quick: bool = False, quiet: bool = False):
     start = time.perf_counter()
     if not quiet:
         c = model.cfg
-        print(f"tubelet: compiling the decoding calls of a {c.num_layers}-layer decoder for this CPU, once "
+        kind = "feature draft" if isinstance(model, FeatureDraftModel) else "decoder"
+        print(f"tubelet: compiling the decoding calls of a {c.num_layers}-layer {kind} for this CPU, once "
               f"(minutes: about 2.5 for SmolLM2-135M on 2 cores); kept in {path.parent}", file=sys.stderr, flush=True)
     try:
         compile_package(model, path, quick)
@@ -235,13 +267,33 @@ def _used(path: Path) -> None:
         p.unlink(missing_ok=True)
 
 
+def _prepare(cache: FixedKVCache, tokens: Tensor, kv: tuple[int, int, torch.dtype]) -> None:
+    """Check a call's sizes against what a package takes, and make room for its tokens."""
+    B, n = tokens.shape
+    held = int(cache.lengths.max())
+    if B > MAX_ROWS or n > MAX_TOKENS or held + n > MAX_CAPACITY // 2:
+        raise GenerateError(f"a compiled decoder takes at most {MAX_ROWS} rows of {MAX_TOKENS} new tokens and "
+                            f"{MAX_CAPACITY // 2} in all, got {B} rows of {n} after {held}: leave out compile")
+    cache.reserve(n, *kv)
+
+
+def _picked(tokens: Tensor, num_valid: Tensor, last_only: bool) -> Tensor:
+    """The positions to run the head on: every new token (B, n), or each row's last (B, 1)."""
+    B, n = tokens.shape
+    if last_only:
+        return (num_valid - 1).clamp(min=0)[:, None].contiguous()
+    return torch.arange(n, device=tokens.device).expand(B, n).contiguous()
+
+
 class CompiledLM(TubeletLM):
     """A :class:`TubeletLM` whose calls run the compiled :class:`DecodingStep` over a
     :class:`~tubelet.models.attention.FixedKVCache` (``runner``: a loaded package, by default
     :func:`load_step`'s). Crops, moves and row selection are the cache's, as for TubeletLM."""
 
     def __init__(self, model: Decoder, runner=None, *, quick: bool = False) -> None:
-        super().__init__(check_compilable(model))
+        if isinstance(check_compilable(model), FeatureDraftModel):
+            raise GenerateError("a feature draft's compiled calls are CompiledFeatureLM's")
+        super().__init__(model)
         self.runner = runner if runner is not None else load_step(model, quick=quick)
         self.kv = _kv(model)
         self.reset(1)
@@ -250,29 +302,47 @@ class CompiledLM(TubeletLM):
         self.cache = FixedKVCache(len(self.model.blocks), batch_size, self.device)
 
     def extend(self, tokens: Tensor, num_valid: Tensor, tree: TokenTree | None = None) -> Tensor:
-        n = tokens.shape[1]
-        return self._call(tokens, num_valid, tree, torch.arange(n, device=self.device).expand(len(tokens), n))
+        return self._call(tokens, num_valid, tree, last_only=False)
 
     def extend_last(self, tokens: Tensor, num_valid: Tensor) -> Tensor:
-        last = (num_valid.to(self.device) - 1).clamp(min=0)[:, None]
-        return self._call(tokens, num_valid, None, last)[:, 0]
+        return self._call(tokens, num_valid, None, last_only=True)[:, 0]
 
     @torch.no_grad()
-    def _call(self, tokens: Tensor, num_valid: Tensor, tree: TokenTree | None, pick: Tensor) -> Tensor:
-        B, n = tokens.shape
-        held = int(self.lengths.max())
-        if B > MAX_ROWS or n > MAX_TOKENS or held + n > MAX_CAPACITY // 2:
-            raise GenerateError(f"a compiled decoder takes at most {MAX_ROWS} rows of {MAX_TOKENS} new tokens and "
-                                f"{MAX_CAPACITY // 2} in all, got {B} rows of {n} after {held}: leave out compile")
+    def _call(self, tokens: Tensor, num_valid: Tensor, tree: TokenTree | None, last_only: bool) -> Tensor:
         self.calls += 1
-        self.cache.reserve(n, *self.kv)
+        _prepare(self.cache, tokens, self.kv)
+        B, n = tokens.shape
         depth, visible = causal_tree(B, n, self.device) if tree is None else (tree.depth, tree.visible)
         start = self.lengths.clone()
-        num_valid = num_valid.to(self.device, torch.long)
-        hidden, logits = self.runner(tokens.long().contiguous(), num_valid.contiguous(), self.lengths,
-                                     depth.long().contiguous(), visible.contiguous(), pick.contiguous(),
+        num_valid = num_valid.to(self.device, torch.long).contiguous()
+        hidden, logits = self.runner(tokens.long().contiguous(), num_valid, self.lengths, depth.long().contiguous(),
+                                     visible.contiguous(), _picked(tokens, num_valid, last_only),
                                      self.cache.keys, self.cache.values)
         self.cache.lengths = self.lengths + num_valid
         if self.keep_features:
             self.last_features = Features(start, hidden, num_valid)
         return logits
+
+
+class CompiledFeatureLM(FeatureLM):
+    """A :class:`~tubelet.generate.models.FeatureLM` whose calls run the compiled :class:`FeatureStep`
+    over a :class:`~tubelet.models.attention.FixedKVCache` (``runner``: by default :func:`load_step`'s)."""
+
+    def __init__(self, model: FeatureDraftModel, target: CausalLM, runner=None, *, quick: bool = False) -> None:
+        super().__init__(check_compilable(model), target)
+        self.runner = runner if runner is not None else load_step(model, quick=quick)
+        self.kv = _kv(model)
+
+    def reset(self, batch_size: int) -> None:
+        super().reset(batch_size)
+        self.cache = FixedKVCache(len(self.model.blocks), batch_size, self.device)
+
+    @torch.no_grad()
+    def _step(self, tokens: Tensor, previous: Tensor, num_valid: Tensor, last_only: bool) -> tuple[Tensor, Tensor]:
+        _prepare(self.cache, tokens, self.kv)
+        num_valid = num_valid.to(self.device, torch.long).contiguous()
+        hidden, logits = self.runner(tokens.long().contiguous(), num_valid, self.lengths,
+                                     previous.float().contiguous(), _picked(tokens, num_valid, last_only),
+                                     self.cache.keys, self.cache.values)
+        self.cache.lengths = self.lengths + num_valid
+        return hidden, logits[:, 0] if last_only else logits

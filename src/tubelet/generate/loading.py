@@ -27,7 +27,7 @@ draft takes options after commas, in any order:
 - ``temp:T``: the draft temperature (its logits divided by T before sampling; greedy decoding is
   unchanged). By default the one ``tubelet draft distill`` saved with the draft
   (``sampling.json``: the one of most held-out acceptance), else 1.
-- ``compile`` (a CPU; not with int8 or a feature draft): its decoding calls compiled ahead of time
+- ``compile`` (a CPU; not with int8): its decoding calls compiled ahead of time
   (:mod:`~tubelet.generate.compiled`), as for a target.
 
 e.g. ``truncated:2,vocab:4096``, ``runs/draft2,vocab:2048,fp32``.
@@ -382,8 +382,8 @@ def load_draft(spec: str, target: Loaded, threshold: float = 0.0, tokenizer=None
             raise LoadError(f"{spec}: {e}") from e
     if feature:
         draft.model.fold_input()
-    if options.compile and (feature or options.dtype == "int8"):
-        raise LoadError(f"{spec}: compile takes a decoder draft in fp32 or bf16 (not a feature draft, not int8)")
+    if options.compile and options.dtype == "int8":
+        raise LoadError(f"{spec}: compile takes a draft in fp32 or bf16, not int8")
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32, "int8": torch.bfloat16}.get(options.dtype)
     draft.model.to(dtype or draft_dtype(target.device))
     if options.dtype == "int8":
@@ -392,7 +392,7 @@ def load_draft(spec: str, target: Loaded, threshold: float = 0.0, tokenizer=None
         except ValueError as e:
             raise LoadError(f"{spec}: {e}") from e
     if options.compile:
-        draft.lm = compiled_lm(draft.model, spec)
+        draft.lm = compiled_lm(draft.model, spec, target.lm if feature else None)
     else:
         pack_linears(draft.model)  # the bf16 layers that remain
     temperature = options.temperature
@@ -423,12 +423,14 @@ def cpu_flags() -> set[str]:
         return set()
 
 
-def compiled_lm(model: torch.nn.Module, spec: str) -> CausalLM:
-    """``model`` with its decoding calls compiled (:class:`~tubelet.generate.compiled.CompiledLM`:
-    the first time on this machine, minutes)."""
-    from .compiled import CompiledLM, check_compilable
+def compiled_lm(model: torch.nn.Module, spec: str, target: CausalLM | None = None) -> CausalLM:
+    """``model`` with its decoding calls compiled (:class:`~tubelet.generate.compiled.CompiledLM`, or
+    for a feature draft over ``target`` :class:`~tubelet.generate.compiled.CompiledFeatureLM`): the
+    first time on this machine, minutes."""
+    from .compiled import CompiledFeatureLM, CompiledLM, check_compilable
     try:
-        return CompiledLM(check_compilable(model, spec))
+        check_compilable(model, spec)
+        return CompiledLM(model) if target is None else CompiledFeatureLM(model, target)
     except GenerateError as e:
         raise LoadError(str(e)) from None
 

@@ -274,12 +274,12 @@ class FeatureLM:
 
     @torch.no_grad()
     def extend(self, tokens: Tensor, num_valid: Tensor) -> Tensor:
-        return self.model.head(self._features(tokens, num_valid)[0])
+        return self._read(tokens, num_valid, last_only=False)
 
     @torch.no_grad()
     def extend_last(self, tokens: Tensor, num_valid: Tensor) -> Tensor:
         """:func:`extend_last`: the head on each row's last new token only."""
-        return self.model.head(self._features(tokens, num_valid)[1])
+        return self._read(tokens, num_valid, last_only=True)
 
     @torch.no_grad()
     def extend_own(self, tokens: Tensor, num_valid: Tensor) -> Tensor:
@@ -288,9 +288,15 @@ class FeatureLM:
         then its previous feature. The same as ``extend_last`` there, without the lookups and
         checks that a call mixing the target's features needs."""
         self.calls += 1
-        h = self.model.features(tokens, self.predicted[:, None], self.cache, num_valid)[:, 0]  # (B, D)
-        self._remember(h, num_valid)
-        return self.model.head(h)
+        h, logits = self._step(tokens, self.predicted[:, None], num_valid, last_only=True)
+        self._remember(h[:, 0], num_valid)  # (B, D)
+        return logits
+
+    def _step(self, tokens: Tensor, previous: Tensor, num_valid: Tensor, last_only: bool) -> tuple[Tensor, Tensor]:
+        """One call of the model on the cache: the predicted features (B, n, D), and the logits at
+        every new token (B, n, V) or, ``last_only``, at each row's last (B, V)."""
+        h = self.model.features(tokens, previous, self.cache, num_valid)
+        return h, self.model.head(_last(h, num_valid) if last_only else h)
 
     def _remember(self, last: Tensor, num_valid: Tensor) -> None:
         """After a call (the cache advanced): each row that fed tokens keeps the feature predicted
@@ -299,8 +305,8 @@ class FeatureLM:
         self.predicted = torch.where(fed[:, None], last.to(self.predicted), self.predicted)
         self.predicted_at = torch.where(fed, self.lengths - 1, self.predicted_at)
 
-    def _features(self, tokens: Tensor, num_valid: Tensor) -> tuple[Tensor, Tensor]:
-        """The predicted features (B, n, D) of a call, and each row's at its last new token (B, D)."""
+    def _read(self, tokens: Tensor, num_valid: Tensor, last_only: bool) -> Tensor:
+        """A call on tokens that may enter with the target's features: its logits (:meth:`_step`)."""
         self.calls += 1
         B, n = tokens.shape
         before = self.lengths.clone()
@@ -317,14 +323,13 @@ class FeatureLM:
             if self.features.shape[1] else self.features.new_zeros(B, n, self.model.cfg.dim)
         previous = torch.where(known[..., None] & (position[..., None] > 0), previous, 0.0)
         previous[:, 0] = torch.where(own[:, 0, None], self.predicted, previous[:, 0])
-        h = self.model.features(tokens, previous, self.cache, num_valid)
-        last = _last(h, num_valid)
-        self._remember(last, num_valid)
+        h, logits = self._step(tokens, previous, num_valid, last_only)
+        self._remember(_last(h, num_valid), num_valid)
         # the cache's leading tokens read with the target's features grow while they stay so
         read = (known | (position == 0)) & valid
         leading = read.long().cumprod(1).sum(1)
         self.true = torch.where(self.true == before, before + leading, self.true)
-        return h, last
+        return logits
 
     def crop(self, lengths: Tensor) -> None:
         lengths = torch.minimum(torch.minimum(self.lengths, lengths.to(self.lengths)), self.true)
