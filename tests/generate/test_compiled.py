@@ -49,6 +49,18 @@ def test_the_step_gives_tubelet_lms_logits_through_growth_crops_and_rows_of_diff
                           atol=1e-5)
 
 
+def test_beam_search_on_the_compiled_step_is_tubelet_lms():
+    """Beam search copies rows of the cache (``reorder``): the fixed cache's rows follow."""
+    from tubelet.generate.beam import beam_search
+
+    model = tiny(seed=2)
+    prompts = [[1, 2, 3], [4, 5, 6, 7, 8]]
+    ref, ref_hypotheses = beam_search(TubeletLM(model), prompts, 12, beams=3)
+    out, hypotheses = beam_search(CompiledLM(model, runner=DecodingStep(model)), prompts, 12, beams=3)
+    assert out.tokens == ref.tokens
+    assert [[h.tokens for h in row] for row in hypotheses] == [[h.tokens for h in row] for row in ref_hypotheses]
+
+
 @torch.no_grad()
 def test_a_tree_call_and_a_move_match_tubelet_lms():
     model = tiny()
