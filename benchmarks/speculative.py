@@ -309,7 +309,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--target", default="smollm2",
                    help="smollm2, a model folder or a .gguf file; NAME,bf16 runs it in tubelet's decoder in "
-                        "bfloat16 (transformers' rows then use its model in bfloat16)")
+                        "bfloat16 (transformers' rows then use its model in bfloat16), NAME,fp32,compile in float32 "
+                        "with its decoding calls compiled (a CPU; transformers' rows use its float32 model)")
+    p.add_argument("--also-plain", action="append", default=[], metavar="SPEC",
+                   help="another target spec whose plain decoding is timed in the same round-robin, repeatable: "
+                        "e.g. smollm2,fp32 beside --target smollm2,fp32,compile, for the ratios over both")
     p.add_argument("--draft", action="append",
                    help="a draft spec, repeatable: truncated:N, a distilled draft folder, either with "
                         "',vocab:N' (reduced vocabulary) or ',bf16', or ngram:N (default: "
@@ -366,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     target = load_model(args.target, with_tokenizer=True, device=device)
     tok = target.tokenizer
     drafts = {spec: load_draft(spec, target) for spec in specs}
+    also = {spec: load_model(spec, device=device).lm for spec in args.also_plain}
     tempered = {spec: d.temperature for spec, d in drafts.items() if hasattr(d, "temperature")}
     if any(t != 1.0 for t in tempered.values()):  # saved with a distilled draft, or temp:T
         print("draft temperatures (T > 0): " + "; ".join(f"{spec}: {t:g}" for spec, t in tempered.items()))
@@ -464,7 +469,8 @@ def main(argv: list[str] | None = None) -> int:
               f"K={plan_name(v['k'], v['threshold'])} ({predicted}"
               + (f"; each prompt alone: {tried})" if tried else ")"))
 
-    methods = ["autoregressive", *(f"speculative {name}" for name in variants)]
+    methods = ["autoregressive", *(f"autoregressive {spec}" for spec in also),
+               *(f"speculative {name}" for name in variants)]
     if hf_target is not None:  # assisted generation needs a draft that is a language model of its own
         methods += ["hf_plain", *(["hf_assisted"] if hf_draft is not None else []), "hf_prompt_lookup"]
     # calls of the target: tubelet's methods count them in its LM (its decoder's calls go through
@@ -483,13 +489,16 @@ def main(argv: list[str] | None = None) -> int:
                 else:  # transformers' assisted generation: the first model draft's K; prompt lookup: ngram's
                     like = [s for s in specs if s.startswith("ngram:") == (method == "hf_prompt_lookup")]
                     k = plan[like[0], temp]["k"] if like else 4
-                counter.calls, stats, lm_calls = 0, None, target.lm.calls
+                lm = also.get(method.split(" ", 1)[1], target.lm) if method.startswith("autoregressive ") else target.lm
+                counter.calls, stats, lm_calls = 0, None, lm.calls
                 synchronize(device)
                 start = time.perf_counter()
                 if method == "autoregressive":
                     tokens = autoregressive_generate(target.lm, [ids], args.new_tokens, sampling=sampling,
                                                      seed=seed).tokens[0]
                     plain[i] = tokens
+                elif method.startswith("autoregressive "):
+                    tokens = autoregressive_generate(lm, [ids], args.new_tokens, sampling=sampling, seed=seed).tokens[0]
                 elif spec:
                     base, alts = variants[spec]
                     out = speculative_generate(target.lm, with_threshold(drafts[base], plan[spec, temp]["threshold"]),
@@ -504,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
                 seconds = time.perf_counter() - start
                 per_prompt.append({"method": method, "temperature": temp, "prompt": i, "kind": kinds[i], "k": k,
                                    "tokens": len(tokens), "seconds": seconds, "target_calls":
-                                       counter.calls if method.startswith("hf_") else target.lm.calls - lm_calls,
+                                       counter.calls if method.startswith("hf_") else lm.calls - lm_calls,
                                    "stats": stats, "load_average": os.getloadavg()[0],
                                    "same_as_plain": list(tokens) == list(plain[i]) if temp == 0 else None})
             print(f"T={temp:g} prompt {i + 1}/{len(prompts)} done (load {os.getloadavg()[0]:.1f})",
@@ -518,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
             runs = [r for r in per_prompt if r["temperature"] == temp and r["method"] == method]
             tokens, seconds = sum(r["tokens"] for r in runs), sum(r["seconds"] for r in runs)
             ratios = [r["tokens"] / r["seconds"] / base[r["prompt"]] for r in runs]
-            row = {"method": method, "temperature": temp, "k": runs[0]["k"] if method != "autoregressive"
+            row = {"method": method, "temperature": temp, "k": runs[0]["k"] if not method.startswith("autoregressive")
                    and method != "hf_plain" else 0, "prompts": len(runs), "new_tokens": tokens,
                    "seconds": seconds, "tokens_per_second": tokens / seconds,
                    "ratio_median": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),

@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--target", default="smollm2,fp32", help="a tubelet-decoder target (default smollm2,fp32)")
-    p.add_argument("--methods", default="eager,aot", help=f"any of {', '.join(METHODS)}, eager first (default eager,aot)")
+    p.add_argument("--methods", default="eager,aot",
+                   help=f"any of {', '.join(METHODS)}, eager first (default eager,aot)")
     p.add_argument("--new-tokens", type=int, default=32, help="tokens each plain decoding run writes (default 32)")
     p.add_argument("--rounds", type=int, default=3, help="round-robin rounds (default 3)")
     p.add_argument("--k-max", type=int, default=4, help="the largest K whose verification is timed (default 4)")
@@ -113,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<9} {row['tokens_per_second']:6.2f} tokens/s; one-token call {row['one_token_call_ms']:.1f} ms; "
               "c_v(K): " + " ".join(f"{c:.2f}" for c in row["c_v"].values()))
     for row in rows[1:]:
-        print(f"{row['method']} over eager: {row['tokens_per_second'] / rows[0]['tokens_per_second']:.2f}x plain decoding")
+        ratio = row["tokens_per_second"] / rows[0]["tokens_per_second"]
+        print(f"{row['method']} over eager: {ratio:.2f}x plain decoding")
     if args.out:
         Path(args.out).write_text(json.dumps({
             "command": " ".join(["python", *sys.argv]), "target": args.target, "threads": args.threads,

@@ -8,11 +8,12 @@ AVX2 CPU: a call on 2 to 5 tokens cost 1.6 to 2 one-token calls (``benchmarks/ro
 Compiled, SmolLM2-135M's one-token call took 31.6 ms instead of 62.9 on a 2-core AMD EPYC (Zen 3,
 AVX2 only, one thread) and a call on 2 tokens 1.17 one-token calls (docs/generate.md).
 
-The compile takes minutes (2.3-2.6 for SmolLM2-135M on 2 cores), so its result, a package with the
+The compile takes minutes (2.3-3 for SmolLM2-135M on 2 cores), so its result, a package with the
 weights inside (625 MiB for SmolLM2-135M in float32), is kept under ``cache_root()/compiled`` and
-loaded in seconds afterwards; the :data:`KEEP_PACKAGES` most recently used are kept. It is keyed by the weights, the model's shape and precision, the code that
-runs in the call, the torch version and the CPU's instruction sets: a changed model, tubelet, torch
-or CPU compiles again. One package serves every batch size, call length and cache capacity.
+loaded in under a second afterwards; the :data:`KEEP_PACKAGES` most recently used are kept. It is
+keyed by the weights, the model's kind, shape and precision, the code that runs in the call, the
+torch version and the CPU's instruction sets: a changed model, tubelet, torch or CPU compiles again.
+One package serves every batch size, call length and cache capacity.
 
 What runs compiled is :class:`DecodingStep`: a whole :meth:`Decoder.features` call over a
 :class:`~tubelet.models.attention.FixedKVCache` (a cache whose buffers are made before each call),
@@ -164,8 +165,8 @@ def package_key(model: Decoder | FeatureDraftModel, quick: bool = False) -> str:
     for module in (attention, decoder, sys.modules[__name__]):
         h.update(Path(module.__file__).read_bytes())
     from .loading import cpu_flags
-    h.update(json.dumps([type(model).__name__, str(model.cfg), str(model.embed.weight.dtype), torch.__version__, platform.machine(),
-                         sorted(cpu_flags() & _ISA_FLAGS), quick]).encode())
+    h.update(json.dumps([type(model).__name__, str(model.cfg), str(model.embed.weight.dtype), torch.__version__,
+                         platform.machine(), sorted(cpu_flags() & _ISA_FLAGS), quick]).encode())
     return h.hexdigest()[:20]
 
 
@@ -237,7 +238,7 @@ def load_step(model: Decoder | FeatureDraftModel, *, quick: bool = False, quiet:
         c = model.cfg
         kind = "feature draft" if isinstance(model, FeatureDraftModel) else "decoder"
         print(f"tubelet: compiling the decoding calls of a {c.num_layers}-layer {kind} for this CPU, once "
-              f"(minutes: about 2.5 for SmolLM2-135M on 2 cores); kept in {path.parent}", file=sys.stderr, flush=True)
+              f"(minutes: 2.5-3 for SmolLM2-135M on 2 cores); kept in {path.parent}", file=sys.stderr, flush=True)
     try:
         compile_package(model, path, quick)
     except (OSError, RuntimeError) as e:  # a full disk, no C++ compiler, an operation export cannot trace
