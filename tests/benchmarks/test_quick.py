@@ -70,19 +70,22 @@ def test_quick_mode_writes_json(script, tmp_path):
             plan = [p for p in models if row["method"] == f"speculative {p['draft']}"
                     and p["temperature"] == row["temperature"]]
             assert not plan or (row["k"], row["threshold"]) == (plan[0]["k"], plan[0]["threshold"]), (row, plan)
-        # the same prompts again, as a GPU run takes a CPU run's, with the target in tubelet's decoder
+        # the same prompts again, as a GPU run takes a CPU run's, with the target in tubelet's decoder, and
+        # transformers' model decoding plainly beside it (--also-plain)
         again = tmp_path / "again.json"
-        r = run(script, "--no-hf", "--target", "smollm2,fp32", "--draft", "ngram:3", "--temperatures", "0",
+        r = run(script, "--no-hf", "--target", "smollm2,fp32", "--also-plain", "smollm2", "--draft", "ngram:3",
+                "--temperatures", "0",
                 "--new-tokens", "8", "--k-max", "4",
                 "--calibration-tokens", "8", "--device", "cpu", "--prompts-from", str(out), "--text-corpus", "unused",
                 "--out", str(again), cwd=tmp_path)
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
         rerun = json.loads(again.read_text())
         assert rerun["prompt_ids"] == result["prompt_ids"] and rerun["prompts_from"] == str(out)
-        assert [r["method"] for r in rerun["rows"]] == ["autoregressive", "speculative ngram:3"]
+        methods = ["autoregressive", "autoregressive smollm2", "speculative ngram:3"]
+        assert [r["method"] for r in rerun["rows"]] == methods
         # its calls are counted (they go through the decoder's features and head, not its forward)
-        plain_calls, lookup_calls = (r["target_calls_per_token"] for r in rerun["rows"])
-        assert plain_calls == 1.0 and 0 < lookup_calls <= 1.0, rerun["rows"]
+        plain_calls, also_calls, lookup_calls = (r["target_calls_per_token"] for r in rerun["rows"])
+        assert plain_calls == also_calls == 1.0 and 0 < lookup_calls <= 1.0, rerun["rows"]
     if script == "target_precision.py":  # the three precisions of one model, each verifying K = 1, 2
         assert [(r["target"], r["model"], r["dtype"]) for r in result["rows"]] == [
             ("smollm2", "LlamaForCausalLM", "float32"), ("smollm2,fp32", "Decoder", "float32"),
