@@ -244,11 +244,12 @@ def call_costs(target, drafts: dict, prompt: list[int], k_max: int, reps: int) -
 
 def precision_costs(target, specs: list[str], prompt: list[int], reps: int) -> dict:
     """c_d of each model draft in bf16, fp32 and int8 (int8 on a CPU only; the default is draft_dtype's
-    choice)."""
+    choice), not compiled (a compiled draft's own c_d is beside them)."""
     one = median_call(target.lm, prompt, 1, reps)
     dtypes = ("bf16", "fp32", "int8") if target.device.type == "cpu" else ("bf16", "fp32")
+    eager = [",".join(o for o in spec.split(",") if o != "compile") for spec in specs]
     return {f"{spec},{dtype}": median_call(load_draft(f"{spec},{dtype}", target).lm, prompt, 1, reps) / one
-            for spec in specs if not any(d in spec.split(",") for d in ("bf16", "fp32", "int8"))
+            for spec in dict.fromkeys(eager) if not any(d in spec.split(",") for d in ("bf16", "fp32", "int8"))
             for dtype in dtypes}
 
 
