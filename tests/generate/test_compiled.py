@@ -91,7 +91,7 @@ def test_a_compiled_package_decodes_as_the_eager_model_and_is_kept(tmp_path, mon
     import tubelet.generate.compiled as compiled
 
     monkeypatch.setenv("TUBELET_CACHE", str(tmp_path))
-    model = tiny(layers=2, seed=3)
+    model = tiny(layers=1, seed=3)
     lm = CompiledLM(model, quick=True)
     path = package_path(model, quick=True)
     assert path.is_file() and not package_path(model).is_file() and "compiling" in capsys.readouterr().err
@@ -117,7 +117,7 @@ def test_a_compiled_package_decodes_as_the_eager_model_and_is_kept(tmp_path, mon
     assert autoregressive_generate(CompiledLM(model, quick=True), prompts, 24, sampling=greedy).tokens == ref
     assert remade == [path] and "does not load" in capsys.readouterr().err
 
-    other = tiny(layers=2, seed=5)  # other weights: another package
+    other = tiny(layers=1, seed=5)  # other weights: another package
     assert package_path(other, quick=True) != path
 
 

@@ -10,7 +10,7 @@ AVX2 only, one thread) and a call on 2 tokens 1.17 one-token calls (docs/generat
 
 The compile takes minutes (2.3-3 for SmolLM2-135M on 2 cores), so its result, a package with the
 weights inside (625 MiB for SmolLM2-135M in float32), is kept under ``cache_root()/compiled`` and
-loaded in under a second afterwards; the :data:`KEEP_PACKAGES` most recently used are kept. It is
+loaded in seconds afterwards; the :data:`KEEP_PACKAGES` most recently used are kept. It is
 keyed by the weights, the model's kind, shape and precision, the code that runs in the call, the
 torch version and the CPU's instruction sets: a changed model, tubelet, torch or CPU compiles again.
 One package serves every batch size, call length and cache capacity.

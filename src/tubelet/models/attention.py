@@ -56,11 +56,11 @@ def sdpa(q: Tensor, k: Tensor, v: Tensor, *, dropout_p: float = 0.0, attn_mask: 
     that was a seventh of a bf16 SmolLM2-135M token's time. Longer queries (a prompt, a clip)
     stay in half precision, where the kernel is as fast or faster. A :class:`KVCache` keeps
     half-precision keys and values in float32 on a CPU (:func:`cache_dtype`) for this reason.
-    Compiled (``torch.compile``, ``torch.export``), every such call runs in float32: comparing the
-    two lengths would fix them in the graph.
+    Exported (``torch.export``: a compiled decoding call), every such call runs in float32: comparing
+    the two lengths would fix them in the graph.
     """
     if (q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16)
-            and (torch.compiler.is_compiling() or int(q.shape[-2]) < int(k.shape[-2]))):
+            and (torch.compiler.is_exporting() or int(q.shape[-2]) < int(k.shape[-2]))):
         return sdpa(q.float(), k.float(), v.float(), dropout_p=dropout_p, attn_mask=attn_mask,
                     is_causal=is_causal).to(q.dtype)
     if k.dtype != q.dtype:  # a prompt's call on a float32 cache (cache_dtype)
