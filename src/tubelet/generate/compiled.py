@@ -60,35 +60,35 @@ class DecodingStep(nn.Module):
     values, each layer's (B, G, capacity, d) buffers, written in place at slots ``lengths[b] + i``.
     Returns the final hidden states (B, n, D) and the logits (B, m, V) at ``pick``."""
 
-    def __init__(self, model: Decoder) -> None:
+    def __init__(self, model: Decoder | FeatureDraftModel) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, tokens: Tensor, num_valid: Tensor, lengths: Tensor, depth: Tensor, visible: Tensor,
                 pick: Tensor, keys: list[Tensor], values: list[Tensor]) -> tuple[Tensor, Tensor]:
-        cache = FixedKVCache(len(keys), tokens.shape[0], tokens.device)
-        cache.keys, cache.values, cache.lengths = list(keys), list(values), lengths
-        hidden = self.model.features(tokens, cache, num_valid, tree=TokenTree(depth, visible))
-        picked = hidden.gather(1, pick[:, :, None].expand(-1, -1, hidden.shape[-1]))
-        return hidden, self.model.head(picked)
+        cache = _on(keys, values, lengths)
+        return self._with_head(self.model.features(tokens, cache, num_valid, tree=TokenTree(depth, visible)), pick)
+
+    def _with_head(self, hidden: Tensor, pick: Tensor) -> tuple[Tensor, Tensor]:
+        """The hidden states and the head's logits at ``pick`` (B, m)."""
+        return hidden, self.model.head(hidden.gather(1, pick[:, :, None].expand(-1, -1, hidden.shape[-1])))
 
 
-class FeatureStep(nn.Module):
+def _on(keys: list[Tensor], values: list[Tensor], lengths: Tensor) -> FixedKVCache:
+    """A FixedKVCache over a call's buffers (inside the graph: no allocation, no read)."""
+    cache = FixedKVCache(len(keys), lengths.shape[0], lengths.device)
+    cache.keys, cache.values, cache.lengths = list(keys), list(values), lengths
+    return cache
+
+
+class FeatureStep(DecodingStep):
     """One call of a feature draft (:class:`~tubelet.models.decoder.FeatureDraftModel`) as a function
     of tensors: as :class:`DecodingStep`, causal, with ``previous`` (B, n, D) float32, the feature
     each new token enters with, instead of a tree."""
 
-    def __init__(self, model: FeatureDraftModel) -> None:
-        super().__init__()
-        self.model = model
-
     def forward(self, tokens: Tensor, num_valid: Tensor, lengths: Tensor, previous: Tensor, pick: Tensor,
                 keys: list[Tensor], values: list[Tensor]) -> tuple[Tensor, Tensor]:
-        cache = FixedKVCache(len(keys), tokens.shape[0], tokens.device)
-        cache.keys, cache.values, cache.lengths = list(keys), list(values), lengths
-        hidden = self.model.features(tokens, previous, cache, num_valid)
-        picked = hidden.gather(1, pick[:, :, None].expand(-1, -1, hidden.shape[-1]))
-        return hidden, self.model.head(picked)
+        return self._with_head(self.model.features(tokens, previous, _on(keys, values, lengths), num_valid), pick)
 
 
 def step_of(model: Decoder | FeatureDraftModel) -> nn.Module:
@@ -268,22 +268,26 @@ def _used(path: Path) -> None:
         p.unlink(missing_ok=True)
 
 
-def _prepare(cache: FixedKVCache, tokens: Tensor, kv: tuple[int, int, torch.dtype]) -> None:
-    """Check a call's sizes against what a package takes, and make room for its tokens."""
+def _run(lm, tokens: Tensor, num_valid: Tensor, middle: tuple[Tensor, ...], last_only: bool
+         ) -> tuple[Tensor, Tensor]:
+    """One call of ``lm.runner`` on ``lm.cache`` (a CompiledLM's or a CompiledFeatureLM's): the sizes
+    checked against what a package takes, room made, the head run on every new token or on each
+    row's last (``last_only``: logits (B, V)), the rows' lengths advanced. ``middle``: the step's
+    inputs between the lengths and the head positions (the tree, or the previous features)."""
+    cache = lm.cache
     B, n = tokens.shape
     held = int(cache.lengths.max())
     if B > MAX_ROWS or n > MAX_TOKENS or held + n > MAX_CAPACITY // 2:
         raise GenerateError(f"a compiled decoder takes at most {MAX_ROWS} rows of {MAX_TOKENS} new tokens and "
                             f"{MAX_CAPACITY // 2} in all, got {B} rows of {n} after {held}: leave out compile")
-    cache.reserve(n, *kv)
-
-
-def _picked(tokens: Tensor, num_valid: Tensor, last_only: bool) -> Tensor:
-    """The positions to run the head on: every new token (B, n), or each row's last (B, 1)."""
-    B, n = tokens.shape
-    if last_only:
-        return (num_valid - 1).clamp(min=0)[:, None].contiguous()
-    return torch.arange(n, device=tokens.device).expand(B, n).contiguous()
+    cache.reserve(n, *lm.kv)
+    num_valid = num_valid.to(cache.lengths.device, torch.long).contiguous()
+    pick = ((num_valid - 1).clamp(min=0)[:, None] if last_only
+            else torch.arange(n, device=tokens.device).expand(B, n)).contiguous()
+    hidden, logits = lm.runner(tokens.long().contiguous(), num_valid, cache.lengths,
+                               *(x.contiguous() for x in middle), pick, cache.keys, cache.values)
+    cache.lengths = cache.lengths + num_valid
+    return hidden, logits[:, 0] if last_only else logits
 
 
 class CompiledLM(TubeletLM):
@@ -306,20 +310,14 @@ class CompiledLM(TubeletLM):
         return self._call(tokens, num_valid, tree, last_only=False)
 
     def extend_last(self, tokens: Tensor, num_valid: Tensor) -> Tensor:
-        return self._call(tokens, num_valid, None, last_only=True)[:, 0]
+        return self._call(tokens, num_valid, None, last_only=True)
 
     @torch.no_grad()
     def _call(self, tokens: Tensor, num_valid: Tensor, tree: TokenTree | None, last_only: bool) -> Tensor:
         self.calls += 1
-        _prepare(self.cache, tokens, self.kv)
-        B, n = tokens.shape
-        depth, visible = causal_tree(B, n, self.device) if tree is None else (tree.depth, tree.visible)
-        start = self.lengths.clone()
-        num_valid = num_valid.to(self.device, torch.long).contiguous()
-        hidden, logits = self.runner(tokens.long().contiguous(), num_valid, self.lengths, depth.long().contiguous(),
-                                     visible.contiguous(), _picked(tokens, num_valid, last_only),
-                                     self.cache.keys, self.cache.values)
-        self.cache.lengths = self.lengths + num_valid
+        depth, visible = causal_tree(*tokens.shape, self.device) if tree is None else (tree.depth, tree.visible)
+        start = self.lengths
+        hidden, logits = _run(self, tokens, num_valid, (depth.long(), visible), last_only)
         if self.keep_features:
             self.last_features = Features(start, hidden, num_valid)
         return logits
@@ -340,10 +338,4 @@ class CompiledFeatureLM(FeatureLM):
 
     @torch.no_grad()
     def _step(self, tokens: Tensor, previous: Tensor, num_valid: Tensor, last_only: bool) -> tuple[Tensor, Tensor]:
-        _prepare(self.cache, tokens, self.kv)
-        num_valid = num_valid.to(self.device, torch.long).contiguous()
-        hidden, logits = self.runner(tokens.long().contiguous(), num_valid, self.lengths,
-                                     previous.float().contiguous(), _picked(tokens, num_valid, last_only),
-                                     self.cache.keys, self.cache.values)
-        self.cache.lengths = self.lengths + num_valid
-        return hidden, logits[:, 0] if last_only else logits
+        return _run(self, tokens, num_valid, (previous.float(),), last_only)
