@@ -121,6 +121,21 @@ def test_a_compiled_package_decodes_as_the_eager_model_and_is_kept(tmp_path, mon
     assert package_path(other, quick=True) != path
 
 
+def test_each_thread_count_has_its_own_package(tmp_path, monkeypatch):
+    """Inductor writes torch's thread count into the kernels it generates (a package compiled on one
+    thread never multiplies on two), so a package is kept per thread count."""
+    monkeypatch.setenv("TUBELET_CACHE", str(tmp_path))
+    model, threads = tiny(layers=1, seed=3), torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = package_path(model)
+        torch.set_num_threads(2)
+        two = package_path(model)
+    finally:
+        torch.set_num_threads(threads)
+    assert one != two and "-t1-" in one.name and "-t2-" in two.name
+
+
 def test_compile_refuses_what_it_cannot_compile():
     from tubelet.errors import GenerateError
     from tubelet.generate.compiled import check_compilable

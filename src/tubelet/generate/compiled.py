@@ -12,7 +12,8 @@ The compile takes minutes (2.3-3 for SmolLM2-135M on 2 cores), so its result, a 
 weights inside (625 MiB for SmolLM2-135M in float32), is kept under ``cache_root()/compiled`` and
 loaded in seconds afterwards; the :data:`KEEP_PACKAGES` most recently used are kept. It is
 keyed by the weights, the model's kind, shape and precision, the code that runs in the call, the
-torch version and the CPU's instruction sets: a changed model, tubelet, torch or CPU compiles again.
+torch version, the CPU's instruction sets and torch's thread count (inductor writes it into the
+kernels): a changed model, tubelet, torch, CPU or ``--threads`` compiles again.
 One package serves every batch size, call length and cache capacity.
 
 What runs compiled is :class:`DecodingStep`: a whole :meth:`Decoder.features` call over a
@@ -156,7 +157,10 @@ def check_compilable(model: nn.Module, what: str = "model") -> Decoder | Feature
 
 def package_key(model: Decoder | FeatureDraftModel, quick: bool = False) -> str:
     """What a compiled package depends on, hashed: the weights, the config and precision, the code
-    that runs in the call, torch, the machine and its instruction sets, and ``quick``."""
+    that runs in the call, torch, the machine and its instruction sets, torch's thread count and
+    ``quick``. Inductor writes the thread count into the kernels (a package compiled for one thread
+    multiplies on one thread whatever ``torch.set_num_threads`` says later; one compiled for fewer
+    threads than the CPU has uses exactly that many), so each count has its own package."""
     h = hashlib.sha256()
     for name, t in sorted(model.state_dict().items()):
         h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
@@ -166,7 +170,8 @@ def package_key(model: Decoder | FeatureDraftModel, quick: bool = False) -> str:
         h.update(Path(module.__file__).read_bytes())
     from .loading import cpu_flags
     h.update(json.dumps([type(model).__name__, str(model.cfg), str(model.embed.weight.dtype), torch.__version__,
-                         platform.machine(), sorted(cpu_flags() & _ISA_FLAGS), quick]).encode())
+                         platform.machine(), sorted(cpu_flags() & _ISA_FLAGS), torch.get_num_threads(),
+                         quick]).encode())
     return h.hexdigest()[:20]
 
 
@@ -175,7 +180,8 @@ def package_path(model: Decoder | FeatureDraftModel, quick: bool = False) -> Pat
     c = model.cfg
     kind = "feature-draft" if isinstance(model, FeatureDraftModel) else "decoder"
     dtype = str(model.embed.weight.dtype).removeprefix("torch.")
-    return cache_root() / COMPILED_CACHE / f"{kind}-{c.num_layers}x{c.dim}-{dtype}-{package_key(model, quick)}.pt2"
+    name = f"{kind}-{c.num_layers}x{c.dim}-{dtype}-t{torch.get_num_threads()}-{package_key(model, quick)}.pt2"
+    return cache_root() / COMPILED_CACHE / name
 
 
 def _inductor_settings(quick: bool) -> dict:
@@ -237,7 +243,8 @@ def load_step(model: Decoder | FeatureDraftModel, *, quick: bool = False, quiet:
     if not quiet:
         c = model.cfg
         kind = "feature draft" if isinstance(model, FeatureDraftModel) else "decoder"
-        print(f"tubelet: compiling the decoding calls of a {c.num_layers}-layer {kind} for this CPU, once "
+        print(f"tubelet: compiling the decoding calls of a {c.num_layers}-layer {kind} for this CPU and "
+              f"{torch.get_num_threads()} thread(s), once "
               f"(minutes: 2.5-3 for SmolLM2-135M on 2 cores); kept in {path.parent}", file=sys.stderr, flush=True)
     try:
         compile_package(model, path, quick)
