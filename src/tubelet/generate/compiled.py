@@ -158,9 +158,9 @@ def check_compilable(model: nn.Module, what: str = "model") -> Decoder | Feature
 def package_key(model: Decoder | FeatureDraftModel, quick: bool = False) -> str:
     """What a compiled package depends on, hashed: the weights, the config and precision, the code
     that runs in the call, torch, the machine and its instruction sets, torch's thread count and
-    ``quick``. Inductor writes the thread count into the kernels (a package compiled for one thread
-    multiplies on one thread whatever ``torch.set_num_threads`` says later; one compiled for fewer
-    threads than the CPU has uses exactly that many), so each count has its own package."""
+    ``quick``. Inductor writes the thread count into the kernels it generates (its GEMMs in a
+    package compiled for one thread run on one whatever ``torch.set_num_threads`` says later; for
+    fewer threads than the CPU has, on exactly that many), so each count has its own package."""
     h = hashlib.sha256()
     for name, t in sorted(model.state_dict().items()):
         h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
