@@ -419,3 +419,16 @@ def test_resuming_a_run_distilled_before_the_draft_temperature_measures_it(corpu
     assert load_draft_temperature(tmp_path / "d") == expected
     assert any("draft temperature" in line for line in logged) == (expected != 1.0), logged
 
+
+
+def test_labelling_says_its_progress_in_lines_a_log_file_keeps(corpus):
+    """With stderr not a terminal the progress bar is off: a line per tenth of the labels says
+    how far the labelling is, and how fast it goes."""
+    train, held = corpus
+    logged = []
+    distill(truncated_draft(target_model(), 1), target_model(), chars, train, held,
+            DistillConfig(**{**CFG, "steps": 1}), log=logged.append)
+    lines = [m for m in logged if m.startswith("labelling: ")]
+    done = [int(re.match(r"labelling: (\d+) of 1024 tokens \(\d+ tokens/s, about \d+ min left\)$", m)[1])
+            for m in lines]
+    assert len(done) == 7 and done == sorted(done) and done[-1] < 1024, logged  # 128 tokens a batch: 1/8 .. 7/8

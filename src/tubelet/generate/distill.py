@@ -651,6 +651,7 @@ class Distillation:
         verb = "labelling" if pool == CORPUS else \
             f"{pool}: the {'target' if self.features else 'draft'} writes, the target labels"
         bar = tqdm(total=want, initial=have, desc=verb, unit="tok", unit_scale=True, disable=None, leave=False)
+        tenth, said = max(1, (want - have) // 10), have  # a line per tenth: a log file shows the progress too
         batch_index = rows // cfg.batch_size
         try:
             for _ in self.budget.steps(until):
@@ -670,6 +671,12 @@ class Distillation:
                     store.add(pool, Labels(x, ids.cpu(), logp.half().cpu()))
                 batch_index += 1
                 bar.update(x.numel())
+                now = store.tokens(pool)
+                if now - said >= tenth and now < want:
+                    said, rate = now, (now - have) / max(self.budget.clock() - start, 1e-9)
+                    bar.clear()
+                    self.log(f"{verb}: {now} of {want} tokens ({rate:.0f} tokens/s, about "
+                             f"{(want - now) / rate / 60:.0f} min left)")
         finally:  # also on Ctrl-C: what was labelled is kept
             bar.close()
             store.flush(pool)
