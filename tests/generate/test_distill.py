@@ -420,7 +420,6 @@ def test_resuming_a_run_distilled_before_the_draft_temperature_measures_it(corpu
     assert any("draft temperature" in line for line in logged) == (expected != 1.0), logged
 
 
-
 def test_labelling_says_its_progress_in_lines_a_log_file_keeps(corpus):
     """With stderr not a terminal the progress bar is off: a line per tenth of the labels says
     how far the labelling is, and how fast it goes."""
