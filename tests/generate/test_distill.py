@@ -428,6 +428,6 @@ def test_labelling_says_its_progress_in_lines_a_log_file_keeps(corpus):
     distill(truncated_draft(target_model(), 1), target_model(), chars, train, held,
             DistillConfig(**{**CFG, "steps": 1}), log=logged.append)
     lines = [m for m in logged if m.startswith("labelling: ")]
-    done = [int(re.match(r"labelling: (\d+) of 1024 tokens \(\d+ tokens/s, about \d+ min left\)$", m)[1])
+    done = [int(re.match(r"labelling: (\d+) of 1024 tokens \(\d+ tokens/s, about \d+ (min|s) left\)$", m)[1])
             for m in lines]
     assert len(done) == 7 and done == sorted(done) and done[-1] < 1024, logged  # 128 tokens a batch: 1/8 .. 7/8

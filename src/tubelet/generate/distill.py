@@ -674,9 +674,10 @@ class Distillation:
                 now = store.tokens(pool)
                 if now - said >= tenth and now < want:
                     said, rate = now, (now - have) / max(self.budget.clock() - start, 1e-9)
+                    left = (want - now) / rate
                     bar.clear()
                     self.log(f"{verb}: {now} of {want} tokens ({rate:.0f} tokens/s, about "
-                             f"{(want - now) / rate / 60:.0f} min left)")
+                             + (f"{left / 60:.0f} min left)" if left >= 90 else f"{left:.0f} s left)"))
         finally:  # also on Ctrl-C: what was labelled is kept
             bar.close()
             store.flush(pool)
