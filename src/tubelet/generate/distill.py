@@ -675,9 +675,9 @@ class Distillation:
                 if now - said >= tenth and now < want:
                     said, rate = now, (now - have) / max(self.budget.clock() - start, 1e-9)
                     left = (want - now) / rate
+                    when = f"{left / 60:.0f} min" if left >= 90 else f"{left:.0f} s"
                     bar.clear()
-                    self.log(f"{verb}: {now} of {want} tokens ({rate:.0f} tokens/s, about "
-                             + (f"{left / 60:.0f} min left)" if left >= 90 else f"{left:.0f} s left)"))
+                    self.log(f"{verb}: {now} of {want} tokens ({rate:.0f} tokens/s, about {when} left)")
         finally:  # also on Ctrl-C: what was labelled is kept
             bar.close()
             store.flush(pool)
