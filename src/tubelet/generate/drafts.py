@@ -312,7 +312,8 @@ class NGramDraft:
     def propose(self, rows: Rows, k: int, sampling: Sampling, u: Tensor,
                 alternatives: tuple[int, ...] = ()) -> Proposal:
         tokens, num_drafted = prompt_lookup(rows.buffer, rows.lengths, self.max_ngram, k)
-        p = torch.nn.functional.one_hot(tokens, self.vocab_size).float()  # (B, k, V)
+        # (B, k, V) one-hot, written in float: one_hot's int64 tensor was a fifth of the lookup's time
+        p = torch.zeros(*tokens.shape, self.vocab_size, device=tokens.device).scatter_(-1, tokens[..., None], 1.0)
         return Proposal(tokens, p, num_drafted)
 
     def commit(self, rows: Rows) -> None:
