@@ -146,6 +146,21 @@ def test_draft_specs_and_threshold(tmp_path):
         args.func(args)
 
 
+
+@pytest.mark.parametrize("draft, message", [("ngram:0", "at least 1"), ("ngram:3,bf16", "no options"),
+                                            ("truncated:x", "number of layers"), ("runs/none", "no such file"),
+                                            ("truncated:1,int8,compile", "not int8"),
+                                            ("truncated:1,vocab:", "vocab:N")])
+def test_a_wrong_draft_spec_fails_before_the_target_loads(tmp_path, monkeypatch, draft, message):
+    """A target with ``,compile`` takes minutes to load the first time: a typo in --draft is named first."""
+    def no_target(*args, **kwargs):
+        raise AssertionError("the target was loaded before the draft spec was checked")
+
+    monkeypatch.setattr(commands, "load_model", no_target)
+    args = parse(["generate", "--target", tiny(tmp_path), "--prompt", "x", "--draft", draft])
+    with pytest.raises(UsageError, match=message):
+        args.func(args)
+
 def test_a_distilled_draft_decodes_at_its_saved_temperature_unless_the_spec_gives_one(tmp_path):
     from tubelet.generate.drafts import save_draft_sampling
     from tubelet.generate.loading import LoadError, load_draft, load_model

@@ -16,7 +16,7 @@ from ..errors import GenerateError, UsageError
 from ..models.decoder import Decoder, FeatureDraftModel
 from .autoregressive import autoregressive_generate
 from .distill import LOSSES
-from .loading import LoadError, Loaded, load_draft, load_model, load_tokenizer
+from .loading import LoadError, Loaded, check_draft_spec, load_draft, load_model, load_tokenizer
 from .rows import eos_ids
 from .sampling import Sampling
 from .speculative import speculative_generate
@@ -234,6 +234,11 @@ def generate_command(args: argparse.Namespace) -> int:
         raise UsageError(f"--threads must be >= 1 (or 0 for torch's default), got {args.threads}")
     if args.stream and (args.json or args.prompt_file):
         raise UsageError("--stream prints one prompt's text as it grows: not with --json or --prompt-file")
+    if args.draft:  # before the target loads (minutes when it compiles): a typo fails at once
+        try:
+            check_draft_spec(args.draft, args.draft_threshold)
+        except LoadError as e:
+            raise UsageError(str(e)) from e
     texts = read_prompts(args.prompt_file) if args.prompt_file else [args.prompt]
     device = resolve_device(args.device)
     if args.threads:

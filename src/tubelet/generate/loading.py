@@ -346,13 +346,10 @@ def draft_vocabulary(options: DraftOptions, target: Loaded, tokenizer=None, fold
     return most_frequent({t: c for t, c in counts.items() if t < vocab_size}, options.vocab)
 
 
-def load_draft(spec: str, target: Loaded, threshold: float = 0.0, tokenizer=None) -> Draft:
-    """A draft for ``target``: ``ngram:N`` (prompt lookup), or any model spec of
-    :func:`load_model` (``truncated:N``, a distilled folder, ...) with the options of
-    :func:`split_draft_spec` (in the precision of :func:`draft_dtype` unless one is given), as a
-    :class:`ModelDraft` that stops drafting a row when its top probability falls below
-    ``threshold``. ``tokenizer`` (default: the target's) counts the
-    tokens of a ``vocab:N:CORPUS``."""
+def check_draft_spec(spec: str, threshold: float = 0.0) -> tuple[str, DraftOptions]:
+    """What a draft spec says, checked without loading anything: its options, ``ngram:N`` and
+    ``truncated:N``, the threshold, and that a path exists. ``tubelet generate`` calls it before
+    loading the target (minutes with ``,compile`` the first time), so a typo fails at once."""
     base, options = split_draft_spec(spec)
     if base.startswith("ngram:"):
         try:
@@ -368,9 +365,31 @@ def load_draft(spec: str, target: Loaded, threshold: float = 0.0, tokenizer=None
         if base != spec:
             raise LoadError(f"{spec}: ngram:N takes no options (vocab, bf16, fp32, int8, temp and compile "
                             "apply to a draft model)")
-        return NGramDraft(n, target.lm.vocab_size)
+        return base, options
     if not 0.0 <= threshold <= 1.0:
         raise LoadError(f"draft threshold {threshold}: expected a probability in [0, 1]")
+    if options.compile and options.dtype == "int8":
+        raise LoadError(f"{spec}: compile takes a draft in fp32 or bf16, not int8")
+    if base.startswith("truncated:"):
+        if not base.split(":", 1)[1].isdigit():
+            raise LoadError(f"{base}: expected truncated:N with N a number of layers")
+    elif base != "smollm2" and not Path(base).exists():
+        raise LoadError(f"{base}: no such file or folder (a draft is ngram:N, truncated:N, 'smollm2', the folder "
+                        "of `tubelet draft distill --out`, a tubelet decoder folder, a transformers model folder or "
+                        "a .gguf file)")
+    return base, options
+
+
+def load_draft(spec: str, target: Loaded, threshold: float = 0.0, tokenizer=None) -> Draft:
+    """A draft for ``target``: ``ngram:N`` (prompt lookup), or any model spec of
+    :func:`load_model` (``truncated:N``, a distilled folder, ...) with the options of
+    :func:`split_draft_spec` (in the precision of :func:`draft_dtype` unless one is given), as a
+    :class:`ModelDraft` that stops drafting a row when its top probability falls below
+    ``threshold``. ``tokenizer`` (default: the target's) counts the
+    tokens of a ``vocab:N:CORPUS``."""
+    base, options = check_draft_spec(spec, threshold)
+    if base.startswith("ngram:"):
+        return NGramDraft(int(base.split(":", 1)[1]), target.lm.vocab_size)
     feature = _is_tubelet(base, FEATURE_DRAFT)
     draft = load_feature_draft(base, target) if feature else load_model(base, target=target)
     vocab = None
@@ -382,8 +401,6 @@ def load_draft(spec: str, target: Loaded, threshold: float = 0.0, tokenizer=None
             raise LoadError(f"{spec}: {e}") from e
     if feature:
         draft.model.fold_input()
-    if options.compile and options.dtype == "int8":
-        raise LoadError(f"{spec}: compile takes a draft in fp32 or bf16, not int8")
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32, "int8": torch.bfloat16}.get(options.dtype)
     draft.model.to(dtype or draft_dtype(target.device))
     if options.dtype == "int8":
