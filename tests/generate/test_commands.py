@@ -69,6 +69,29 @@ def test_distill_arguments_and_a_missing_corpus(tmp_path):
         args.func(args)
 
 
+
+def test_an_unquoted_corpus_glob_the_shell_expanded_is_one_corpus(tmp_path, monkeypatch):
+    """``--corpus src/*.py`` unquoted reaches tubelet as the files themselves: they were refused as
+    unrecognized arguments; they are now one corpus, and each --corpus still its own."""
+    from tubelet.generate.distill import corpus_parts
+
+    for kind, count in (("code", 12), ("text", 10)):
+        (tmp_path / kind).mkdir()
+        for i in range(count):
+            (tmp_path / kind / f"{i:02d}.txt").write_text(f"{kind} {i}\n")
+    code = sorted(str(f) for f in (tmp_path / "code").iterdir())
+    args = parse(["draft", "distill", "--target", "t", "--layers", "1", "--corpus", *code,
+                  "--corpus", str(tmp_path / "text" / "*.txt"), "--out", str(tmp_path / "o")])
+    assert args.corpus == [code, [str(tmp_path / "text" / "*.txt")]]
+    monkeypatch.setattr(commands, "_load", lambda *a, **k: (_ for _ in ()).throw(UsageError("stop here")))
+    with pytest.raises(UsageError, match="stop here"):  # the corpus read, the target next
+        args.func(args)
+    (train_code, held_code), (train_text, held_text) = corpus_parts([code, str(tmp_path / "text" / "*.txt")])
+    assert len(train_code) + len(held_code) == 12 and [f.name for f in held_code] == ["00.txt", "10.txt"]
+    assert len(train_text) + len(held_text) == 10 and [f.name for f in held_text] == ["00.txt"]
+    with pytest.raises(FileNotFoundError, match="and 1 more: found 0 text files"):
+        corpus_parts([[str(tmp_path / "none1"), str(tmp_path / "none2")]])
+
 def test_train_precision_follows_the_devices_faster_precision(tmp_path, monkeypatch):
     draft = Decoder.load(tiny(tmp_path))
     assert parse(["draft", "distill", "--target", "t", "--layers", "1", "--corpus", "c", "--out", "o"]

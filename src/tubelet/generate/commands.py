@@ -106,8 +106,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="decoder: a small language model of its own (default); features: a draft that reads "
                         "the target's final hidden states (EAGLE), which agrees with the target more for "
                         "the same cost and works only with it (Llama-style targets)")
-    s.add_argument("--corpus", required=True, action="append",
-                   help=f"glob or folder of text files, {STDLIB_HINT}; repeat it to mix corpora "
+    s.add_argument("--corpus", required=True, action="append", nargs="+", metavar="GLOB",
+                   help=f"glob or folder of text files, {STDLIB_HINT}; quoted, or left to the shell to "
+                        "expand (the files after one --corpus form one corpus); repeat it to mix corpora "
                         "(code and English text, say): they are read in turn, so a small one is not drowned, "
                         "and each keeps its own held-out tenth")
     s.add_argument("--out", required=True,
@@ -353,8 +354,9 @@ def distill_command(args: argparse.Namespace) -> int:
     if args.corpus_changed and not args.resume:
         raise UsageError("--corpus-changed goes with --resume (it lets a resume go on with the files as they are "
                          "now); a new run reads them as they are anyway")
+    corpus = [group[0] if len(group) == 1 else group for group in args.corpus]  # one per --corpus
     try:
-        parts = corpus_parts(args.corpus)
+        parts = corpus_parts(corpus)
         check_out(args.out, args.resume)
     except (FileNotFoundError, GenerateError) as e:
         raise UsageError(str(e)) from e
@@ -397,7 +399,7 @@ def distill_command(args: argparse.Namespace) -> int:
                          corpus_changed=args.corpus_changed,
                          label_target=labeller, meta={"target": args.target, "precision": precision},
                          about={"target": args.target, "layers": args.layers, "kind": args.kind,
-                                "corpus": args.corpus})
+                                "corpus": corpus})
     except GenerateError as e:
         raise UsageError(str(e)) from e
     state = "" if report["finished"] else " (stopped by --max-minutes: --resume goes on)"

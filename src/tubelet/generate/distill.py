@@ -148,15 +148,21 @@ def corpus_files(pattern: str | Sequence[str], holdout_every: int = 10) -> tuple
     return [f for t, _ in parts for f in t], [f for _, h in parts for f in h]
 
 
-def corpus_parts(patterns: Sequence[str], holdout_every: int = 10) -> list[tuple[list[Path], list[Path]]]:
-    """(train, held-out) files of each pattern, as :func:`corpus_files` splits them."""
+def corpus_parts(patterns: Sequence[str | Sequence[str]], holdout_every: int = 10
+                 ) -> list[tuple[list[Path], list[Path]]]:
+    """(train, held-out) files of each pattern, as :func:`corpus_files` splits them. A pattern may
+    be a list of globs, files and folders (a glob the shell expanded): their files form one corpus."""
     parts = []
     for pattern in patterns:
-        path = Path(pattern)
-        files = sorted(path.rglob("*.py")) if path.is_dir() else sorted(map(Path, glob.glob(pattern, recursive=True)))
-        files = [f for f in files if f.is_file() and f.stat().st_size > 0]
+        group = [pattern] if isinstance(pattern, str) else list(pattern)
+        found = set()
+        for one in group:
+            path = Path(one)
+            found.update(path.rglob("*.py") if path.is_dir() else map(Path, glob.glob(one, recursive=True)))
+        files = sorted(f for f in found if f.is_file() and f.stat().st_size > 0)
         if len(files) < 2:
-            raise FileNotFoundError(f"{pattern}: found {len(files)} text files; need at least 2 "
+            named = group[0] if len(group) == 1 else f"{group[0]} and {len(group) - 1} more"
+            raise FileNotFoundError(f"{named}: found {len(files)} text files; need at least 2 "
                                     "(some for training, some held out)")
         held = files[::holdout_every]
         held_set = set(held)
