@@ -49,6 +49,10 @@ def test_distill_arguments_and_a_missing_corpus(tmp_path):
     assert args.layers == 2 and args.func is commands.distill_command
     with pytest.raises(UsageError, match="found 0 text files"):
         args.func(args)
+    args = parse(["draft", "distill", "--target", "smollm2", "--layers", "1", "--corpus", "c", "--out",
+                  str(tmp_path / "d"), "--threads", "-1"])
+    with pytest.raises(UsageError, match="--threads must be >= 1"):
+        args.func(args)
     args = parse(["draft", "distill", "--target", "smollm2", "--layers", "1", "--kind", "features",
                   "--rounds", "-1", "--corpus", "c", "--out", str(tmp_path / "d")])
     with pytest.raises(UsageError, match="--rounds must be >= 0"):

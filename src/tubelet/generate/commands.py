@@ -78,9 +78,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--seed", type=int, default=0,
                    help="seed of the random streams (one per prompt: a prompt's text does not depend on the "
                         "others in its batch; default 0)")
-    g.add_argument("--threads", type=int, default=0,
-                   help="CPU threads for torch (default: torch's choice); 1 is fastest on a CPU "
-                        "that other work keeps busy (see docs/generate.md)")
+    add_threads_argument(g)
     add_device_argument(g)
     g.add_argument("--json", action="store_true",
                    help="print one JSON object: text, tokens and every statistic")
@@ -160,8 +158,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--eval-chunks", type=int, default=16,
                    help="held-out sequences of --seq-len tokens for the acceptance report (default 16)")
     s.add_argument("--seed", type=int, default=0, help="seed of the corpus order and the batches")
+    add_threads_argument(s)
     add_device_argument(s)
     s.set_defaults(func=distill_command)
+
+
+def add_threads_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU threads for torch (default: torch's choice, one per core); 1 is fastest on "
+                             "a CPU that other work keeps busy: two jobs of two threads each on two cores ran "
+                             "several times slower than one alone (see docs/generate.md)")
+
+
+def use_threads(threads: int) -> None:
+    """Apply --threads (0: torch's choice)."""
+    if threads < 0:
+        raise UsageError(f"--threads must be >= 1 (or 0 for torch's default), got {threads}")
+    if threads:
+        torch.set_num_threads(threads)
 
 
 def _load(spec: str, **kwargs) -> Loaded:
@@ -231,8 +245,6 @@ def generate_command(args: argparse.Namespace) -> int:
     if alternatives and args.draft.startswith("ngram:"):
         raise UsageError("--alternatives needs a model draft: prompt lookup proposes one continuation, "
                          "with no distribution to draw other candidates from")
-    if args.threads < 0:
-        raise UsageError(f"--threads must be >= 1 (or 0 for torch's default), got {args.threads}")
     if args.stream and (args.json or args.prompt_file):
         raise UsageError("--stream prints one prompt's text as it grows: not with --json or --prompt-file")
     if args.draft:  # before the target loads (minutes when it compiles): a typo fails at once
@@ -242,8 +254,7 @@ def generate_command(args: argparse.Namespace) -> int:
             raise UsageError(str(e)) from e
     texts = read_prompts(args.prompt_file) if args.prompt_file else [args.prompt]
     device = resolve_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    use_threads(args.threads)
     target = _load(args.target, with_tokenizer=not args.tokenizer, device=device)
     tok = _tokenizer(args, target)
     if args.draft:
@@ -342,6 +353,7 @@ def distill_command(args: argparse.Namespace) -> int:
     from .loading import truncated_draft
     budget = Budget(args.max_minutes * 60)  # from the start: loading the target counts
     device = resolve_device(args.device)
+    use_threads(args.threads)
     for name in ("layers", "steps", "label_tokens", "seq_len", "batch_size", "top_k", "eval_chunks",
                  "round_tokens", "round_steps"):
         if getattr(args, name) < 1:
