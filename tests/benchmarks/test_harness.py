@@ -162,7 +162,7 @@ def test_speculative_timed_draft_reports_the_seconds_of_its_proposals(monkeypatc
     from tubelet.generate.drafts import NGramDraft
 
     class Table:  # a target that always predicts the token after the last: every n-gram proposal agrees
-        vocab_size, device, calls = 16, torch.device("cpu"), 0
+        vocab_size, device = 16, torch.device("cpu")
 
         def reset(self, batch_size):
             self.lengths = torch.zeros(batch_size, dtype=torch.long)

@@ -73,7 +73,6 @@ def test_distill_arguments_and_a_missing_corpus(tmp_path):
         args.func(args)
 
 
-
 def test_an_unquoted_corpus_glob_the_shell_expanded_is_one_corpus(tmp_path, monkeypatch):
     """``--corpus src/*.py`` unquoted reaches tubelet as the files themselves: they were refused as
     unrecognized arguments; they are now one corpus, and each --corpus still its own."""
@@ -87,14 +86,18 @@ def test_an_unquoted_corpus_glob_the_shell_expanded_is_one_corpus(tmp_path, monk
     args = parse(["draft", "distill", "--target", "t", "--layers", "1", "--corpus", *code,
                   "--corpus", str(tmp_path / "text" / "*.txt"), "--out", str(tmp_path / "o")])
     assert args.corpus == [code, [str(tmp_path / "text" / "*.txt")]]
-    monkeypatch.setattr(commands, "_load", lambda *a, **k: (_ for _ in ()).throw(UsageError("stop here")))
-    with pytest.raises(UsageError, match="stop here"):  # the corpus read, the target next
+    def target_next(*args, **kwargs):  # the corpus was read: the target loads next
+        raise UsageError("the corpus was accepted")
+
+    monkeypatch.setattr(commands, "_load", target_next)
+    with pytest.raises(UsageError, match="the corpus was accepted"):
         args.func(args)
     (train_code, held_code), (train_text, held_text) = corpus_parts([code, str(tmp_path / "text" / "*.txt")])
     assert len(train_code) + len(held_code) == 12 and [f.name for f in held_code] == ["00.txt", "10.txt"]
     assert len(train_text) + len(held_text) == 10 and [f.name for f in held_text] == ["00.txt"]
     with pytest.raises(FileNotFoundError, match="and 1 more: found 0 text files"):
         corpus_parts([[str(tmp_path / "none1"), str(tmp_path / "none2")]])
+
 
 def test_train_precision_follows_the_devices_faster_precision(tmp_path, monkeypatch):
     draft = Decoder.load(tiny(tmp_path))
@@ -173,7 +176,6 @@ def test_draft_specs_and_threshold(tmp_path):
         args.func(args)
 
 
-
 @pytest.mark.parametrize("draft, message", [("ngram:0", "at least 1"), ("ngram:3,bf16", "no options"),
                                             ("truncated:x", "number of layers"), ("runs/none", "no such file"),
                                             ("truncated:1,int8,compile", "not int8"),
@@ -187,6 +189,7 @@ def test_a_wrong_draft_spec_fails_before_the_target_loads(tmp_path, monkeypatch,
     args = parse(["generate", "--target", tiny(tmp_path), "--prompt", "x", "--draft", draft])
     with pytest.raises(UsageError, match=message):
         args.func(args)
+
 
 def test_a_distilled_draft_decodes_at_its_saved_temperature_unless_the_spec_gives_one(tmp_path):
     from tubelet.generate.drafts import save_draft_sampling
